@@ -1,0 +1,28 @@
+//! `deployer`: puts the invoice processor on AWS ECS Fargate. This file only parses the
+//! command line and dispatches; each command lives in `commands/`.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+mod cli;
+mod commands;
+mod error;
+mod output;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if err.is_broken_pipe() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err}");
+            if let Some(help) = err.help() {
+                eprintln!("help: {help}");
+            }
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Starts moto and the registry as child processes on free loopback ports, waits until
+//! they accept connections, and kills them on drop. Binaries are found through an
+//! environment override, the workspace's `.venv/`, then the system.
+
+use std::fs::File;
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a server may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("{what} not found (looked at {looked}); run `make tools` to install it")]
+    NotInstalled { what: &'static str, looked: String },
+    #[error("{what} failed to start: {reason}\n--- its log ---\n{log}")]
+    Failed {
+        what: &'static str,
+        reason: String,
+        log: String,
+    },
+    #[error("cannot prepare {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// A running server process; killed and reaped on drop.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Server {
+    /// Spawns `command` (built for a port) until one attempt is listening: a port taken
+    /// between choosing and binding is retried with another.
+    fn start(
+        what: &'static str,
+        dir: TempDir,
+        mut command: impl FnMut(u16, &Path) -> Command,
+    ) -> Result<Self, EmulatorError> {
+        let io = |source| EmulatorError::Io { what, source };
+        let log = dir.path().join("server.log");
+        let mut last = None;
+        for _ in 0..3 {
+            let port = free_port().map_err(io)?;
+            let out = File::create(&log).map_err(io)?;
+            let err = out.try_clone().map_err(io)?;
+            let mut child = command(port, dir.path())
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .map_err(io)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match wait_listening(what, &mut child, addr, &log) {
+                Ok(()) => {
+                    return Ok(Self { child, addr, dir });
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("the loop ran"))
+    }
+
+    fn log(&self) -> String {
+        read_log(&self.dir.path().join("server.log"))
+    }
+}
+
+fn wait_listening(
+    what: &'static str,
+    child: &mut Child,
+    addr: SocketAddr,
+    log: &Path,
+) -> Result<(), EmulatorError> {
+    let failed = |reason: String| EmulatorError::Failed {
+        what,
+        reason,
+        log: read_log(log),
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(failed(format!("exited with {status}")));
+        }
+        if Instant::now() > deadline {
+            return Err(failed(format!(
+                "not listening on {addr} after {START_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    text
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// The workspace root, where `make tools` puts `.venv/`.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("fakes lives in the workspace")
+        .to_path_buf()
+}
+
+/// `$OVERRIDE`, then each candidate, then `name` on PATH.
+fn find_binary(
+    what: &'static str,
+    override_var: &str,
+    candidates: &[PathBuf],
+    name: &str,
+) -> Result<PathBuf, EmulatorError> {
+    if let Some(path) = std::env::var_os(override_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let looked: Vec<PathBuf> = candidates.iter().cloned().chain(on_path).collect();
+    looked
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| EmulatorError::NotInstalled {
+            what,
+            looked: format!(
+                "${override_var}, {}",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ) + &format!(" and {name} on PATH"),
+        })
+}
+
+/// A moto server (the AWS emulator) with AWS managed policies loaded.
+#[derive(Debug)]
+pub struct Moto {
+    server: Server,
+}
+
+impl Moto {
+    pub fn start() -> Result<Self, EmulatorError> {
+        let bin = find_binary(
+            "moto_server",
+            "MOTO_SERVER",
+            &[workspace_root().join(".venv/bin/moto_server")],
+            "moto_server",
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("moto-")
+            .tempdir()
+            .map_err(|source| EmulatorError::Io {
+                what: "moto_server",
+                source,
+            })?;
+        let server = Server::start("moto_server", dir, |port, _| {
+            let mut c = Command::new(&bin);
+            c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
+            c
+        })?;
+        Ok(Self { server })
+    }
+
+    /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.addr.port()
+    }
+
+    /// Everything the server printed so far.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}
+
+/// Debian's docker-registry (CNCF distribution), storing blobs in a temp directory.
+#[derive(Debug)]
+pub struct Registry {
+    server: Server,
+}
+
+impl Registry {
+    pub fn start() -> Result<Self, EmulatorError> {
+        let bin = find_binary(
+            "docker-registry",
+            "DOCKER_REGISTRY",
+            &[PathBuf::from("/usr/bin/docker-registry")],
+            "docker-registry",
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("registry-")
+            .tempdir()
+            .map_err(|source| EmulatorError::Io {
+                what: "docker-registry",
+                source,
+            })?;
+        let server = Server::start("docker-registry", dir, |port, dir| {
+            let config = dir.join("config.yml");
+            let yaml = format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("data").display()
+            );
+            // A failed write shows up as the registry failing to start, with its log.
+            let _ = std::fs::write(&config, yaml);
+            let mut c = Command::new(&bin);
+            c.arg("serve").arg(config);
+            c
+        })?;
+        Ok(Self { server })
+    }
+
+    /// `127.0.0.1:PORT`, as image references name it.
+    pub fn host(&self) -> String {
+        self.server.addr.to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    /// The registry's log, including one access-log line per request.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+}

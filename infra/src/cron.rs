@@ -1,0 +1,317 @@
+//! AWS cron expressions (EventBridge rules and Scheduler): six fields, `minutes hours
+//! day-of-month month day-of-week year`, with `? L W #`. Parsed fully so bad ones fail
+//! before anything touches AWS, and so run times can be computed.
+
+use std::fmt;
+
+/// A parsed expression; `source` is the six fields as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cron {
+    pub source: String,
+    pub minutes: Vec<u8>,
+    pub hours: Vec<u8>,
+    pub day_of_month: DayOfMonth,
+    pub months: Vec<u8>,
+    pub day_of_week: DayOfWeek,
+    /// `None`: every year.
+    pub years: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DayOfMonth {
+    /// `?`: the day is given by day-of-week.
+    Any,
+    Days(Vec<u8>),
+    /// `L`: the last day of the month.
+    Last,
+    /// `LW`: the last weekday of the month.
+    LastWeekday,
+    /// `15W`: the weekday nearest the 15th, within the month.
+    NearestWeekday(u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DayOfWeek {
+    /// `?`: the day is given by day-of-month.
+    Any,
+    /// 1 = Sunday ... 7 = Saturday.
+    Days(Vec<u8>),
+    /// `6L`: the last such weekday of the month.
+    Last(u8),
+    /// `2#1`: the first Monday of the month.
+    Nth { day: u8, nth: u8 },
+}
+
+/// Why an expression is not valid, in words a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronError(pub String);
+
+impl fmt::Display for CronError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+struct Field {
+    name: &'static str,
+    min: u16,
+    max: u16,
+    names: &'static [&'static str],
+}
+
+const MINUTES: Field = Field {
+    name: "minutes",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOURS: Field = Field {
+    name: "hours",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DOM: Field = Field {
+    name: "day-of-month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &MONTHS,
+};
+const DOW: Field = Field {
+    name: "day-of-week",
+    min: 1,
+    max: 7,
+    names: &DAYS,
+};
+const YEAR: Field = Field {
+    name: "year",
+    min: 1970,
+    max: 2199,
+    names: &[],
+};
+
+impl Cron {
+    /// Parses `"0 5 * * ? *"`; a `cron(...)` wrapper is accepted too.
+    pub fn parse(text: &str) -> Result<Self, CronError> {
+        let inner = text
+            .trim()
+            .strip_prefix("cron(")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or(text.trim());
+        let fields: Vec<&str> = inner.split_whitespace().collect();
+        if fields.len() != 6 {
+            return Err(CronError(format!(
+                "has {} fields; AWS cron takes 6: minutes hours day-of-month month day-of-week year \
+                 (e.g. \"0 5 * * ? *\" for 05:00 every day)",
+                fields.len()
+            )));
+        }
+        let (dom_text, dow_text) = (fields[2], fields[4]);
+        match (dom_text == "?", dow_text == "?") {
+            (true, true) => {
+                return Err(CronError(
+                    "has `?` in both day-of-month and day-of-week; exactly one of them must be `?`"
+                        .into(),
+                ));
+            }
+            (false, false) => {
+                return Err(CronError(format!(
+                    "sets both day-of-month ({dom_text}) and day-of-week ({dow_text}); AWS requires \
+                     `?` in one of them"
+                )));
+            }
+            _ => {}
+        }
+        Ok(Self {
+            source: fields.join(" "),
+            minutes: narrow(values(&MINUTES, fields[0])?),
+            hours: narrow(values(&HOURS, fields[1])?),
+            day_of_month: day_of_month(dom_text)?,
+            months: narrow(values(&MONTH, fields[3])?),
+            day_of_week: day_of_week(dow_text)?,
+            years: if fields[5] == "*" {
+                None
+            } else {
+                Some(values(&YEAR, fields[5])?)
+            },
+        })
+    }
+
+    /// The form AWS takes: `cron(0 5 * * ? *)`.
+    pub fn expression(&self) -> String {
+        format!("cron({})", self.source)
+    }
+}
+
+fn narrow(values: Vec<u16>) -> Vec<u8> {
+    values
+        .into_iter()
+        .map(|v| u8::try_from(v).expect("field maximum is below 256"))
+        .collect()
+}
+
+fn day_of_month(text: &str) -> Result<DayOfMonth, CronError> {
+    Ok(match text {
+        "?" => DayOfMonth::Any,
+        "L" => DayOfMonth::Last,
+        "LW" => DayOfMonth::LastWeekday,
+        _ if text.len() > 1 && text.ends_with('W') => {
+            let day = number(&DOM, &text[..text.len() - 1])?;
+            DayOfMonth::NearestWeekday(narrow(vec![day])[0])
+        }
+        _ => DayOfMonth::Days(narrow(values(&DOM, text)?)),
+    })
+}
+
+fn day_of_week(text: &str) -> Result<DayOfWeek, CronError> {
+    if text == "?" {
+        return Ok(DayOfWeek::Any);
+    }
+    if let Some((day, nth)) = text.split_once('#') {
+        let day = narrow(vec![number(&DOW, day)?])[0];
+        let nth = match nth.parse::<u8>() {
+            Ok(n @ 1..=5) => n,
+            _ => {
+                return Err(CronError(format!(
+                    "day-of-week `{text}`: the number after `#` must be 1 to 5 (the week of the month)"
+                )));
+            }
+        };
+        return Ok(DayOfWeek::Nth { day, nth });
+    }
+    if let Some(day) = text.strip_suffix('L') {
+        let day = if day.is_empty() {
+            7
+        } else {
+            number(&DOW, day)?
+        };
+        return Ok(DayOfWeek::Last(narrow(vec![day])[0]));
+    }
+    Ok(DayOfWeek::Days(narrow(values(&DOW, text)?)))
+}
+
+/// Expands `*`, `a`, `a-b`, `a/s`, `a-b/s`, `*/s` and comma lists into sorted values.
+fn values(field: &Field, text: &str) -> Result<Vec<u16>, CronError> {
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => {
+                let step = step.parse::<u16>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    CronError(format!(
+                        "{} `{part}`: the step after `/` must be a positive number",
+                        field.name
+                    ))
+                })?;
+                (range, step)
+            }
+            None => (part, 1),
+        };
+        let (lo, hi) = if range == "*" {
+            (field.min, field.max)
+        } else if let Some((lo, hi)) = range.split_once('-') {
+            (number(field, lo)?, number(field, hi)?)
+        } else {
+            let v = number(field, range)?;
+            (v, if part.contains('/') { field.max } else { v })
+        };
+        if lo > hi {
+            return Err(CronError(format!(
+                "{} `{part}`: the range runs backwards; write the smaller value first",
+                field.name
+            )));
+        }
+        out.extend((lo..=hi).step_by(usize::from(step)));
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn number(field: &Field, text: &str) -> Result<u16, CronError> {
+    let upper = text.to_ascii_uppercase();
+    let value = field
+        .names
+        .iter()
+        .position(|n| *n == upper)
+        .map(|i| u16::try_from(i).expect("at most 12 names") + field.min)
+        .or_else(|| text.parse().ok());
+    match value {
+        Some(v) if (field.min..=field.max).contains(&v) => Ok(v),
+        _ => {
+            let names = if field.names.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " or {}-{}",
+                    field.names[0],
+                    field.names[field.names.len() - 1]
+                )
+            };
+            Err(CronError(format!(
+                "{} `{text}` is not valid; use {}-{}{names}, `*`, lists, ranges or steps",
+                field.name, field.min, field.max
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daily_at_five_parses_to_single_minute_and_hour() {
+        let c = Cron::parse("0 5 * * ? *").unwrap();
+        assert_eq!((c.minutes, c.hours), (vec![0], vec![5]));
+        assert_eq!(c.day_of_month, DayOfMonth::Days((1..=31).collect()));
+        assert_eq!(c.day_of_week, DayOfWeek::Any);
+        assert_eq!(c.expression(), "cron(0 5 * * ? *)");
+    }
+
+    #[test]
+    fn wrapper_names_steps_and_special_days_parse() {
+        let c = Cron::parse("cron(*/15 9-17 ? JAN-MAR MON#1 2027)").unwrap();
+        assert_eq!(c.minutes, vec![0, 15, 30, 45]);
+        assert_eq!(c.hours.len(), 9);
+        assert_eq!(c.months, vec![1, 2, 3]);
+        assert_eq!(c.day_of_week, DayOfWeek::Nth { day: 2, nth: 1 });
+        assert_eq!(c.years, Some(vec![2027]));
+        assert_eq!(
+            Cron::parse("0 0 L * ? *").unwrap().day_of_month,
+            DayOfMonth::Last
+        );
+        assert_eq!(
+            Cron::parse("0 0 15W * ? *").unwrap().day_of_month,
+            DayOfMonth::NearestWeekday(15)
+        );
+        assert_eq!(
+            Cron::parse("0 0 ? * 6L *").unwrap().day_of_week,
+            DayOfWeek::Last(6)
+        );
+    }
+
+    #[test]
+    fn invalid_expressions_say_what_is_wrong() {
+        let err = |s| Cron::parse(s).unwrap_err().0;
+        assert!(err("0 5 * * *").contains("has 5 fields"));
+        assert!(err("0 5 * * * *").contains("sets both day-of-month"));
+        assert!(err("0 5 ? * ? *").contains("`?` in both"));
+        assert!(err("60 5 * * ? *").contains("minutes `60` is not valid"));
+        assert!(err("0 24 * * ? *").contains("hours `24`"));
+        assert!(err("0 5 * FOO ? *").contains("month `FOO`"));
+        assert!(err("0 5 ? * MON#6 *").contains("1 to 5"));
+        assert!(err("*/0 5 * * ? *").contains("positive number"));
+        assert!(err("0 9-5 * * ? *").contains("runs backwards"));
+    }
+}

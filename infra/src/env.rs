@@ -1,0 +1,468 @@
+//! The environment file (`infra/envs/NAME.toml`): its schema, defaults and loading.
+//! Every default is the name the original deployment used, so `prod.toml` can spell
+//! them out and a test environment can stay short.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Problem, Result};
+use crate::validate;
+
+/// One deployment environment: the validated file and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment {
+    /// The file's stem (`prod` for `prod.toml`); it becomes the `env` tag.
+    pub name: String,
+    pub path: PathBuf,
+    pub file: EnvFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFile {
+    /// The `app` tag on every resource.
+    #[serde(default = "defaults::app")]
+    pub app: String,
+    pub region: String,
+    /// When set, the deployer refuses to touch any other account.
+    #[serde(default)]
+    pub account: Option<String>,
+    #[serde(default)]
+    pub registry: Registry,
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub logs: LogsConfig,
+    #[serde(default)]
+    pub roles: RolesConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub task: TaskConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub client_table: ClientTableConfig,
+    pub job: JobConfig,
+    #[serde(default)]
+    pub schedules: SchedulesConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Where `push-image` sends the image and the task pulls it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Registry {
+    /// The account's own ECR registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`).
+    #[default]
+    Ecr,
+    /// A plain OCI registry, such as the local `docker-registry` used with moto.
+    Local { url: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    pub name: String,
+    pub scan_on_push: bool,
+    pub immutable_tags: bool,
+    /// Older images beyond this count expire through a lifecycle policy.
+    pub keep_last_images: u32,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        Self {
+            name: defaults::app(),
+            scan_on_push: true,
+            immutable_tags: true,
+            keep_last_images: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    pub group: String,
+    pub retention_days: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            group: "/ecs/qbo-invoice-processor".into(),
+            retention_days: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    /// Used by ECS to pull the image and write logs.
+    pub execution: String,
+    /// Assumed by the job itself: secrets and the client table.
+    pub task: String,
+    /// Assumed by the schedules to start the task.
+    pub schedule: String,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        Self {
+            execution: "ecsTaskExecutionRole-QBOInvoiceProcessor".into(),
+            task: "ecsTaskRole-QBOInvoiceProcessor".into(),
+            schedule: "EventBridgeECSRole-QBOInvoiceProcessor".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub name: String,
+    /// CloudWatch Container Insights (billed per metric); off by default for a batch job.
+    pub container_insights: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "qbo-invoice-processor-cluster".into(),
+            container_insights: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// The egress-only HTTPS security group the task runs in.
+    pub security_group: String,
+    /// Empty: the default VPC's subnets, found at deploy time.
+    pub subnets: Vec<String>,
+    /// Needed in public subnets without a NAT gateway, so the task reaches ECR and the APIs.
+    pub assign_public_ip: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            security_group: "qbo-invoice-processor-tasks".into(),
+            subnets: Vec::new(),
+            assign_public_ip: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    pub family: String,
+    pub container: String,
+    /// Fargate CPU units (1024 = 1 vCPU).
+    pub cpu: u32,
+    /// MiB; must be a valid Fargate pairing with `cpu`.
+    pub memory: u32,
+    pub architecture: Architecture,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            family: defaults::app(),
+            container: "invoice-processor".into(),
+            cpu: 2048,
+            memory: 4096,
+            architecture: Architecture::X86_64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(non_camel_case_types)]
+pub enum Architecture {
+    X86_64,
+    ARM64,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X86_64 => "X86_64",
+            Self::ARM64 => "ARM64",
+        }
+    }
+}
+
+/// Secrets Manager secret names (or full ARNs). The job reads all four; it writes only QBO.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    pub qbo: String,
+    pub msgraph: String,
+    pub clickup: String,
+    pub robocorp: String,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self {
+            qbo: "QBO/10000".into(),
+            msgraph: "MsGraph/10000".into(),
+            clickup: "ClickUp/10000".into(),
+            robocorp: "RoboCorp/10000/ClientAPIKeys".into(),
+        }
+    }
+}
+
+impl SecretsConfig {
+    /// `(key in this file, secret name)` for each secret, in a fixed order.
+    pub fn entries(&self) -> [(&'static str, &str); 4] {
+        [
+            ("qbo", &self.qbo),
+            ("msgraph", &self.msgraph),
+            ("clickup", &self.clickup),
+            ("robocorp", &self.robocorp),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTableConfig {
+    pub name: String,
+}
+
+impl Default for ClientTableConfig {
+    fn default() -> Self {
+        Self {
+            name: "Robocorp_Client_Org_Workspace_IDs".into(),
+        }
+    }
+}
+
+/// The job's non-secret settings, passed to the container as environment variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub bookkeeper_email: String,
+    pub sender_email: String,
+    /// QBO customer display names never invoiced or emailed, e.g. `"10001 - AICPA"`.
+    #[serde(default)]
+    pub excluded_customers: Vec<String>,
+    /// The SharePoint host, e.g. `contoso.sharepoint.com`.
+    pub ms_graph_hostname: String,
+    #[serde(default)]
+    pub billing_timezone: Option<String>,
+    /// Further variables passed as they are (API base-URL overrides, `QBO_ITEM_NAME`, ...).
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulesConfig {
+    pub engine: ScheduleEngine,
+    /// The EventBridge Scheduler group holding the schedules (it carries the tags:
+    /// schedules themselves cannot be tagged).
+    pub group: String,
+    pub job: Vec<ScheduleConfig>,
+}
+
+impl Default for SchedulesConfig {
+    fn default() -> Self {
+        Self {
+            engine: ScheduleEngine::Scheduler,
+            group: defaults::app(),
+            job: vec![
+                ScheduleConfig {
+                    name: "qbo-send-invoices-daily".into(),
+                    cron: "0 5 * * ? *".into(),
+                    timezone: "America/Los_Angeles".into(),
+                    command: vec!["--send-invoices".into()],
+                    enabled: true,
+                },
+                ScheduleConfig {
+                    name: "qbo-create-invoices-monthly".into(),
+                    cron: "0 9 4 * ? *".into(),
+                    timezone: "America/Los_Angeles".into(),
+                    command: vec!["--create-invoices".into()],
+                    enabled: true,
+                },
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleEngine {
+    /// EventBridge Scheduler: cron in any IANA time zone, DST-correct.
+    Scheduler,
+    /// Classic EventBridge rules: cron in UTC only.
+    Rules,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// Six AWS cron fields: minutes hours day-of-month month day-of-week year.
+    pub cron: String,
+    pub timezone: String,
+    /// The container command override: the job's flags.
+    pub command: Vec<String>,
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub topic: String,
+    /// Subscribed to the topic; defaults to the bookkeeper's address.
+    pub email: Option<String>,
+    /// CloudWatch namespace of the metrics the log filters derive from `run_finished`.
+    pub metric_namespace: String,
+    /// The schedule whose daily success is watched by the heartbeat alarm.
+    pub heartbeat_schedule: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            topic: "qbo-invoice-processor-alerts".into(),
+            email: None,
+            metric_namespace: "QBOInvoiceProcessor".into(),
+            heartbeat_schedule: Some("qbo-send-invoices-daily".into()),
+        }
+    }
+}
+
+mod defaults {
+    pub fn app() -> String {
+        "qbo-invoice-processor".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl Environment {
+    /// Reads, parses and validates an environment file. Every problem found is reported
+    /// at once, each with the key and the fix.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates file contents; `path` names the file in messages and gives
+    /// the environment its name.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        let invalid = |problems| Error::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let file: EnvFile = parse_toml(text).map_err(|p| invalid(vec![p]))?;
+        let mut problems = validate::environment_name(&name);
+        problems.extend(validate::env_file(&file));
+        if problems.is_empty() {
+            Ok(Self {
+                name,
+                path: path.to_path_buf(),
+                file,
+            })
+        } else {
+            Err(invalid(problems))
+        }
+    }
+
+    /// Finds `NAME.toml` in `dir`; a value with a `/` or ending in `.toml` is a path.
+    pub fn locate(name_or_path: &str, dir: &Path) -> Result<PathBuf> {
+        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+            return Ok(PathBuf::from(name_or_path));
+        }
+        let path = dir.join(format!("{name_or_path}.toml"));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let mut available: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                (p.extension()? == "toml").then(|| p.file_stem()?.to_str().map(str::to_owned))?
+            })
+            .collect();
+        available.sort();
+        Err(Error::UnknownEnvironment {
+            name: name_or_path.to_owned(),
+            dir: dir.to_path_buf(),
+            available,
+        })
+    }
+
+    /// The value of the `env` tag and the environment's name in messages.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app".to_owned(), self.file.app.clone()),
+            ("env".to_owned(), self.name.clone()),
+            ("managed-by".to_owned(), "deployer".to_owned()),
+        ])
+    }
+
+    /// The address alerts go to: `alerts.email`, else the bookkeeper.
+    pub fn alert_email(&self) -> &str {
+        self.file
+            .alerts
+            .email
+            .as_deref()
+            .unwrap_or(&self.file.job.bookkeeper_email)
+    }
+}
+
+/// Deserializes TOML, turning the first error into a problem with its key path and line.
+fn parse_toml(text: &str) -> std::result::Result<EnvFile, Problem> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let key = err.path().to_string();
+        let inner = err.into_inner();
+        let line = inner
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        let message = inner.message().trim().to_owned();
+        let help = if message.starts_with("unknown field") {
+            "remove the key or correct its spelling (see infra/envs/prod.toml for every key)"
+        } else if message.starts_with("missing field") {
+            "add the key; infra/envs/prod.toml shows an example of each"
+        } else if message.starts_with("unknown variant") {
+            "use one of the values listed"
+        } else if message.starts_with("invalid type") {
+            "give the value the type shown in infra/envs/prod.toml"
+        } else {
+            "fix the TOML syntax at this line"
+        };
+        Problem {
+            key: if key == "." { String::new() } else { key },
+            line,
+            message,
+            help: help.to_owned(),
+        }
+    })
+}

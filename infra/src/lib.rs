@@ -1,0 +1,18 @@
+//! The invoice processor's AWS stack as typed Rust. An environment file
+//! (`infra/envs/NAME.toml`) plus context resolved from the account become a desired
+//! state: a graph of typed resources. No I/O besides reading the file.
+
+pub mod context;
+pub mod cron;
+pub mod env;
+mod error;
+pub mod graph;
+pub mod policy;
+pub mod resources;
+pub mod stack;
+pub mod validate;
+
+pub use context::Context;
+pub use env::Environment;
+pub use error::{Error, Problem, Result};
+pub use stack::{Stack, synthesize};
