@@ -180,13 +180,10 @@ fn day_of_week(text: &str) -> Result<DayOfWeek, CronError> {
     }
     if let Some((day, nth)) = text.split_once('#') {
         let day = narrow(vec![number(&DOW, day)?])[0];
-        let nth = match nth.parse::<u8>() {
-            Ok(n @ 1..=5) => n,
-            _ => {
-                return Err(CronError(format!(
-                    "day-of-week `{text}`: the number after `#` must be 1 to 5 (the week of the month)"
-                )));
-            }
+        let Ok(nth @ 1..=5) = nth.parse::<u8>() else {
+            return Err(CronError(format!(
+                "day-of-week `{text}`: the number after `#` must be 1 to 5 (the week of the month)"
+            )));
         };
         return Ok(DayOfWeek::Nth { day, nth });
     }
@@ -273,7 +270,7 @@ mod tests {
     #[test]
     fn daily_at_five_parses_to_single_minute_and_hour() {
         let c = Cron::parse("0 5 * * ? *").unwrap();
-        assert_eq!((c.minutes, c.hours), (vec![0], vec![5]));
+        assert_eq!((&c.minutes, &c.hours), (&vec![0], &vec![5]));
         assert_eq!(c.day_of_month, DayOfMonth::Days((1..=31).collect()));
         assert_eq!(c.day_of_week, DayOfWeek::Any);
         assert_eq!(c.expression(), "cron(0 5 * * ? *)");

@@ -394,7 +394,7 @@ impl Environment {
 
     /// Finds `NAME.toml` in `dir`; a value with a `/` or ending in `.toml` is a path.
     pub fn locate(name_or_path: &str, dir: &Path) -> Result<PathBuf> {
-        if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        if is_path(name_or_path) {
             return Ok(PathBuf::from(name_or_path));
         }
         let path = dir.join(format!("{name_or_path}.toml"));
@@ -465,4 +465,12 @@ fn parse_toml(text: &str) -> std::result::Result<EnvFile, Problem> {
             help: help.to_owned(),
         }
     })
+}
+
+/// Whether `--env` names a file rather than an environment.
+pub fn is_path(name_or_path: &str) -> bool {
+    name_or_path.contains('/')
+        || Path::new(name_or_path)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
 }

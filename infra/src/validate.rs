@@ -68,23 +68,23 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "use a region code such as us-west-2",
         );
     }
-    if let Some(account) = &f.account {
-        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
-            v.push(
-                "account",
-                format!("`{account}` is not a 12-digit AWS account id"),
-                "write the id as a string of 12 digits, or remove the key",
-            );
-        }
+    if let Some(account) = &f.account
+        && (account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()))
+    {
+        v.push(
+            "account",
+            format!("`{account}` is not a 12-digit AWS account id"),
+            "write the id as a string of 12 digits, or remove the key",
+        );
     }
-    if let Registry::Local { url } = &f.registry {
-        if url.is_empty() || url.contains("://") || url.contains('/') {
-            v.push(
-                "registry.url",
-                format!("`{url}` is not a registry host"),
-                "write host:port without a scheme, e.g. 127.0.0.1:5000",
-            );
-        }
+    if let Registry::Local { url } = &f.registry
+        && (url.is_empty() || url.contains("://") || url.contains('/'))
+    {
+        v.push(
+            "registry.url",
+            format!("`{url}` is not a registry host"),
+            "write host:port without a scheme, e.g. 127.0.0.1:5000",
+        );
     }
 
     let r = &f.repository;
@@ -267,10 +267,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "use 1-255 characters not starting with AWS/, e.g. QBOInvoiceProcessor",
         );
     }
-    if let Some(name) = &a.heartbeat_schedule {
-        if !f.schedules.job.iter().any(|s| &s.name == name) {
-            v.push("alerts.heartbeat_schedule", format!("no schedule is named `{name}`"), "name one of the [[schedules.job]] entries, or remove the key to have no heartbeat alarm");
-        }
+    if let Some(name) = &a.heartbeat_schedule
+        && !f.schedules.job.iter().any(|s| &s.name == name)
+    {
+        v.push("alerts.heartbeat_schedule", format!("no schedule is named `{name}`"), "name one of the [[schedules.job]] entries, or remove the key to have no heartbeat alarm");
     }
     v.0
 }
@@ -390,12 +390,13 @@ fn secret_reference(name: &str, region: &str) -> Result<(), String> {
         ));
     }
     // AWS: a name ending in -XXXXXX is ambiguous with the ARN's random suffix.
-    if let Some((_, tail)) = name.rsplit_once('-') {
-        if tail.len() == 6 && tail.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!(
-                "`{name}` ends in a hyphen and six characters, which AWS confuses with the random suffix of a secret ARN"
-            ));
-        }
+    if let Some((_, tail)) = name.rsplit_once('-')
+        && tail.len() == 6
+        && tail.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "`{name}` ends in a hyphen and six characters, which AWS confuses with the random suffix of a secret ARN"
+        ));
     }
     Ok(())
 }
@@ -424,7 +425,7 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
             ));
         }
     };
-    if (lo..=hi).contains(&memory) && (memory - lo) % step == 0 {
+    if (lo..=hi).contains(&memory) && (memory - lo).is_multiple_of(step) {
         Ok(())
     } else {
         Err(format!(

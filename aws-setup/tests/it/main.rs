@@ -46,7 +46,7 @@ async fn sdk_config_reaches_moto_and_counter_splits_reads_from_writes() {
     let rows = counter.snapshot();
     assert_eq!(counter.reads(), 2, "{rows:?}");
     assert_eq!(counter.writes(), 1, "{rows:?}");
-    assert_eq!(counter.write_operations(), vec!["sts:AssumeRole"]);
+    assert_eq!(counter.write_operations(), vec!["STS:AssumeRole"]);
     assert!(
         rows.iter().any(|r| r.operation == "GetCallerIdentity"
             && r.access == Access::Read

@@ -18,8 +18,7 @@ pub fn run(cli: &Cli) -> Result<()> {
 
 /// Loads and validates the environment named on the command line.
 pub fn load_environment(cli: &Cli, arg: &EnvArg) -> Result<Environment> {
-    let is_path = arg.env.contains('/') || arg.env.ends_with(".toml");
-    let dir = match (&cli.env_dir, is_path) {
+    let dir = match (&cli.env_dir, infra::env::is_path(&arg.env)) {
         (Some(dir), _) => dir.clone(),
         (None, true) => PathBuf::from("."),
         (None, false) => find_env_dir()?,

@@ -1,0 +1,36 @@
+# Two entry points: `make test` (what CI runs) and `make tools`.
+# Each installs only what is missing: moto in .venv/, Debian's docker-registry.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+MOTO_VERSION := 5.2.5
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+REGISTRY := /usr/bin/docker-registry
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test tools fmt lint unit
+
+## test: install missing tools, then formatting, lints and every test
+test: tools fmt lint unit
+
+## tools: moto (the AWS emulator) in .venv/ and the reference container registry
+tools: $(MOTO_STAMP) $(REGISTRY)
+
+$(MOTO_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+$(REGISTRY):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-registry
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked

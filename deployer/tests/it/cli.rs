@@ -1,0 +1,123 @@
+//! `deployer synth` and the command line: outputs, exit codes, messages, help.
+
+use super::{deployer, deployer_in, root, stderr, stdout};
+
+#[test]
+fn synth_prod_json_lists_the_stack_and_exits_zero() {
+    let out = deployer(&["synth", "--env", "prod", "--output", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stack: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(stack["environment"], "prod");
+    assert_eq!(stack["account"], "${account}");
+    let resources = stack["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 19);
+    let role = resources
+        .iter()
+        .find(|r| r["name"] == "ecsTaskRole-QBOInvoiceProcessor")
+        .unwrap();
+    assert_eq!(role["kind"], "iam-role");
+    let policy = &role["properties"]["inline_policies"]["secrets-and-client-table"];
+    assert_eq!(
+        policy["Statement"][1]["Action"],
+        "secretsmanager:PutSecretValue"
+    );
+}
+
+#[test]
+fn synth_text_shows_placeholders_waves_and_policies() {
+    let out = deployer(&["synth", "--env", "prod"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n19 resources in 4 dependency waves"), "{text}");
+    let placeholder = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("${image-digest}"))
+        .unwrap();
+    assert!(
+        placeholder.ends_with("the newest image pushed with `deployer push-image`, or --image"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  iam-role EventBridgeECSRole-QBOInvoiceProcessor\n"),
+        "{text}"
+    );
+    assert!(text.contains("\"Sid\": \"PassOnlyTheTaskRoles\""), "{text}");
+}
+
+#[test]
+fn synth_finds_the_environment_directory_from_a_subdirectory() {
+    let out = deployer_in(
+        &root().join("deployer/src"),
+        &["synth", "--env", "local", "--output", "json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"environment\": \"local\""));
+}
+
+#[test]
+fn invalid_environment_file_exits_2_naming_file_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "region = \"us-west-2\"\n[job]\nbookkeeper_email = \"x\"\nsender_email = \"s@example.com\"\nms_graph_hostname = \"h.example.com\"\n[task]\ncpu = 1024\nmemory = 1024\n",
+    )
+    .unwrap();
+    let out = deployer(&["synth", "--env", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!(
+            "error: {} is not a valid environment file:",
+            path.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("job.bookkeeper_email: `x` is not an email address"),
+        "{err}"
+    );
+    assert!(
+        err.contains("task.cpu/task.memory: cpu 1024 takes memory 2048-8192"),
+        "{err}"
+    );
+    assert_eq!(err.matches("fix: ").count(), 2, "{err}");
+    assert!(stdout(&out).is_empty(), "nothing half-written on stdout");
+}
+
+#[test]
+fn unknown_environment_exits_2_and_lists_the_available_ones() {
+    let out = deployer(&["synth", "--env", "staging"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("error: no environment named `staging` in infra/envs; available: local, prod"),
+        "{err}"
+    );
+    assert!(err.contains("help: pass one of the names listed"), "{err}");
+}
+
+#[test]
+fn no_environment_directory_exits_2_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = deployer_in(dir.path(), &["synth", "--env", "prod"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("infra/envs was not found"), "{err}");
+    assert!(err.contains("--env-dir"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = deployer(&["synth"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--env <NAME>"));
+    let out = deployer(&["synth", "--env", "prod", "--output", "yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_snapshots() {
+    insta::assert_snapshot!("help", stdout(&deployer(&["--help"])));
+    insta::assert_snapshot!("synth_help", stdout(&deployer(&["synth", "--help"])));
+}
