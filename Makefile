@@ -24,7 +24,7 @@ $(MOTO_STAMP):
 
 $(REGISTRY):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-registry
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
 
 fmt:
 	$(CARGO) fmt --all -- --check

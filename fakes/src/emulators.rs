@@ -3,7 +3,7 @@
 //! environment override, the workspace's `.venv/`, then the system.
 
 use std::fs::File;
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +44,7 @@ impl Server {
     /// between choosing and binding is retried with another.
     fn start(
         what: &'static str,
+        probe: &'static str,
         dir: TempDir,
         mut command: impl FnMut(u16, &Path) -> Command,
     ) -> Result<Self, EmulatorError> {
@@ -61,7 +62,7 @@ impl Server {
                 .spawn()
                 .map_err(io)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match wait_listening(what, &mut child, addr, &log) {
+            match wait_ready(what, probe, &mut child, addr, &log) {
                 Ok(()) => {
                     return Ok(Self { child, addr, dir });
                 }
@@ -80,8 +81,11 @@ impl Server {
     }
 }
 
-fn wait_listening(
+/// Waits until `GET probe` answers 200, from our child: the child is checked first, so
+/// another process that took the port is never mistaken for it.
+fn wait_ready(
     what: &'static str,
+    probe: &str,
     child: &mut Child,
     addr: SocketAddr,
     log: &Path,
@@ -93,11 +97,11 @@ fn wait_listening(
     };
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
         if let Ok(Some(status)) = child.try_wait() {
             return Err(failed(format!("exited with {status}")));
+        }
+        if answers_ok(addr, probe) {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(failed(format!(
@@ -106,6 +110,20 @@ fn wait_listening(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A minimal HTTP/1.0 GET: whether the status line says 200.
+fn answers_ok(addr: SocketAddr, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 fn read_log(path: &Path) -> String {
@@ -191,7 +209,7 @@ impl Moto {
                 what: "moto_server",
                 source,
             })?;
-        let server = Server::start("moto_server", dir, |port, _| {
+        let server = Server::start("moto_server", "/moto-api/", dir, |port, _| {
             let mut c = Command::new(&bin);
             c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
@@ -236,7 +254,7 @@ impl Registry {
                 what: "docker-registry",
                 source,
             })?;
-        let server = Server::start("docker-registry", dir, |port, dir| {
+        let server = Server::start("docker-registry", "/v2/", dir, |port, dir| {
             let config = dir.join("config.yml");
             let yaml = format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",

@@ -148,6 +148,20 @@ impl Cron {
         })
     }
 
+    /// Whether it fires exactly once on every day of every month and year.
+    pub fn is_daily(&self) -> bool {
+        let every_day = match (&self.day_of_month, &self.day_of_week) {
+            (DayOfMonth::Days(d), DayOfWeek::Any) => d.len() == 31,
+            (DayOfMonth::Any, DayOfWeek::Days(d)) => d.len() == 7,
+            _ => false,
+        };
+        every_day
+            && self.minutes.len() == 1
+            && self.hours.len() == 1
+            && self.months.len() == 12
+            && self.years.is_none()
+    }
+
     /// The form AWS takes: `cron(0 5 * * ? *)`.
     pub fn expression(&self) -> String {
         format!("cron({})", self.source)
@@ -274,6 +288,11 @@ mod tests {
         assert_eq!(c.day_of_month, DayOfMonth::Days((1..=31).collect()));
         assert_eq!(c.day_of_week, DayOfWeek::Any);
         assert_eq!(c.expression(), "cron(0 5 * * ? *)");
+        assert!(c.is_daily());
+        assert!(Cron::parse("0 5 ? * * *").unwrap().is_daily());
+        assert!(!Cron::parse("0 9 4 * ? *").unwrap().is_daily());
+        assert!(!Cron::parse("0 5,17 * * ? *").unwrap().is_daily());
+        assert!(!Cron::parse("0 5 ? * MON-FRI *").unwrap().is_daily());
     }
 
     #[test]

@@ -445,7 +445,7 @@ fn parse_toml(text: &str) -> std::result::Result<EnvFile, Problem> {
         let inner = err.into_inner();
         let line = inner
             .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
         let message = inner.message().trim().to_owned();
         let help = if message.starts_with("unknown field") {
             "remove the key or correct its spelling (see infra/envs/prod.toml for every key)"

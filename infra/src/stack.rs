@@ -71,6 +71,9 @@ pub mod names {
 
 pub const RUNS_FAILED_METRIC: &str = "RunsFailed";
 
+/// Hours without a successful daily run before the heartbeat alarm fires.
+pub const HEARTBEAT_HOURS: i32 = 26;
+
 /// `--send-invoices` -> `send-invoices`: the `job` field of the job's `run_finished` log.
 pub fn job_of(schedule: &ScheduleConfig) -> &str {
     schedule
@@ -308,7 +311,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                 },
             }),
         ),
-        Some(arn("ecs", &format!("task-definition/{}", task.family))),
+        None, // the revision is AWS's to choose: targets take it through a Ref
         &[&execution, &task_role, &logs, &repo],
         true,
     );
@@ -394,6 +397,30 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                             crate::policy::OneOrMany(vec![ctx.arn("iam", false, "root")]),
                         )]));
                         owner
+                    },
+                    {
+                        // A topic policy replaces SNS's default one, which is what lets
+                        // CloudWatch alarms publish: grant it back, for this app's alarms.
+                        let mut alarms = Statement::allow(
+                            Some("AlarmsPublish"),
+                            ["sns:Publish"],
+                            Some([topic_arn.as_str()]),
+                        )
+                        .when(
+                            "ArnLike",
+                            "aws:SourceArn",
+                            [arn("cloudwatch", &format!("alarm:{app}-*"))],
+                        )
+                        .when(
+                            "StringEquals",
+                            "aws:SourceAccount",
+                            [ctx.account.as_str()],
+                        );
+                        alarms.principal = Some(BTreeMap::from([(
+                            "Service".to_owned(),
+                            crate::policy::OneOrMany(vec!["cloudwatch.amazonaws.com".to_owned()]),
+                        )]));
+                        alarms
                     },
                     {
                         let mut events = Statement::allow(
@@ -644,7 +671,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         let name = names::heartbeat_alarm(app, job);
         let mut heartbeat_alarm = alarm(
             format!(
-                "{app} ({}): no successful {job} run in the last day (schedule {})",
+                "{app} ({}): no successful {job} run in {HEARTBEAT_HOURS} hours (schedule {})",
                 env.name, heartbeat.name
             ),
             namespace,
@@ -652,7 +679,11 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
             BTreeMap::new(),
             "breaching",
         );
-        heartbeat_alarm.period_seconds = 86_400;
+        // 26 hourly periods with no success: a day plus slack for the DST change (two
+        // 05:00 runs 25 h apart) and for a run finishing later than the day before.
+        heartbeat_alarm.period_seconds = 3600;
+        heartbeat_alarm.evaluation_periods = HEARTBEAT_HOURS;
+        heartbeat_alarm.datapoints_to_alarm = HEARTBEAT_HOURS;
         heartbeat_alarm.comparison = "LessThanThreshold".into();
         heartbeat_alarm.ok_actions = vec![topic_arn.clone()];
         s.add(
@@ -730,9 +761,9 @@ fn cron_expression(schedule: &ScheduleConfig) -> String {
 
 fn describe(app: &str, env: &str, schedule: &ScheduleConfig) -> String {
     format!(
-        "{app} ({env}): {} at cron({}) {}",
+        "{app} ({env}): {} at {} {}",
         schedule.command.join(" "),
-        schedule.cron,
+        cron_expression(schedule),
         schedule.timezone
     )
 }

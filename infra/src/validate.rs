@@ -53,14 +53,9 @@ pub(crate) fn environment_name(name: &str) -> Vec<Problem> {
 
 pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
     let mut v = Check::default();
-    v.name(
-        "app",
-        &f.app,
-        1,
-        128,
-        TAG_VALUE,
-        "letters, digits, spaces and _.:/=+-@",
-    );
+    // `app` starts the names the stack makes up (`{app}-task-failed`, alarms, ...), so
+    // it follows the strictest of their rules.
+    v.name("app", &f.app, 1, 32, "_-", "letters, digits, _ and -");
     if !is_region(&f.region) {
         v.push(
             "region",
@@ -149,7 +144,7 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
         &n.security_group,
         1,
         255,
-        "._-:/()#,@[]+=&;{}!$*",
+        " ._-:/()#,@[]+=&;{}!$*",
         "ASCII letters, digits and common punctuation",
     );
     if n.security_group.starts_with("sg-") {
@@ -161,7 +156,7 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
     }
     for (i, subnet) in n.subnets.iter().enumerate() {
         let hex = subnet.strip_prefix("subnet-").unwrap_or_default();
-        if !(8..=17).contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        if ![8, 17].contains(&hex.len()) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             v.push(format!("network.subnets[{i}]"), format!("`{subnet}` is not a subnet id"), "use ids like subnet-0123456789abcdef0, or leave the list empty for the default VPC");
         }
     }
@@ -267,19 +262,27 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "use 1-255 characters not starting with AWS/, e.g. QBOInvoiceProcessor",
         );
     }
-    if let Some(name) = &a.heartbeat_schedule
-        && !f.schedules.job.iter().any(|s| &s.name == name)
-    {
-        v.push("alerts.heartbeat_schedule", format!("no schedule is named `{name}`"), "name one of the [[schedules.job]] entries, or remove the key to have no heartbeat alarm");
+    if let Some(name) = &a.heartbeat_schedule {
+        let help = "name an enabled schedule that runs once a day, or remove the key to have no heartbeat alarm";
+        match f.schedules.job.iter().find(|s| &s.name == name) {
+            None => v.push("alerts.heartbeat_schedule", format!("no schedule is named `{name}`"), help),
+            Some(s) if !s.enabled || Cron::parse(&s.cron).is_ok_and(|c| !c.is_daily()) => v.push(
+                "alerts.heartbeat_schedule",
+                format!("`{name}` is not an enabled daily schedule; the alarm expects a success every day"),
+                help,
+            ),
+            Some(_) => {}
+        }
     }
     v.0
 }
 
 fn check_secrets(v: &mut Check, f: &EnvFile) {
     let mut seen = BTreeSet::new();
-    for (key, name) in f.secrets.entries() {
+    for (key, reference) in f.secrets.entries() {
         let path = format!("secrets.{key}");
-        if let Err(msg) = secret_reference(name, &f.region) {
+        let name = secret_name(reference);
+        if let Err(msg) = secret_reference(reference, &f.region) {
             v.push(
                 &path,
                 msg,
@@ -313,6 +316,18 @@ fn check_schedules(v: &mut Check, f: &EnvFile) {
             "-_.",
             "letters, digits and - _ .",
         );
+        if s.engine == ScheduleEngine::Rules
+            && job.name == crate::stack::names::task_failed_rule(&f.app)
+        {
+            v.push(
+                at("name"),
+                format!(
+                    "`{}` is the name of the stack's own task-failed rule",
+                    job.name
+                ),
+                "choose another schedule name",
+            );
+        }
         if !names.insert(job.name.as_str()) {
             v.push(
                 at("name"),
@@ -358,7 +373,17 @@ fn check_schedules(v: &mut Check, f: &EnvFile) {
     }
 }
 
-/// Accepts a secret name, or a Secrets Manager ARN in `region`.
+/// The secret's name, also when it is given as a full ARN (`...:secret:NAME-AbCdEf`).
+fn secret_name(reference: &str) -> &str {
+    match reference.split_once(":secret:") {
+        Some((_, rest)) if reference.starts_with("arn:") => {
+            rest.rsplit_once('-').map_or(rest, |(name, _)| name)
+        }
+        _ => reference,
+    }
+}
+
+/// Accepts a secret name, or a complete Secrets Manager ARN in `region`.
 fn secret_reference(name: &str, region: &str) -> Result<(), String> {
     if let Some(rest) = name.strip_prefix("arn:") {
         let parts: Vec<&str> = rest.splitn(6, ':').collect();
@@ -369,6 +394,15 @@ fn secret_reference(name: &str, region: &str) -> Result<(), String> {
             && parts[3].len() == 12;
         if !ok {
             return Err(format!("`{name}` is not a Secrets Manager secret ARN"));
+        }
+        let suffix = parts[5]
+            .rsplit_once('-')
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        if suffix.len() != 6 || !suffix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "`{name}` lacks the `-XXXXXX` suffix of a complete secret ARN, so no grant on it would match"
+            ));
         }
         if parts[2] != region {
             return Err(format!(
@@ -433,8 +467,6 @@ pub fn fargate_size(cpu: u32, memory: u32) -> Result<(), String> {
         ))
     }
 }
-
-const TAG_VALUE: &str = " _.:/=+-@";
 
 #[derive(Default)]
 struct Check(Vec<Problem>);

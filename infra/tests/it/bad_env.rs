@@ -85,6 +85,10 @@ fn unknown_nested_key_is_named_with_its_path() {
         "unknown field `cpuu`",
         "remove the key or correct its spelling",
     );
+    assert!(
+        err.contains("line 10: task.cpuu"),
+        "the key starts line 10:\n{err}"
+    );
 }
 
 #[test]
@@ -394,7 +398,7 @@ fn heartbeat_naming_an_unknown_schedule_is_rejected() {
         &err,
         "alerts.heartbeat_schedule",
         "no schedule is named `nightly`",
-        "name one of the [[schedules.job]] entries",
+        "name an enabled schedule that runs once a day",
     );
 }
 
@@ -439,4 +443,76 @@ fn unknown_environment_lists_the_available_ones() {
     assert!(text.contains("no environment named `staging`"), "{text}");
     assert!(text.contains("available: local, prod"), "{text}");
     assert!(err.help().unwrap().contains("NAME.toml"));
+}
+
+#[test]
+fn heartbeat_on_a_schedule_that_is_not_daily_is_rejected() {
+    let monthly = SEND.replace("0 5 * * ? *", "0 9 4 * ? *");
+    let err = with(&format!(
+        "{}[alerts]\nheartbeat_schedule = \"send\"\n",
+        schedule(&monthly)
+    ));
+    assert_message(
+        &err,
+        "alerts.heartbeat_schedule",
+        "`send` is not an enabled daily schedule",
+        "name an enabled schedule that runs once a day",
+    );
+}
+
+#[test]
+fn rules_schedule_may_not_take_the_task_failed_rule_name() {
+    let taken = SEND
+        .replace(
+            "name = \"send\"",
+            "name = \"qbo-invoice-processor-task-failed\"",
+        )
+        .replace("America/Los_Angeles", "UTC");
+    let err = with(&format!(
+        "[schedules]\nengine = \"rules\"\n\n{}",
+        schedule(&taken)
+    ));
+    assert_message(
+        &err,
+        "schedules.job[0].name",
+        "is the name of the stack's own task-failed rule",
+        "choose another schedule name",
+    );
+}
+
+#[test]
+fn secret_arn_without_its_random_suffix_is_rejected() {
+    let err = with(
+        "[secrets]\nqbo = \"arn:aws:secretsmanager:us-west-2:123456789012:secret:QBO/10000\"\n",
+    );
+    assert_message(
+        &err,
+        "secrets.qbo",
+        "lacks the `-XXXXXX` suffix",
+        "give the secret's name",
+    );
+}
+
+#[test]
+fn one_secret_given_by_name_and_by_arn_is_still_one_secret() {
+    let err = with(
+        "[secrets]\nqbo = \"QBO/10000\"\nclickup = \"arn:aws:secretsmanager:us-west-2:123456789012:secret:QBO/10000-AbCdEf\"\n",
+    );
+    assert_message(
+        &err,
+        "secrets.clickup",
+        "is used for two secrets",
+        "each of qbo, msgraph, clickup and robocorp needs its own secret",
+    );
+}
+
+#[test]
+fn app_name_that_cannot_start_resource_names_is_rejected() {
+    let err = error_for(&format!("app = \"qbo invoices\"\n{BASE}"));
+    assert_message(
+        &err,
+        "app",
+        "`qbo invoices` is not a valid name (` ` is not allowed)",
+        "use 1-32 characters: letters, digits, _ and -",
+    );
 }

@@ -333,18 +333,62 @@ fn alerts_go_to_the_bookkeeper_and_failed_tasks_in_this_cluster_reach_the_topic(
     else {
         unreachable!()
     };
-    let events = statements_with(&topic.policy, "sns:Publish")
-        .into_iter()
-        .find(|s| {
-            s.principal
-                .as_ref()
-                .is_some_and(|p| p.contains_key("Service"))
-        })
-        .unwrap();
+    let published_by = |service: &str| {
+        statements_with(&topic.policy, "sns:Publish")
+            .into_iter()
+            .find(|s| {
+                s.principal
+                    .as_ref()
+                    .and_then(|p| p.get("Service"))
+                    .is_some_and(|p| p.0 == [service])
+            })
+            .unwrap_or_else(|| panic!("{service} may not publish"))
+    };
+    let events = published_by("events.amazonaws.com");
     assert_eq!(
         events.condition["ArnEquals"]["aws:SourceArn"].0,
         ["arn:aws:events:us-west-2:${account}:rule/qbo-invoice-processor-task-failed"]
     );
+    // A topic policy replaces SNS's default: CloudWatch must be let back in for alarms.
+    let alarms = published_by("cloudwatch.amazonaws.com");
+    assert_eq!(
+        alarms.condition["ArnLike"]["aws:SourceArn"].0,
+        ["arn:aws:cloudwatch:us-west-2:${account}:alarm:qbo-invoice-processor-*"]
+    );
+    for alarm in stack.of_kind(Kind::Alarm) {
+        assert!(
+            alarm.name.starts_with("qbo-invoice-processor-"),
+            "{}",
+            alarm.name
+        );
+        let Spec::Alarm(a) = &alarm.properties else {
+            unreachable!()
+        };
+        assert_eq!(
+            a.alarm_actions,
+            ["arn:aws:sns:us-west-2:${account}:qbo-invoice-processor-alerts"]
+        );
+    }
+    let Spec::Alarm(heartbeat) = &named(
+        &stack,
+        Kind::Alarm,
+        "qbo-invoice-processor-send-invoices-success-missing",
+    )
+    .properties
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (
+            heartbeat.period_seconds,
+            heartbeat.evaluation_periods,
+            heartbeat.datapoints_to_alarm
+        ),
+        (3600, 26, 26),
+        "26 hours without a success: slack for the DST change"
+    );
+    assert_eq!(heartbeat.treat_missing_data, "breaching");
+    assert_eq!(heartbeat.comparison, "LessThanThreshold");
 }
 
 #[test]
