@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Deploys the QBO invoice processor to AWS ECS Fargate from an environment file.
 ///
 /// Environments are TOML files in infra/envs/ (prod.toml, local.toml): `--env prod`
-/// reads infra/envs/prod.toml, found from the current directory upwards.
+/// reads infra/envs/prod.toml, found from the current directory upwards. AWS
+/// credentials come from the standard chain (AWS_PROFILE, SSO, environment, instance
+/// role); AWS_ENDPOINT_URL points every call at an emulator such as moto.
 #[derive(Debug, Parser)]
 #[command(
     name = "deployer",
@@ -19,6 +21,14 @@ pub struct Cli {
     /// Directory holding the environment files [default: infra/envs, searched upwards]
     #[arg(long, global = true, env = "DEPLOYER_ENV_DIR", value_name = "DIR")]
     pub env_dir: Option<PathBuf>,
+
+    /// AWS profile to use instead of the default chain's
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Also print the AWS calls made, per service and operation
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +42,25 @@ pub enum Command {
     /// IAM policy documents in full. Values only the live account can tell (account id,
     /// default-VPC subnets, the image digest) appear as ${...} placeholders.
     Synth(SynthArgs),
+    /// Show what `up` would change in the account, without changing anything
+    ///
+    /// Reads every resource of the stack and prints a plan: `+` create, `~` update (with
+    /// each differing property), `-/+` replace, `-` delete, `!` a same-named resource
+    /// without this environment's tags (left alone). IAM and security-group changes are
+    /// listed again on their own. Makes no mutating call.
+    Diff(DiffArgs),
+    /// Make the account match the environment file
+    ///
+    /// Prints the plan, asks before widening IAM or network access (--yes answers),
+    /// then applies it in dependency order, independent resources at once, and re-reads
+    /// what it changed. A second `up` finds nothing to do and makes no mutating call.
+    Up(UpArgs),
+    /// Delete every resource this environment owns
+    ///
+    /// Deletes only resources tagged with this environment, in reverse dependency
+    /// order, after confirmation. The ECR repository is kept while it holds images,
+    /// unless --include-images.
+    Destroy(DestroyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +78,62 @@ pub struct EnvArg {
     /// Environment name (a file in the environment directory) or path to a .toml file
     #[arg(long, short = 'e', value_name = "NAME")]
     pub env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Image to run, pinned by digest [default: the newest pushed, else the deployed one]
+    #[arg(long, value_name = "REGISTRY/REPOSITORY@sha256:DIGEST")]
+    pub image: Option<String>,
+
+    /// Take over same-named resources that lack this environment's tags
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+
+    /// Exit with 2 when there are changes (0 when there are none)
+    #[arg(long)]
+    pub exit_code: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+
+    /// Apply without asking, also when IAM or network access widens
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Delete the ECR repository even when it holds images
+    #[arg(long)]
+    pub include_images: bool,
+
+    /// Delete without asking
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,5 +1,7 @@
 //! The deployer's errors, each with an exit code and, where it helps, what to do next.
 
+use crate::engine::Summary;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,14 +12,50 @@ pub enum Error {
     NoEnvDir { cwd: std::path::PathBuf },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("cannot {action} {resource}: {message}")]
+    Aws {
+        action: &'static str,
+        resource: String,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("the credentials are for account {actual}, but {env} is for account {expected}")]
+    WrongAccount {
+        env: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    Prerequisite(String, String),
+    #[error("the plan widens IAM or network access and there is no terminal to confirm it")]
+    NeedsConfirmation,
+    #[error("nothing was changed: not confirmed")]
+    Declined,
+    #[error("{cause}\n(before it stopped: {} created, {} updated, {} replaced, {} deleted; run the same command again to finish)", summary.created, summary.updated, summary.replaced, summary.deleted)]
+    Apply {
+        summary: Box<Summary>,
+        cause: Box<Error>,
+    },
+    #[error("the plan has changes")]
+    ChangesPending,
+    #[error("the account still differs from the stack after applying: {}", .0.join(", "))]
+    NotConverged(Vec<String>),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
-    /// 2 for bad input (usage, environment files), 1 for everything else.
+    /// 2 for bad input (usage, environment files, missing prerequisites), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Environment(_) | Self::NoEnvDir { .. } => 2,
-            Self::Output(_) => 1,
+            Self::Environment(_)
+            | Self::NoEnvDir { .. }
+            | Self::WrongAccount { .. }
+            | Self::Prerequisite(..)
+            | Self::NeedsConfirmation
+            | Self::ChangesPending => 2,
+            Self::Apply { cause, .. } => cause.exit_code().max(1),
+            _ => 1,
         }
     }
 
@@ -28,12 +66,74 @@ impl Error {
                 "run from the project checkout, or pass --env-dir DIR (or set DEPLOYER_ENV_DIR)"
                     .into(),
             ),
-            Self::Output(_) => None,
+            Self::WrongAccount { .. } => Some(
+                "use credentials for the environment's account (--profile or AWS_PROFILE), or fix `account` in the environment file".into(),
+            ),
+            Self::Prerequisite(_, help) => Some(help.clone()),
+            Self::NeedsConfirmation => Some("review the plan with `deployer diff`, then pass --yes".into()),
+            Self::Aws { code: Some(code), .. } if code.contains("AccessDenied") || code == "UnauthorizedOperation" => {
+                Some("the deploying identity lacks this permission; see the README's deployer permissions".into())
+            }
+            Self::Apply { cause, .. } => cause.help(),
+            _ => None,
         }
     }
 
     /// A closed pipe (`deployer synth | head`) is how the reader says it has enough.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The errors ECS, Scheduler and EventBridge give while a new role propagates:
+    /// the only ones `up` retries.
+    pub fn is_iam_propagation(&self) -> bool {
+        let Self::Aws {
+            code: Some(code),
+            message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let message = message.to_ascii_lowercase();
+        matches!(
+            code.as_str(),
+            "ClientException"
+                | "ValidationException"
+                | "InvalidParameterException"
+                | "AccessDeniedException"
+        ) && message.contains("role")
+            && [
+                "assume",
+                "not valid",
+                "is invalid",
+                "does not exist",
+                "passrole",
+            ]
+            .iter()
+            .any(|m| message.contains(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws(code: &str, message: &str) -> Error {
+        Error::Aws {
+            action: "create",
+            resource: "x".into(),
+            code: Some(code.into()),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn only_role_propagation_errors_are_retried() {
+        assert!(aws("ValidationException", "The execution role you provide must allow AWS EventBridge Scheduler to assume the role.").is_iam_propagation());
+        assert!(aws("ClientException", "Role is not valid").is_iam_propagation());
+        assert!(!aws("ValidationException", "Invalid cron expression").is_iam_propagation());
+        assert!(!aws("AccessDeniedException", "User: arn:aws:sts::1:assumed-role/ci/x is not authorized to perform: ecs:RegisterTaskDefinition").is_iam_propagation());
+        assert!(!Error::Internal("role".into()).is_iam_propagation());
     }
 }

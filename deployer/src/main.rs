@@ -5,15 +5,21 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod aws;
 mod cli;
 mod commands;
+mod engine;
 mod error;
 mod output;
+mod resolve;
+mod resources;
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match commands::run(&cli) {
+    match commands::run(&cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error::Error::ChangesPending) => ExitCode::from(2),
         Err(err) => {
             if err.is_broken_pipe() {
                 return ExitCode::SUCCESS;

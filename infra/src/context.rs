@@ -25,6 +25,9 @@ pub struct Context {
     pub subnets: Vec<String>,
     /// `sha256:...` of the image to run.
     pub image_digest: String,
+    /// A full `REGISTRY/REPOSITORY@sha256:...` given on the command line; it wins over
+    /// the environment's repository and `image_digest`.
+    pub image: Option<String>,
     /// Host (and port) of the registry the image lives in.
     pub registry_host: String,
     /// Values still unresolved, with how the deployer resolves them.
@@ -82,6 +85,7 @@ impl Context {
             vpc_id,
             subnets,
             image_digest: IMAGE_DIGEST.to_owned(),
+            image: None,
             registry_host,
             placeholders,
         }

@@ -130,6 +130,55 @@ impl Serialize for Ref {
     }
 }
 
+/// A property that may still wait on another resource: a `Ref` until that resource
+/// exists, then the value. Both serialize as a string, so a plan shows
+/// `${task-definition/NAME.arn}` where the value is known only after apply.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Input {
+    Ref(Ref),
+    Known(String),
+}
+
+impl Input {
+    /// The value, when known.
+    pub fn known(&self) -> Option<&str> {
+        match self {
+            Self::Known(v) => Some(v),
+            Self::Ref(_) => None,
+        }
+    }
+
+    /// Replaces a `Ref` with its value when `lookup` knows it.
+    pub fn resolve(&mut self, lookup: &impl Fn(&Ref) -> Option<String>) {
+        if let Self::Ref(r) = self
+            && let Some(v) = lookup(r)
+        {
+            *self = Self::Known(v);
+        }
+    }
+}
+
+impl From<Ref> for Input {
+    fn from(r: Ref) -> Self {
+        Self::Ref(r)
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ref(r) => r.fmt(f),
+            Self::Known(v) => f.write_str(v),
+        }
+    }
+}
+
+impl Serialize for Input {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// One resource of the stack: its physical name, what it should be, and what must
 /// exist before it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -183,6 +232,18 @@ pub enum Spec {
 }
 
 impl Spec {
+    /// Replaces every `Ref` whose value `lookup` knows.
+    pub fn resolve(&mut self, lookup: &impl Fn(&Ref) -> Option<String>) {
+        match self {
+            Self::Schedule(s) => s.target.resolve(lookup),
+            Self::EventRule(EventRule {
+                target: RuleTarget::Ecs { target, .. },
+                ..
+            }) => target.resolve(lookup),
+            _ => {}
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Self::EcrRepository(_) => Kind::EcrRepository,
@@ -314,11 +375,11 @@ pub struct Schedule {
 pub struct EcsTarget {
     pub cluster_arn: String,
     pub role_arn: String,
-    pub task_definition: Ref,
+    pub task_definition: Input,
     pub launch_type: String,
     pub platform_version: String,
     pub subnets: Vec<String>,
-    pub security_groups: Vec<Ref>,
+    pub security_groups: Vec<Input>,
     pub assign_public_ip: bool,
     pub container: String,
     pub command: Vec<String>,
@@ -329,6 +390,13 @@ pub struct EcsTarget {
 }
 
 impl EcsTarget {
+    pub fn resolve(&mut self, lookup: &impl Fn(&Ref) -> Option<String>) {
+        self.task_definition.resolve(lookup);
+        for sg in &mut self.security_groups {
+            sg.resolve(lookup);
+        }
+    }
+
     /// The task override the target passes as its input.
     pub fn input(&self) -> Value {
         serde_json::json!({

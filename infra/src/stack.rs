@@ -270,10 +270,12 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
     );
 
     let task = &f.task;
-    let image = format!(
-        "{}/{}@{}",
-        ctx.registry_host, f.repository.name, ctx.image_digest
-    );
+    let image = ctx.image.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}@{}",
+            ctx.registry_host, f.repository.name, ctx.image_digest
+        )
+    });
     let task_definition = s.add(
         Resource::new(
             &task.family,
@@ -505,11 +507,11 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
     let target = |schedule: &ScheduleConfig| EcsTarget {
         cluster_arn: cluster_arn.clone(),
         role_arn: schedule_role_arn.clone(),
-        task_definition: Ref::arn(task_definition.clone()),
+        task_definition: Ref::arn(task_definition.clone()).into(),
         launch_type: "FARGATE".into(),
         platform_version: "LATEST".into(),
         subnets: ctx.subnets.clone(),
-        security_groups: vec![Ref::id(security_group.clone())],
+        security_groups: vec![Ref::id(security_group.clone()).into()],
         assign_public_ip: f.network.assign_public_ip,
         container: task.container.clone(),
         command: schedule.command.clone(),

@@ -1,18 +1,28 @@
-//! One module per command, each with `run`; shared steps (finding and loading the
-//! environment) live here.
+//! One module per command, each with `run`; the steps they share (loading the
+//! environment, connecting, planning, confirming) live here.
 
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use infra::Environment;
+use aws_setup::AwsOptions;
+use infra::{Environment, Stack, synthesize};
 
+use crate::aws::Aws;
 use crate::cli::{Cli, Command, EnvArg};
+use crate::engine::{self, Plan};
 use crate::error::{Error, Result};
 
+pub mod destroy;
+pub mod diff;
 pub mod synth;
+pub mod up;
 
-pub fn run(cli: &Cli) -> Result<()> {
+pub async fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Synth(args) => synth::run(cli, args),
+        Command::Diff(args) => diff::run(cli, args).await,
+        Command::Up(args) => up::run(cli, args).await,
+        Command::Destroy(args) => destroy::run(cli, args).await,
     }
 }
 
@@ -41,4 +51,65 @@ fn find_env_dir() -> Result<PathBuf> {
 fn relative_to(path: &Path, base: &Path) -> PathBuf {
     path.strip_prefix(base)
         .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
+}
+
+/// Clients for the environment's region, from the standard credential chain.
+pub async fn connect(cli: &Cli, env: &Environment) -> Aws {
+    Aws::connect(&AwsOptions {
+        profile: cli.profile.clone(),
+        region: Some(env.file.region.clone()),
+        endpoint_url: None,
+    })
+    .await
+}
+
+/// Everything `diff` and `up` share: the environment, the live context, the stack and
+/// the plan. Warnings go to stderr.
+pub async fn prepare(
+    cli: &Cli,
+    args: &crate::cli::PlanArgs,
+) -> Result<(Environment, Aws, Stack, Plan)> {
+    let env = load_environment(cli, &args.env)?;
+    let aws = connect(cli, &env).await;
+    let (ctx, warnings) = crate::resolve::context(&aws, &env, args.image.as_deref(), true).await?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let stack = synthesize(&env, &ctx);
+    let plan = engine::plan(&aws, &env, &stack, args.adopt).await?;
+    Ok((env, aws, stack, plan))
+}
+
+/// Asks on the terminal; with no terminal, refuses rather than guess.
+pub fn confirm(question: &str) -> Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::NeedsConfirmation);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::Declined)
+    }
+}
+
+/// With --verbose: every AWS call made, per service and operation.
+pub fn report_calls(cli: &Cli, aws: &Aws) {
+    if !cli.verbose {
+        return;
+    }
+    eprintln!("AWS calls:");
+    for c in aws.calls.snapshot() {
+        let access = match c.access {
+            aws_setup::Access::Read => "read",
+            aws_setup::Access::Write => "write",
+        };
+        eprintln!(
+            "  {:>4}  {:<5}  {}:{}",
+            c.calls, access, c.service, c.operation
+        );
+    }
 }

@@ -1,0 +1,500 @@
+//! The reconciliation pipeline behind `diff`, `up` and `destroy`: read the live state of
+//! every resource, compare it with the stack (a plan), then apply the plan in dependency
+//! order, independent resources concurrently, and re-read what changed.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use infra::Stack;
+use infra::graph;
+use infra::resources::{Attribute, Kind, Ref, Resource, ResourceId, Spec, Tags};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::aws::Aws;
+use crate::error::{Error, Result};
+use crate::resources::{self, Deleted, Live, Options, Outputs};
+
+/// One property that differs: `path` into the resource (`properties.x.y` or `tags.k`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub path: String,
+    pub live: Option<Value>,
+    pub desired: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Update,
+    /// Cannot change in place: a new one is made (a task-definition revision).
+    Replace,
+    Delete,
+    NoChange,
+    /// Exists without this environment's tags: reported and left alone (`--adopt`).
+    Unowned,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Create => "+",
+            Self::Update => "~",
+            Self::Replace => "-/+",
+            Self::Delete => "-",
+            Self::NoChange => " ",
+            Self::Unowned => "!",
+        }
+    }
+
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Self::Create | Self::Update | Self::Replace | Self::Delete
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub id: ResourceId,
+    pub action: Action,
+    pub changes: Vec<Change>,
+    /// Why a resource is left alone, for `Unowned`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip)]
+    pub resource: Resource,
+    #[serde(skip)]
+    pub live: Option<Live>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub environment: String,
+    pub account: String,
+    pub region: String,
+    /// In dependency order; deletions come last, in reverse dependency order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn changes(&self) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(|s| s.action.mutates())
+    }
+
+    pub fn has_changes(&self) -> bool {
+        self.changes().next().is_some()
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.steps.iter().filter(|s| s.action == action).count()
+    }
+}
+
+/// Reads the live state of every resource of the stack (and of resources this
+/// environment still has that the stack dropped) and decides what to do with each.
+pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: bool) -> Result<Plan> {
+    let ours = env.tags();
+    let mut outputs: BTreeMap<ResourceId, Outputs> = BTreeMap::new();
+    let mut steps = Vec::new();
+    for wave in stack.waves() {
+        let resolved: Vec<Resource> = wave.iter().map(|r| resolve(r, &outputs)).collect();
+        let lives = join_all(resolved.iter().map(|r| resources::read(aws, r))).await;
+        for (resource, live) in resolved.into_iter().zip(lives) {
+            let step = decide(resource, live?, &ours, adopt);
+            if matches!(
+                step.action,
+                Action::NoChange | Action::Update | Action::Unowned
+            ) && let Some(live) = &step.live
+            {
+                outputs.insert(step.id.clone(), live.outputs.clone());
+            }
+            steps.push(step);
+        }
+    }
+    let mut extras = resources::extras(aws, env, stack).await?;
+    extras.reverse();
+    steps.extend(extras.into_iter().map(|(resource, live)| Step {
+        id: resource.id(),
+        action: Action::Delete,
+        changes: Vec::new(),
+        note: Some("no longer in the environment file".into()),
+        resource,
+        live: Some(live),
+    }));
+    Ok(Plan {
+        environment: stack.environment.clone(),
+        account: stack.account.clone(),
+        region: stack.region.clone(),
+        steps,
+    })
+}
+
+/// A copy of `r` with every reference whose value is known filled in.
+fn resolve(r: &Resource, outputs: &BTreeMap<ResourceId, Outputs>) -> Resource {
+    let mut r = r.clone();
+    let lookup = |reference: &Ref| {
+        let o = outputs.get(&reference.target)?;
+        match reference.attribute {
+            Attribute::Id => o.id.clone(),
+            Attribute::Arn => o.arn.clone(),
+        }
+    };
+    r.properties.resolve(&lookup);
+    r
+}
+
+fn owned(live: &Live, ours: &Tags) -> bool {
+    live.tags
+        .as_ref()
+        .is_none_or(|t| ours.iter().all(|(k, v)| t.get(k) == Some(v)))
+}
+
+fn decide(resource: Resource, live: Option<Live>, ours: &Tags, adopt: bool) -> Step {
+    let id = resource.id();
+    let Some(live) = live else {
+        return Step {
+            id,
+            action: Action::Create,
+            changes: Vec::new(),
+            note: None,
+            resource,
+            live: None,
+        };
+    };
+    let changes = diff(&resource, &live);
+    let (action, note) = if !owned(&live, ours) && !adopt {
+        let whose = live
+            .tags
+            .as_ref()
+            .and_then(|t| t.get("env").map(|e| format!(" (tagged env={e})")))
+            .unwrap_or_default();
+        (
+            Action::Unowned,
+            Some(format!(
+                "exists without this environment's tags{whose}; left alone (--adopt takes it over)"
+            )),
+        )
+    } else if changes.is_empty() {
+        (Action::NoChange, None)
+    } else if resources::needs_replace(resource.kind, &changes) {
+        (Action::Replace, None)
+    } else {
+        (Action::Update, None)
+    };
+    Step {
+        id,
+        action,
+        changes,
+        note,
+        resource,
+        live: Some(live),
+    }
+}
+
+/// What differs between the stack's resource and the live one, both normalised; tags
+/// are compared only for the keys the stack sets.
+pub fn diff(desired: &Resource, live: &Live) -> Vec<Change> {
+    let mut want = desired.properties.clone();
+    let mut have = live.spec.clone();
+    normalize(&mut want);
+    normalize(&mut have);
+    let mut changes = Vec::new();
+    json_diff(
+        "properties",
+        &serde_json::to_value(&have).unwrap_or_default(),
+        &serde_json::to_value(&want).unwrap_or_default(),
+        &mut changes,
+    );
+    if let Some(tags) = &live.tags {
+        for (k, v) in &desired.tags {
+            if tags.get(k) != Some(v) {
+                changes.push(Change {
+                    path: format!("tags.{k}"),
+                    live: tags.get(k).map(|t| Value::String(t.clone())),
+                    desired: Some(Value::String(v.clone())),
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Orders what AWS does not keep in order, so only real differences remain.
+fn normalize(spec: &mut Spec) {
+    match spec {
+        Spec::IamRole(r) => {
+            r.trust_policy = r.trust_policy.normalized();
+            for doc in r.inline_policies.values_mut() {
+                *doc = doc.normalized();
+            }
+            r.managed_policy_arns.sort();
+        }
+        Spec::SnsTopic(t) => t.policy = t.policy.normalized(),
+        Spec::SecurityGroup(g) => {
+            g.ingress.sort();
+            g.egress.sort();
+        }
+        Spec::Schedule(s) => {
+            s.target.subnets.sort();
+            s.target.security_groups.sort();
+        }
+        Spec::EventRule(infra::resources::EventRule {
+            target: infra::resources::RuleTarget::Ecs { target, .. },
+            ..
+        }) => {
+            target.subnets.sort();
+            target.security_groups.sort();
+        }
+        Spec::Alarm(a) => {
+            a.alarm_actions.sort();
+            a.ok_actions.sort();
+        }
+        _ => {}
+    }
+}
+
+/// Objects are compared key by key; anything else as a whole.
+fn json_diff(path: &str, live: &Value, desired: &Value, out: &mut Vec<Change>) {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => {
+            let keys: std::collections::BTreeSet<&String> = l.keys().chain(d.keys()).collect();
+            for k in keys {
+                let p = format!("{path}.{k}");
+                match (l.get(k), d.get(k)) {
+                    (Some(a), Some(b)) => json_diff(&p, a, b, out),
+                    (a, b) => out.push(Change {
+                        path: p,
+                        live: a.cloned(),
+                        desired: b.cloned(),
+                    }),
+                }
+            }
+        }
+        _ if live == desired => {}
+        _ => out.push(Change {
+            path: path.to_owned(),
+            live: Some(live.clone()),
+            desired: Some(desired.clone()),
+        }),
+    }
+}
+
+/// Something `apply` did, for progress output.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub id: ResourceId,
+    pub action: Action,
+    pub outcome: std::result::Result<Option<String>, String>,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub created: usize,
+    pub updated: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    pub kept: usize,
+    pub failed: usize,
+    pub seconds: f64,
+}
+
+/// Applies the plan: creations, updates and replacements in dependency waves (each
+/// wave concurrently), then deletions in reverse order. After a failure the wave in
+/// flight finishes and nothing later starts; the next `up` picks up from there.
+pub async fn apply(
+    aws: &Aws,
+    plan: &Plan,
+    options: Options,
+    on_progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<Summary> {
+    let started = Instant::now();
+    let mut summary = Summary::default();
+    let mut outputs: BTreeMap<ResourceId, Outputs> = plan
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.id.clone(), s.live.as_ref()?.outputs.clone())))
+        .collect();
+    let (forward, deletions): (Vec<&Step>, Vec<&Step>) =
+        plan.steps.iter().partition(|s| s.action != Action::Delete);
+    let resources: Vec<Resource> = forward.iter().map(|s| s.resource.clone()).collect();
+    let waves = graph::waves(&resources).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut failure = None;
+    for wave in waves {
+        let steps: Vec<(&Step, Resource)> = wave
+            .iter()
+            .filter_map(|r| forward.iter().find(|s| s.id == r.id()))
+            .filter(|s| s.action.mutates())
+            .map(|s| (*s, resolve(&s.resource, &outputs)))
+            .collect();
+        let results = join_all(steps.iter().map(|(step, resource)| async move {
+            let t = Instant::now();
+            let result = with_iam_retry(|| apply_step(aws, step, resource)).await;
+            let progress = Progress {
+                id: step.id.clone(),
+                action: step.action,
+                outcome: result.as_ref().map(|_| None).map_err(ToString::to_string),
+                elapsed: t.elapsed(),
+            };
+            on_progress(&progress);
+            (step, result)
+        }))
+        .await;
+        for (step, result) in results {
+            match result {
+                Ok(out) => {
+                    match step.action {
+                        Action::Create => summary.created += 1,
+                        Action::Update => summary.updated += 1,
+                        Action::Replace => summary.replaced += 1,
+                        _ => {}
+                    }
+                    let merged = match outputs.get(&step.id) {
+                        Some(old) => out.merged(old),
+                        None => out,
+                    };
+                    outputs.insert(step.id.clone(), merged);
+                }
+                Err(e) => {
+                    summary.failed += 1;
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+    }
+    if failure.is_none() {
+        for step in deletions {
+            let t = Instant::now();
+            let live = step.live.as_ref().expect("a deletion has a live resource");
+            let result = resources::delete(aws, &step.resource, live, options).await;
+            let outcome = match &result {
+                Ok(Deleted::Yes) => {
+                    summary.deleted += 1;
+                    Ok(None)
+                }
+                Ok(Deleted::Kept(why)) => {
+                    summary.kept += 1;
+                    Ok(Some(why.clone()))
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            on_progress(&Progress {
+                id: step.id.clone(),
+                action: Action::Delete,
+                outcome,
+                elapsed: t.elapsed(),
+            });
+            if let Err(e) = result {
+                summary.failed += 1;
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    match failure {
+        Some(e) => Err(Error::Apply {
+            summary: Box::new(summary),
+            cause: Box::new(e),
+        }),
+        None => Ok(summary),
+    }
+}
+
+async fn apply_step(aws: &Aws, step: &Step, resource: &Resource) -> Result<Outputs> {
+    match (step.action, &step.live) {
+        (Action::Create | Action::Replace, _) => resources::create(aws, resource).await,
+        (Action::Update, Some(live)) => {
+            let changes = diff(resource, live);
+            resources::update(aws, resource, live, &changes).await
+        }
+        _ => Err(Error::Internal(format!(
+            "cannot {:?} {}",
+            step.action, step.id
+        ))),
+    }
+}
+
+/// How long a newly made role may take to be usable by ECS and the schedulers.
+const IAM_PROPAGATION: Duration = Duration::from_mins(2);
+
+/// Retries only the errors AWS gives while a new role propagates, with backoff, for a
+/// bounded time; every other error is returned at once.
+async fn with_iam_retry<F, Fut, T>(mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + IAM_PROPAGATION;
+    let mut wait = Duration::from_secs(2);
+    loop {
+        match call().await {
+            Err(e) if e.is_iam_propagation() && Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(15));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Deletes every resource of the stack this environment owns, in reverse dependency
+/// order, plus the ones it dropped.
+pub fn destroy_plan(plan: &Plan) -> Plan {
+    let mut steps: Vec<Step> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Delete)
+        .filter(|s| s.live.is_some() && s.action != Action::Unowned)
+        .cloned()
+        .map(|mut s| {
+            s.action = Action::Delete;
+            s.changes.clear();
+            s
+        })
+        .collect();
+    // Schedules go with their group, so they need no step of their own.
+    let has_group = steps.iter().any(|s| s.id.kind == Kind::ScheduleGroup);
+    steps.retain(|s| !(has_group && s.id.kind == Kind::Schedule));
+    steps.reverse();
+    let extras = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Delete)
+        .cloned();
+    let mut all: Vec<Step> = extras.collect();
+    all.extend(steps);
+    Plan {
+        environment: plan.environment.clone(),
+        account: plan.account.clone(),
+        region: plan.region.clone(),
+        steps: all,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_diff_names_the_exact_property_paths() {
+        let live = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": true});
+        let want = serde_json::json!({"a": 1, "b": {"c": [1, 3], "d": "x"}, "new": 5});
+        let mut out = Vec::new();
+        json_diff("properties", &live, &want, &mut out);
+        let paths: Vec<&str> = out.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["properties.b.c", "properties.gone", "properties.new"]
+        );
+        assert_eq!(out[1].desired, None);
+        assert_eq!(out[2].live, None);
+    }
+}

@@ -1,0 +1,318 @@
+//! EventBridge rules: the task-failed alert (pattern -> SNS) and, with the "rules"
+//! engine, the UTC schedules (cron -> ECS task). One target per rule.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_eventbridge::types::{
+    AssignPublicIp, AwsVpcConfiguration, EcsParameters, InputTransformer, LaunchType,
+    NetworkConfiguration, PropagateTags, RetryPolicy, RuleState, Tag, Target,
+};
+use infra::resources::{EcsTarget, EventRule, Input, Resource, RuleTarget, Spec, Tags};
+
+use super::{Live, Outputs, aws_error, built, code, overrides, tag_map};
+use crate::aws::Aws;
+use crate::error::Result;
+
+pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let rule = match aws.events.describe_rule().name(&r.name).send().await {
+        Ok(out) => out,
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let arn = rule.arn().unwrap_or_default().to_owned();
+    let targets = aws
+        .events
+        .list_targets_by_rule()
+        .rule(&r.name)
+        .send()
+        .await
+        .map_err(aws_error("read targets of", r.id()))?;
+    let tags = aws
+        .events
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(aws_error("read tags of", r.id()))?;
+    let target = targets.targets().first().map_or(
+        RuleTarget::Sns {
+            id: String::new(),
+            topic_arn: String::new(),
+            input_paths: BTreeMap::new(),
+            input_template: String::new(),
+        },
+        rule_target,
+    );
+    Ok(Some(Live {
+        spec: Spec::EventRule(EventRule {
+            description: rule.description().unwrap_or_default().to_owned(),
+            schedule_expression: rule.schedule_expression().map(str::to_owned),
+            event_pattern: rule
+                .event_pattern()
+                .and_then(|p| serde_json::from_str(p).ok()),
+            enabled: rule.state() != Some(&RuleState::Disabled),
+            target,
+        }),
+        tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
+        outputs: Outputs {
+            id: Some(r.name.clone()),
+            arn: Some(arn),
+        },
+    }))
+}
+
+fn rule_target(t: &Target) -> RuleTarget {
+    let Some(ecs) = t.ecs_parameters() else {
+        let transformer = t.input_transformer();
+        return RuleTarget::Sns {
+            id: t.id().to_owned(),
+            topic_arn: t.arn().to_owned(),
+            input_paths: transformer
+                .and_then(InputTransformer::input_paths_map)
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default(),
+            input_template: transformer
+                .map(InputTransformer::input_template)
+                .unwrap_or_default()
+                .to_owned(),
+        };
+    };
+    let vpc = ecs
+        .network_configuration()
+        .and_then(NetworkConfiguration::awsvpc_configuration);
+    let (container, command) = overrides(t.input());
+    let retry = t.retry_policy();
+    RuleTarget::Ecs {
+        id: t.id().to_owned(),
+        target: EcsTarget {
+            cluster_arn: t.arn().to_owned(),
+            role_arn: t.role_arn().unwrap_or_default().to_owned(),
+            task_definition: Input::Known(ecs.task_definition_arn().to_owned()),
+            launch_type: ecs.launch_type().map_or("", LaunchType::as_str).to_owned(),
+            platform_version: ecs.platform_version().unwrap_or_default().to_owned(),
+            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
+            security_groups: vpc
+                .map(|v| {
+                    v.security_groups()
+                        .iter()
+                        .cloned()
+                        .map(Input::Known)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            assign_public_ip: vpc.and_then(AwsVpcConfiguration::assign_public_ip)
+                == Some(&AssignPublicIp::Enabled),
+            container,
+            command,
+            propagate_tags: ecs.propagate_tags().is_some(),
+            retry_attempts: retry
+                .and_then(RetryPolicy::maximum_retry_attempts)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(185),
+            max_event_age_seconds: retry
+                .and_then(RetryPolicy::maximum_event_age_in_seconds)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(86_400),
+        },
+    }
+}
+
+fn target(t: &RuleTarget) -> Result<Target> {
+    match t {
+        RuleTarget::Sns {
+            id,
+            topic_arn,
+            input_paths,
+            input_template,
+        } => built(
+            Target::builder()
+                .id(id)
+                .arn(topic_arn)
+                .input_transformer(built(
+                    InputTransformer::builder()
+                        .set_input_paths_map(Some(input_paths.clone().into_iter().collect()))
+                        .input_template(input_template)
+                        .build(),
+                )?)
+                .build(),
+        ),
+        RuleTarget::Ecs { id, target: t } => {
+            let vpc = built(
+                AwsVpcConfiguration::builder()
+                    .set_subnets(Some(t.subnets.clone()))
+                    .set_security_groups(Some(
+                        t.security_groups.iter().map(ToString::to_string).collect(),
+                    ))
+                    .assign_public_ip(if t.assign_public_ip {
+                        AssignPublicIp::Enabled
+                    } else {
+                        AssignPublicIp::Disabled
+                    })
+                    .build(),
+            )?;
+            let mut ecs = EcsParameters::builder()
+                .task_definition_arn(t.task_definition.to_string())
+                .task_count(1)
+                .launch_type(LaunchType::from(t.launch_type.as_str()))
+                .platform_version(&t.platform_version)
+                .network_configuration(
+                    NetworkConfiguration::builder()
+                        .awsvpc_configuration(vpc)
+                        .build(),
+                );
+            if t.propagate_tags {
+                ecs = ecs
+                    .propagate_tags(PropagateTags::TaskDefinition)
+                    .enable_ecs_managed_tags(true);
+            }
+            built(
+                Target::builder()
+                    .id(id)
+                    .arn(&t.cluster_arn)
+                    .role_arn(&t.role_arn)
+                    .input(t.input().to_string())
+                    .ecs_parameters(built(ecs.build())?)
+                    .retry_policy(
+                        RetryPolicy::builder()
+                            .maximum_retry_attempts(i32::try_from(t.retry_attempts).unwrap_or(0))
+                            .maximum_event_age_in_seconds(
+                                i32::try_from(t.max_event_age_seconds).unwrap_or(60),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+    }
+}
+
+fn target_id(t: &RuleTarget) -> &str {
+    match t {
+        RuleTarget::Sns { id, .. } | RuleTarget::Ecs { id, .. } => id,
+    }
+}
+
+/// PutRule creates or updates; PutTargets replaces the target with the same id; a
+/// target with another id is removed, so the rule always has exactly one.
+pub async fn put(
+    aws: &Aws,
+    r: &Resource,
+    d: &EventRule,
+    live: Option<&EventRule>,
+) -> Result<Outputs> {
+    let rule_changed = live.is_none_or(|l| {
+        l.description != d.description
+            || l.schedule_expression != d.schedule_expression
+            || l.event_pattern != d.event_pattern
+            || l.enabled != d.enabled
+    });
+    let mut arn = None;
+    if rule_changed {
+        let mut put = aws
+            .events
+            .put_rule()
+            .name(&r.name)
+            .description(&d.description)
+            .set_schedule_expression(d.schedule_expression.clone())
+            .set_event_pattern(d.event_pattern.as_ref().map(ToString::to_string))
+            .state(if d.enabled {
+                RuleState::Enabled
+            } else {
+                RuleState::Disabled
+            });
+        if live.is_none() {
+            put = put.set_tags(Some(tags(&r.tags)?));
+        }
+        arn = put.send().await.map_err(aws_error("put", r.id()))?.rule_arn;
+    }
+    if live.is_none_or(|l| l.target != d.target) {
+        if let Some(old) = live
+            .map(|l| target_id(&l.target))
+            .filter(|id| !id.is_empty() && *id != target_id(&d.target))
+        {
+            aws.events
+                .remove_targets()
+                .rule(&r.name)
+                .ids(old)
+                .send()
+                .await
+                .map_err(aws_error("remove the old target of", r.id()))?;
+        }
+        let out = aws
+            .events
+            .put_targets()
+            .rule(&r.name)
+            .targets(target(&d.target)?)
+            .send()
+            .await
+            .map_err(aws_error("set the target of", r.id()))?;
+        if out.failed_entry_count() > 0 {
+            let why = out
+                .failed_entries()
+                .iter()
+                .filter_map(|e| e.error_message())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(crate::error::Error::Aws {
+                action: "set the target of",
+                resource: r.id().to_string(),
+                code: out
+                    .failed_entries()
+                    .first()
+                    .and_then(|e| e.error_code())
+                    .map(str::to_owned),
+                message: why,
+            });
+        }
+    }
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn,
+    })
+}
+
+pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+    aws.events
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(tags(t)?))
+        .send()
+        .await
+        .map_err(aws_error("tag", arn))?;
+    Ok(())
+}
+
+pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
+    let targets = match aws.events.list_targets_by_rule().rule(name).send().await {
+        Ok(out) => out,
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(()),
+        Err(e) => return Err(aws_error("read targets of rule", name)(e)),
+    };
+    let ids: Vec<String> = targets
+        .targets()
+        .iter()
+        .map(|t| t.id().to_owned())
+        .collect();
+    if !ids.is_empty() {
+        aws.events
+            .remove_targets()
+            .rule(name)
+            .set_ids(Some(ids))
+            .send()
+            .await
+            .map_err(aws_error("remove targets of rule", name))?;
+    }
+    aws.events
+        .delete_rule()
+        .name(name)
+        .send()
+        .await
+        .map_err(aws_error("delete rule", name))?;
+    Ok(())
+}
+
+fn tags(t: &Tags) -> Result<Vec<Tag>> {
+    t.iter()
+        .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! IAM role: trust policy, description, inline policies, managed policies, tags.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_iam::types::Tag;
+use infra::policy::PolicyDocument;
+use infra::resources::{IamRole, Resource, Spec, Tags};
+
+use super::{Live, Outputs, aws_error, code, tag_map};
+use crate::aws::Aws;
+use crate::error::{Error, Result};
+
+pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let role = match aws.iam.get_role().role_name(&r.name).send().await {
+        Ok(out) => match out.role {
+            Some(role) => role,
+            None => return Ok(None),
+        },
+        Err(e) if code(&e) == Some("NoSuchEntity") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let trust = document(role.assume_role_policy_document().unwrap_or("{}"), &r.name)?;
+    let mut inline = BTreeMap::new();
+    let names = aws
+        .iam
+        .list_role_policies()
+        .role_name(&r.name)
+        .send()
+        .await
+        .map_err(aws_error("list inline policies of", r.id()))?;
+    for name in names.policy_names() {
+        let policy = aws
+            .iam
+            .get_role_policy()
+            .role_name(&r.name)
+            .policy_name(name)
+            .send()
+            .await
+            .map_err(aws_error("read inline policy of", r.id()))?;
+        inline.insert(name.clone(), document(policy.policy_document(), &r.name)?);
+    }
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(&r.name)
+        .send()
+        .await
+        .map_err(aws_error("list managed policies of", r.id()))?;
+    let tags = aws
+        .iam
+        .list_role_tags()
+        .role_name(&r.name)
+        .send()
+        .await
+        .map_err(aws_error("read tags of", r.id()))?;
+    Ok(Some(Live {
+        spec: Spec::IamRole(IamRole {
+            description: role.description().unwrap_or_default().to_owned(),
+            trust_policy: trust,
+            inline_policies: inline,
+            managed_policy_arns: attached
+                .attached_policies()
+                .iter()
+                .filter_map(|p| p.policy_arn().map(str::to_owned))
+                .collect(),
+        }),
+        tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
+        outputs: Outputs {
+            id: Some(role.role_id().to_owned()),
+            arn: Some(role.arn().to_owned()),
+        },
+    }))
+}
+
+/// IAM returns policy documents URL-encoded.
+fn document(text: &str, role: &str) -> Result<PolicyDocument> {
+    let decoded = percent_encoding::percent_decode_str(text).decode_utf8_lossy();
+    serde_json::from_str(&decoded).map_err(|e| {
+        Error::Internal(format!(
+            "role {role} has a policy document that does not parse: {e}"
+        ))
+    })
+}
+
+fn json(doc: &PolicyDocument) -> String {
+    serde_json::to_string(doc).expect("policy documents serialize")
+}
+
+pub async fn create(aws: &Aws, r: &Resource, d: &IamRole) -> Result<Outputs> {
+    let out = aws
+        .iam
+        .create_role()
+        .role_name(&r.name)
+        .assume_role_policy_document(json(&d.trust_policy))
+        .description(&d.description)
+        .set_tags(Some(tags(&r.tags)?))
+        .send()
+        .await
+        .map_err(aws_error("create", r.id()))?;
+    for (name, doc) in &d.inline_policies {
+        put_policy(aws, &r.name, name, doc).await?;
+    }
+    for arn in &d.managed_policy_arns {
+        attach(aws, &r.name, arn).await?;
+    }
+    let role = out.role();
+    Ok(Outputs {
+        id: role.map(|r| r.role_id().to_owned()),
+        arn: role.map(|r| r.arn().to_owned()),
+    })
+}
+
+pub async fn update(aws: &Aws, r: &Resource, d: &IamRole, live: &IamRole) -> Result<Outputs> {
+    let name = &r.name;
+    if d.trust_policy.normalized() != live.trust_policy.normalized() {
+        aws.iam
+            .update_assume_role_policy()
+            .role_name(name)
+            .policy_document(json(&d.trust_policy))
+            .send()
+            .await
+            .map_err(aws_error("update the trust policy of", r.id()))?;
+    }
+    if d.description != live.description {
+        aws.iam
+            .update_role()
+            .role_name(name)
+            .description(&d.description)
+            .send()
+            .await
+            .map_err(aws_error("update the description of", r.id()))?;
+    }
+    for (policy, doc) in &d.inline_policies {
+        let same = live
+            .inline_policies
+            .get(policy)
+            .is_some_and(|l| l.normalized() == doc.normalized());
+        if !same {
+            put_policy(aws, name, policy, doc).await?;
+        }
+    }
+    for policy in live.inline_policies.keys() {
+        if !d.inline_policies.contains_key(policy) {
+            aws.iam
+                .delete_role_policy()
+                .role_name(name)
+                .policy_name(policy)
+                .send()
+                .await
+                .map_err(aws_error("delete an inline policy of", r.id()))?;
+        }
+    }
+    for arn in &d.managed_policy_arns {
+        if !live.managed_policy_arns.contains(arn) {
+            attach(aws, name, arn).await?;
+        }
+    }
+    for arn in &live.managed_policy_arns {
+        if !d.managed_policy_arns.contains(arn) {
+            detach(aws, name, arn).await?;
+        }
+    }
+    Ok(Outputs::default())
+}
+
+async fn put_policy(aws: &Aws, role: &str, name: &str, doc: &PolicyDocument) -> Result<()> {
+    aws.iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(json(doc))
+        .send()
+        .await
+        .map_err(aws_error("put an inline policy on role", role))?;
+    Ok(())
+}
+
+async fn attach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
+    aws.iam
+        .attach_role_policy()
+        .role_name(role)
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(aws_error("attach a managed policy to role", role))?;
+    Ok(())
+}
+
+async fn detach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
+    aws.iam
+        .detach_role_policy()
+        .role_name(role)
+        .policy_arn(arn)
+        .send()
+        .await
+        .map_err(aws_error("detach a managed policy from role", role))?;
+    Ok(())
+}
+
+pub async fn tag(aws: &Aws, role: &str, t: &Tags) -> Result<()> {
+    aws.iam
+        .tag_role()
+        .role_name(role)
+        .set_tags(Some(tags(t)?))
+        .send()
+        .await
+        .map_err(aws_error("tag role", role))?;
+    Ok(())
+}
+
+/// A role goes only once its policies are gone.
+pub async fn delete(aws: &Aws, role: &str) -> Result<()> {
+    let names = match aws.iam.list_role_policies().role_name(role).send().await {
+        Ok(out) => out.policy_names,
+        Err(e) if code(&e) == Some("NoSuchEntity") => return Ok(()),
+        Err(e) => return Err(aws_error("list inline policies of role", role)(e)),
+    };
+    for name in names {
+        aws.iam
+            .delete_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .send()
+            .await
+            .map_err(aws_error("delete an inline policy of role", role))?;
+    }
+    let attached = aws
+        .iam
+        .list_attached_role_policies()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(aws_error("list managed policies of role", role))?;
+    for policy in attached.attached_policies() {
+        if let Some(arn) = policy.policy_arn() {
+            detach(aws, role, arn).await?;
+        }
+    }
+    aws.iam
+        .delete_role()
+        .role_name(role)
+        .send()
+        .await
+        .map_err(aws_error("delete role", role))?;
+    Ok(())
+}
+
+fn tags(t: &Tags) -> Result<Vec<Tag>> {
+    t.iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect()
+}

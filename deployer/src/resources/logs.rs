@@ -1,0 +1,228 @@
+//! CloudWatch Logs: the log group (retention, tags) and the metric filters on it.
+
+use aws_sdk_cloudwatchlogs::types::MetricTransformation;
+use infra::resources::{Kind, LogGroup, MetricFilter, Resource, Spec, Tags};
+use infra::{Environment, Stack};
+
+use super::{Live, Outputs, aws_error, code, tag_map};
+use crate::aws::Aws;
+use crate::error::{Error, Result};
+
+pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let out = aws
+        .logs
+        .describe_log_groups()
+        .log_group_name_prefix(&r.name)
+        .send()
+        .await
+        .map_err(aws_error("read", r.id()))?;
+    let Some(group) = out
+        .log_groups()
+        .iter()
+        .find(|g| g.log_group_name() == Some(&r.name))
+    else {
+        return Ok(None);
+    };
+    // The tagging API wants the ARN without the trailing `:*` that `arn` carries.
+    let arn = group
+        .log_group_arn()
+        .or_else(|| group.arn().map(|a| a.trim_end_matches(":*")))
+        .unwrap_or_default()
+        .to_owned();
+    let tags = aws
+        .logs
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(aws_error("read tags of", r.id()))?;
+    Ok(Some(Live {
+        spec: Spec::LogGroup(LogGroup {
+            retention_days: group
+                .retention_in_days()
+                .and_then(|d| u32::try_from(d).ok())
+                .unwrap_or(0),
+        }),
+        tags: Some(tag_map(tags.tags().into_iter().flatten())),
+        outputs: Outputs {
+            id: Some(r.name.clone()),
+            arn: Some(arn),
+        },
+    }))
+}
+
+pub async fn create_group(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<Outputs> {
+    aws.logs
+        .create_log_group()
+        .log_group_name(&r.name)
+        .set_tags(Some(r.tags.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(aws_error("create", r.id()))?;
+    put_retention(aws, r, d).await?;
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn: r.arn.clone(),
+    })
+}
+
+pub async fn update_group(aws: &Aws, r: &Resource, d: &LogGroup, changed: bool) -> Result<Outputs> {
+    if changed {
+        put_retention(aws, r, d).await?;
+    }
+    Ok(Outputs::default())
+}
+
+async fn put_retention(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<()> {
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(&r.name)
+        .retention_in_days(i32::try_from(d.retention_days).unwrap_or(i32::MAX))
+        .send()
+        .await
+        .map_err(aws_error("set retention of", r.id()))?;
+    Ok(())
+}
+
+pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+    aws.logs
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(t.clone().into_iter().collect()))
+        .send()
+        .await
+        .map_err(aws_error("tag", arn))?;
+    Ok(())
+}
+
+pub async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
+    match aws
+        .logs
+        .delete_log_group()
+        .log_group_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("delete", name)(e)),
+    }
+}
+
+/// Every filter on `group` whose name starts with `prefix`.
+async fn filters(aws: &Aws, group: &str, prefix: &str) -> Result<Vec<(String, MetricFilter)>> {
+    let mut found = Vec::new();
+    let mut pages = aws
+        .logs
+        .describe_metric_filters()
+        .log_group_name(group)
+        .filter_name_prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => {
+                for f in page.metric_filters() {
+                    let Some(t) = f.metric_transformations().first() else {
+                        continue;
+                    };
+                    found.push((
+                        f.filter_name().unwrap_or_default().to_owned(),
+                        MetricFilter {
+                            log_group: group.to_owned(),
+                            filter_pattern: f.filter_pattern().unwrap_or_default().to_owned(),
+                            metric_namespace: t.metric_namespace().to_owned(),
+                            metric_name: t.metric_name().to_owned(),
+                            metric_value: t.metric_value().to_owned(),
+                        },
+                    ));
+                }
+            }
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => break,
+            Err(e) => return Err(aws_error("read metric filters of", group)(e)),
+        }
+    }
+    Ok(found)
+}
+
+pub async fn read_filter(aws: &Aws, name: &str, group: &str) -> Result<Option<Live>> {
+    Ok(filters(aws, group, name)
+        .await?
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, f)| filter_live(name, f)))
+}
+
+fn filter_live(name: &str, f: MetricFilter) -> Live {
+    Live {
+        spec: Spec::MetricFilter(f),
+        tags: None,
+        outputs: Outputs {
+            id: Some(name.to_owned()),
+            arn: None,
+        },
+    }
+}
+
+pub async fn put_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
+    let transformation = MetricTransformation::builder()
+        .metric_namespace(&d.metric_namespace)
+        .metric_name(&d.metric_name)
+        .metric_value(&d.metric_value)
+        .build()
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    aws.logs
+        .put_metric_filter()
+        .log_group_name(&d.log_group)
+        .filter_name(name)
+        .filter_pattern(&d.filter_pattern)
+        .metric_transformations(transformation)
+        .send()
+        .await
+        .map_err(aws_error("create metric filter", name))?;
+    Ok(Outputs {
+        id: Some(name.to_owned()),
+        arn: None,
+    })
+}
+
+/// AWS replaces a filter put under the same name, but moto keeps both: deleting first
+/// is correct on both.
+pub async fn replace_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
+    delete_filter(aws, name, &d.log_group).await?;
+    put_filter(aws, name, d).await
+}
+
+pub async fn delete_filter(aws: &Aws, name: &str, group: &str) -> Result<()> {
+    match aws
+        .logs
+        .delete_metric_filter()
+        .log_group_name(group)
+        .filter_name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("delete metric filter", name)(e)),
+    }
+}
+
+/// Filters named like the stack's (`{app}-...`) on its log group that it no longer has.
+pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+    let group = &env.file.logs.group;
+    let prefix = format!("{}-", env.file.app);
+    let wanted: Vec<&str> = stack
+        .of_kind(Kind::MetricFilter)
+        .map(|r| r.name.as_str())
+        .collect();
+    Ok(filters(aws, group, &prefix)
+        .await?
+        .into_iter()
+        .filter(|(name, _)| !wanted.contains(&name.as_str()))
+        .map(|(name, f)| {
+            let resource = Resource::new(&name, Spec::MetricFilter(f.clone()));
+            (resource, filter_live(&name, f))
+        })
+        .collect())
+}

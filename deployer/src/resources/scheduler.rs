@@ -1,0 +1,317 @@
+//! EventBridge Scheduler: the schedule group (it carries the tags) and the schedules
+//! in it, each starting the task with the job's command override.
+
+use aws_sdk_scheduler::types::{
+    AssignPublicIp, AwsVpcConfiguration, EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode,
+    LaunchType, NetworkConfiguration, PropagateTags, RetryPolicy, ScheduleState, Tag, Target,
+};
+use infra::resources::{EcsTarget, Input, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
+use infra::{Environment, Stack};
+
+use super::{Live, Outputs, aws_error, built, code, overrides, tag_map};
+use crate::aws::Aws;
+use crate::error::Result;
+
+pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let group = match aws
+        .scheduler
+        .get_schedule_group()
+        .name(&r.name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let arn = group.arn().unwrap_or_default().to_owned();
+    let tags = aws
+        .scheduler
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(aws_error("read tags of", r.id()))?;
+    Ok(Some(Live {
+        spec: Spec::ScheduleGroup(ScheduleGroup {}),
+        tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
+        outputs: Outputs {
+            id: Some(r.name.clone()),
+            arn: Some(arn),
+        },
+    }))
+}
+
+pub async fn create_group(aws: &Aws, r: &Resource) -> Result<Outputs> {
+    let out = aws
+        .scheduler
+        .create_schedule_group()
+        .name(&r.name)
+        .set_tags(Some(tags(&r.tags)?))
+        .send()
+        .await
+        .map_err(aws_error("create", r.id()))?;
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn: Some(out.schedule_group_arn().to_owned()),
+    })
+}
+
+pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+    aws.scheduler
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(tags(t)?))
+        .send()
+        .await
+        .map_err(aws_error("tag", arn))?;
+    Ok(())
+}
+
+/// Deleting the group deletes the schedules in it.
+pub async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
+    match aws
+        .scheduler
+        .delete_schedule_group()
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("delete schedule group", name)(e)),
+    }
+}
+
+pub async fn read_schedule(aws: &Aws, name: &str, group: &str) -> Result<Option<Live>> {
+    let s = match aws
+        .scheduler
+        .get_schedule()
+        .group_name(group)
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("read schedule", name)(e)),
+    };
+    let Some(target) = s.target() else {
+        return Ok(None);
+    };
+    let ecs = target.ecs_parameters();
+    let vpc = ecs
+        .and_then(EcsParameters::network_configuration)
+        .and_then(NetworkConfiguration::awsvpc_configuration);
+    let (container, command) = overrides(target.input());
+    let retry = target.retry_policy();
+    let spec = Schedule {
+        group: s.group_name().unwrap_or(group).to_owned(),
+        expression: s.schedule_expression().unwrap_or_default().to_owned(),
+        timezone: s.schedule_expression_timezone().unwrap_or("UTC").to_owned(),
+        enabled: s.state() != Some(&ScheduleState::Disabled),
+        description: s.description().unwrap_or_default().to_owned(),
+        target: EcsTarget {
+            cluster_arn: target.arn().to_owned(),
+            role_arn: target.role_arn().to_owned(),
+            task_definition: Input::Known(
+                ecs.map(EcsParameters::task_definition_arn)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            launch_type: ecs
+                .and_then(EcsParameters::launch_type)
+                .map_or("", LaunchType::as_str)
+                .to_owned(),
+            platform_version: ecs
+                .and_then(EcsParameters::platform_version)
+                .unwrap_or_default()
+                .to_owned(),
+            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
+            security_groups: vpc
+                .map(|v| {
+                    v.security_groups()
+                        .iter()
+                        .cloned()
+                        .map(Input::Known)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            assign_public_ip: vpc.and_then(AwsVpcConfiguration::assign_public_ip)
+                == Some(&AssignPublicIp::Enabled),
+            container,
+            command,
+            propagate_tags: ecs.and_then(EcsParameters::propagate_tags).is_some(),
+            retry_attempts: retry
+                .and_then(RetryPolicy::maximum_retry_attempts)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(185),
+            max_event_age_seconds: retry
+                .and_then(RetryPolicy::maximum_event_age_in_seconds)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(86_400),
+        },
+    };
+    Ok(Some(Live {
+        spec: Spec::Schedule(spec),
+        tags: None,
+        outputs: Outputs {
+            id: Some(name.to_owned()),
+            arn: s.arn().map(str::to_owned),
+        },
+    }))
+}
+
+fn target(t: &EcsTarget) -> Result<Target> {
+    let vpc = built(
+        AwsVpcConfiguration::builder()
+            .set_subnets(Some(t.subnets.clone()))
+            .set_security_groups(Some(
+                t.security_groups.iter().map(ToString::to_string).collect(),
+            ))
+            .assign_public_ip(if t.assign_public_ip {
+                AssignPublicIp::Enabled
+            } else {
+                AssignPublicIp::Disabled
+            })
+            .build(),
+    )?;
+    let mut ecs = EcsParameters::builder()
+        .task_definition_arn(t.task_definition.to_string())
+        .task_count(1)
+        .launch_type(LaunchType::from(t.launch_type.as_str()))
+        .platform_version(&t.platform_version)
+        .network_configuration(
+            NetworkConfiguration::builder()
+                .awsvpc_configuration(vpc)
+                .build(),
+        );
+    if t.propagate_tags {
+        ecs = ecs
+            .propagate_tags(PropagateTags::TaskDefinition)
+            .enable_ecs_managed_tags(true);
+    }
+    built(
+        Target::builder()
+            .arn(&t.cluster_arn)
+            .role_arn(&t.role_arn)
+            .input(t.input().to_string())
+            .ecs_parameters(built(ecs.build())?)
+            .retry_policy(
+                RetryPolicy::builder()
+                    .maximum_retry_attempts(i32::try_from(t.retry_attempts).unwrap_or(0))
+                    .maximum_event_age_in_seconds(
+                        i32::try_from(t.max_event_age_seconds).unwrap_or(60),
+                    )
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// CreateSchedule or UpdateSchedule: both take the whole schedule.
+pub async fn put_schedule(aws: &Aws, name: &str, d: &Schedule, create: bool) -> Result<Outputs> {
+    let window = built(
+        FlexibleTimeWindow::builder()
+            .mode(FlexibleTimeWindowMode::Off)
+            .build(),
+    )?;
+    let state = if d.enabled {
+        ScheduleState::Enabled
+    } else {
+        ScheduleState::Disabled
+    };
+    let arn = if create {
+        aws.scheduler
+            .create_schedule()
+            .name(name)
+            .group_name(&d.group)
+            .schedule_expression(&d.expression)
+            .schedule_expression_timezone(&d.timezone)
+            .description(&d.description)
+            .state(state)
+            .flexible_time_window(window)
+            .target(target(&d.target)?)
+            .send()
+            .await
+            .map_err(aws_error("create schedule", name))?
+            .schedule_arn
+    } else {
+        aws.scheduler
+            .update_schedule()
+            .name(name)
+            .group_name(&d.group)
+            .schedule_expression(&d.expression)
+            .schedule_expression_timezone(&d.timezone)
+            .description(&d.description)
+            .state(state)
+            .flexible_time_window(window)
+            .target(target(&d.target)?)
+            .send()
+            .await
+            .map_err(aws_error("update schedule", name))?
+            .schedule_arn
+    };
+    Ok(Outputs {
+        id: Some(name.to_owned()),
+        arn: Some(arn),
+    })
+}
+
+pub async fn delete_schedule(aws: &Aws, name: &str, group: &str) -> Result<()> {
+    match aws
+        .scheduler
+        .delete_schedule()
+        .group_name(group)
+        .name(name)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("delete schedule", name)(e)),
+    }
+}
+
+/// Schedules in the environment's group that the file no longer lists.
+pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+    let Some(group) = stack.of_kind(Kind::ScheduleGroup).next() else {
+        return Ok(Vec::new());
+    };
+    let wanted: Vec<&str> = stack
+        .of_kind(Kind::Schedule)
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut names = Vec::new();
+    let mut pages = aws
+        .scheduler
+        .list_schedules()
+        .group_name(&group.name)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => names.extend(
+                page.schedules()
+                    .iter()
+                    .filter_map(|s| s.name().map(str::to_owned)),
+            ),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => break,
+            Err(e) => return Err(aws_error("list schedules of", group.id())(e)),
+        }
+    }
+    let _ = env;
+    let mut found = Vec::new();
+    for name in names.into_iter().filter(|n| !wanted.contains(&n.as_str())) {
+        if let Some(live) = read_schedule(aws, &name, &group.name).await? {
+            found.push((Resource::new(&name, live.spec.clone()), live));
+        }
+    }
+    Ok(found)
+}
+
+fn tags(t: &Tags) -> Result<Vec<Tag>> {
+    t.iter()
+        .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
+        .collect()
+}

@@ -1,0 +1,226 @@
+//! SNS: the alerts topic (display name, policy, tags) and its email subscription.
+
+use aws_sdk_sns::types::Tag;
+use infra::policy::PolicyDocument;
+use infra::resources::{Kind, Resource, SnsSubscription, SnsTopic, Spec, Tags};
+use infra::{Environment, Stack};
+
+use super::{Deleted, Live, Outputs, aws_error, built, code, tag_map};
+use crate::aws::Aws;
+use crate::error::{Error, Result};
+
+pub async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let arn = r.arn.clone().unwrap_or_default();
+    let attrs = match aws.sns.get_topic_attributes().topic_arn(&arn).send().await {
+        Ok(out) => out.attributes.unwrap_or_default(),
+        Err(e) if code(&e) == Some("NotFound") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let policy: PolicyDocument = attrs
+        .get("Policy")
+        .and_then(|p| serde_json::from_str(p).ok())
+        .unwrap_or_else(|| PolicyDocument::new(Vec::new()));
+    let tags = aws
+        .sns
+        .list_tags_for_resource()
+        .resource_arn(&arn)
+        .send()
+        .await
+        .map_err(aws_error("read tags of", r.id()))?;
+    Ok(Some(Live {
+        spec: Spec::SnsTopic(SnsTopic {
+            display_name: attrs.get("DisplayName").cloned().unwrap_or_default(),
+            policy,
+        }),
+        tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
+        outputs: Outputs {
+            id: Some(r.name.clone()),
+            arn: Some(arn),
+        },
+    }))
+}
+
+fn policy_json(d: &SnsTopic) -> String {
+    serde_json::to_string(&d.policy).expect("policy documents serialize")
+}
+
+pub async fn create_topic(aws: &Aws, r: &Resource, d: &SnsTopic) -> Result<Outputs> {
+    let out = aws
+        .sns
+        .create_topic()
+        .name(&r.name)
+        .attributes("DisplayName", &d.display_name)
+        .attributes("Policy", policy_json(d))
+        .set_tags(Some(tags(&r.tags)?))
+        .send()
+        .await
+        .map_err(aws_error("create", r.id()))?;
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn: out.topic_arn,
+    })
+}
+
+pub async fn update_topic(aws: &Aws, d: &SnsTopic, outputs: &Outputs) -> Result<Outputs> {
+    let arn = outputs.arn.as_deref().unwrap_or_default();
+    for (name, value) in [
+        ("DisplayName", d.display_name.clone()),
+        ("Policy", policy_json(d)),
+    ] {
+        aws.sns
+            .set_topic_attributes()
+            .topic_arn(arn)
+            .attribute_name(name)
+            .attribute_value(value)
+            .send()
+            .await
+            .map_err(aws_error("set an attribute of topic", arn))?;
+    }
+    Ok(outputs.clone())
+}
+
+pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+    aws.sns
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(tags(t)?))
+        .send()
+        .await
+        .map_err(aws_error("tag", arn))?;
+    Ok(())
+}
+
+pub async fn delete_topic(aws: &Aws, outputs: &Outputs) -> Result<()> {
+    let Some(arn) = outputs.arn.as_deref() else {
+        return Ok(());
+    };
+    aws.sns
+        .delete_topic()
+        .topic_arn(arn)
+        .send()
+        .await
+        .map_err(aws_error("delete topic", arn))?;
+    Ok(())
+}
+
+/// Every subscription of the topic as `(protocol, endpoint, subscription ARN)`.
+async fn subscriptions(aws: &Aws, topic: &str) -> Result<Vec<(String, String, String)>> {
+    let mut found = Vec::new();
+    let mut pages = aws
+        .sns
+        .list_subscriptions_by_topic()
+        .topic_arn(topic)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => found.extend(page.subscriptions().iter().map(|s| {
+                (
+                    s.protocol().unwrap_or_default().to_owned(),
+                    s.endpoint().unwrap_or_default().to_owned(),
+                    s.subscription_arn().unwrap_or_default().to_owned(),
+                )
+            })),
+            Err(e) if code(&e) == Some("NotFound") => break,
+            Err(e) => return Err(aws_error("list subscriptions of", topic)(e)),
+        }
+    }
+    Ok(found)
+}
+
+fn subscription_live(topic: &str, protocol: String, endpoint: String, arn: String) -> Live {
+    Live {
+        spec: Spec::SnsSubscription(SnsSubscription {
+            topic_arn: topic.to_owned(),
+            protocol,
+            endpoint,
+        }),
+        tags: None,
+        outputs: Outputs {
+            id: None,
+            arn: Some(arn),
+        },
+    }
+}
+
+pub async fn read_subscription(
+    aws: &Aws,
+    topic: &str,
+    protocol: &str,
+    endpoint: &str,
+) -> Result<Option<Live>> {
+    Ok(subscriptions(aws, topic)
+        .await?
+        .into_iter()
+        .find(|(p, e, _)| p == protocol && e.eq_ignore_ascii_case(endpoint))
+        .map(|(p, e, arn)| subscription_live(topic, p, e, arn)))
+}
+
+pub async fn subscribe(aws: &Aws, d: &SnsSubscription) -> Result<Outputs> {
+    let out = aws
+        .sns
+        .subscribe()
+        .topic_arn(&d.topic_arn)
+        .protocol(&d.protocol)
+        .endpoint(&d.endpoint)
+        .send()
+        .await
+        .map_err(aws_error("subscribe", &d.endpoint))?;
+    Ok(Outputs {
+        id: None,
+        arn: out.subscription_arn,
+    })
+}
+
+/// A subscription still waiting for its confirmation has no ARN and cannot be removed;
+/// AWS drops it after three days.
+pub async fn unsubscribe(aws: &Aws, outputs: &Outputs) -> Result<Deleted> {
+    let arn = outputs.arn.as_deref().unwrap_or_default();
+    if !arn.starts_with("arn:") {
+        return Ok(Deleted::Kept(
+            "it is pending confirmation; AWS removes unconfirmed subscriptions after 3 days".into(),
+        ));
+    }
+    aws.sns
+        .unsubscribe()
+        .subscription_arn(arn)
+        .send()
+        .await
+        .map_err(aws_error("unsubscribe", arn))?;
+    Ok(Deleted::Yes)
+}
+
+/// Subscriptions on the stack's topic to an address the file no longer names.
+pub async fn extras(aws: &Aws, _env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+    let Some(topic) = stack
+        .of_kind(Kind::SnsTopic)
+        .next()
+        .and_then(|t| t.arn.clone())
+    else {
+        return Ok(Vec::new());
+    };
+    let wanted: Vec<(String, String)> = stack
+        .of_kind(Kind::SnsSubscription)
+        .filter_map(|r| match &r.properties {
+            Spec::SnsSubscription(s) => Some((s.protocol.clone(), s.endpoint.to_lowercase())),
+            _ => None,
+        })
+        .collect();
+    Ok(subscriptions(aws, &topic)
+        .await?
+        .into_iter()
+        .filter(|(p, e, _)| !wanted.contains(&(p.clone(), e.to_lowercase())))
+        .map(|(p, e, arn)| {
+            let live = subscription_live(&topic, p.clone(), e.clone(), arn);
+            let name = format!("{}/{p}/{e}", topic.rsplit(':').next().unwrap_or_default());
+            (Resource::new(name, live.spec.clone()), live)
+        })
+        .collect())
+}
+
+fn tags(t: &Tags) -> Result<Vec<Tag>> {
+    t.iter()
+        .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| Error::Internal(e.to_string()))
+}
