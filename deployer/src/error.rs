@@ -96,12 +96,10 @@ impl Error {
             return false;
         };
         let message = message.to_ascii_lowercase();
+        // An AccessDeniedException is the caller's own missing permission: never retried.
         matches!(
             code.as_str(),
-            "ClientException"
-                | "ValidationException"
-                | "InvalidParameterException"
-                | "AccessDeniedException"
+            "ClientException" | "ValidationException" | "InvalidParameterException"
         ) && message.contains("role")
             && [
                 "assume",

@@ -227,6 +227,10 @@ impl Moto {
         self.server.addr.port()
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
     /// Everything the server printed so far.
     pub fn log(&self) -> String {
         self.server.log()

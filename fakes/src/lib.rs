@@ -3,3 +3,4 @@
 //! loopback port and stopped when dropped.
 
 pub mod emulators;
+pub mod fault_proxy;

@@ -119,5 +119,10 @@ fn usage_errors_exit_2() {
 #[test]
 fn help_snapshots() {
     insta::assert_snapshot!("help", stdout(&deployer(&["--help"])));
-    insta::assert_snapshot!("synth_help", stdout(&deployer(&["synth", "--help"])));
+    for command in ["synth", "diff", "up", "destroy"] {
+        insta::assert_snapshot!(
+            format!("{command}_help"),
+            stdout(&deployer(&[command, "--help"]))
+        );
+    }
 }

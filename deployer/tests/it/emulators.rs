@@ -1,7 +1,10 @@
-//! The local stand-in for a container registry answers the OCI distribution API.
-//! (moto's reachability through the shared SdkConfig is tested in aws-setup.)
+//! The local emulators answer through the same code paths as production: moto through
+//! the shared SdkConfig (with the call counter), the registry through its OCI API.
 
-use fakes::emulators::Registry;
+use aws_setup::{Access, CallCounter};
+use fakes::emulators::{Moto, Registry};
+
+use super::moto_config;
 
 #[tokio::test]
 async fn local_registry_speaks_the_distribution_api_and_logs_requests() {
@@ -51,5 +54,37 @@ async fn local_registry_speaks_the_distribution_api_and_logs_requests() {
         registry.log().contains("HEAD /v2/smoke/blobs/"),
         "{}",
         registry.log()
+    );
+}
+
+#[tokio::test]
+async fn sdk_config_reaches_moto_and_counter_splits_reads_from_writes() {
+    let moto = Moto::start().expect("moto starts");
+    let config = moto_config(&moto.endpoint()).await;
+    let counter = CallCounter::new();
+    let sts = aws_setup::client!(aws_sdk_sts, &config, &counter);
+
+    let me = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("moto answers");
+    assert_eq!(me.account(), Some("123456789012"));
+    sts.assume_role()
+        .role_arn("arn:aws:iam::123456789012:role/any")
+        .role_session_name("test")
+        .send()
+        .await
+        .expect("moto assumes any role");
+    sts.get_caller_identity().send().await.unwrap();
+
+    let rows = counter.snapshot();
+    assert_eq!(counter.reads(), 2, "{rows:?}");
+    assert_eq!(counter.writes(), 1, "{rows:?}");
+    assert_eq!(counter.write_operations(), vec!["STS:AssumeRole"]);
+    assert!(
+        rows.iter().any(|r| r.operation == "GetCallerIdentity"
+            && r.access == Access::Read
+            && r.calls == 2)
     );
 }

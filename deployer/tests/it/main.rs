@@ -2,6 +2,7 @@
 
 mod cli;
 mod emulators;
+mod engine;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,4 +36,22 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The shared loader pointed at an emulator, with the dummy credentials moto accepts
+/// (tests must not depend on whatever credentials the machine has).
+async fn moto_config(endpoint: &str) -> aws_setup::SdkConfig {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    aws_setup::load(&aws_setup::AwsOptions {
+        profile: None,
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(endpoint.to_owned()),
+    })
+    .await
+    .into_builder()
+    .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+        "testing", "testing", None, None, "moto",
+    )))
+    .build()
 }

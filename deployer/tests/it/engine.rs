@@ -1,0 +1,893 @@
+//! `diff`, `up` and `destroy` against a real moto server: a fresh deployment, a no-op
+//! second run, out-of-band deletions and changes, an interrupted run, ownership, and bad
+//! prerequisites. Assertions read moto through the AWS SDK.
+
+use std::process::{Command, Output};
+
+use aws_sdk_ecs::types::TaskDefinitionStatus;
+use fakes::emulators::Moto;
+use fakes::fault_proxy::FaultProxy;
+use serde_json::Value;
+
+use super::{moto_config, root, stderr, stdout};
+
+const IMAGE: &str = "127.0.0.1:5000/qbo-invoice-processor@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const GROUP: &str = "qbo-invoice-processor";
+const FAMILY: &str = "qbo-invoice-processor";
+const TASK_ROLE: &str = "ecsTaskRole-QBOInvoiceProcessor";
+const LOG_GROUP: &str = "/ecs/qbo-invoice-processor";
+
+/// Runs the deployer against `endpoint` with moto's dummy credentials and no terminal.
+fn deployer(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(args)
+        .current_dir(root())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env_remove("DEPLOYER_ENV_DIR")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("deployer runs")
+}
+
+/// `up --yes --output json` (or `diff`), parsed; panics with stderr on failure.
+fn json(endpoint: &str, args: &[&str]) -> Value {
+    let out = deployer(endpoint, args);
+    assert!(out.status.success(), "{args:?} failed:\n{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))
+}
+
+fn up(endpoint: &str) -> Value {
+    json(
+        endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    )
+}
+
+fn plan(endpoint: &str) -> Vec<(String, String, Vec<String>)> {
+    let v = json(
+        endpoint,
+        &[
+            "diff", "--env", "local", "--image", IMAGE, "--output", "json",
+        ],
+    );
+    v["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] != "no-change")
+        .map(|s| {
+            let paths = s["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["path"].as_str().unwrap().to_owned())
+                .collect();
+            (
+                s["action"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+                paths,
+            )
+        })
+        .collect()
+}
+
+/// Clients on moto for assertions and out-of-band changes.
+struct Live {
+    iam: aws_sdk_iam::Client,
+    ecs: aws_sdk_ecs::Client,
+    ecr: aws_sdk_ecr::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    cw: aws_sdk_cloudwatch::Client,
+    scheduler: aws_sdk_scheduler::Client,
+    events: aws_sdk_eventbridge::Client,
+    sns: aws_sdk_sns::Client,
+    ec2: aws_sdk_ec2::Client,
+}
+
+async fn live(endpoint: &str) -> Live {
+    let c = moto_config(endpoint).await;
+    Live {
+        iam: aws_sdk_iam::Client::new(&c),
+        ecs: aws_sdk_ecs::Client::new(&c),
+        ecr: aws_sdk_ecr::Client::new(&c),
+        logs: aws_sdk_cloudwatchlogs::Client::new(&c),
+        cw: aws_sdk_cloudwatch::Client::new(&c),
+        scheduler: aws_sdk_scheduler::Client::new(&c),
+        events: aws_sdk_eventbridge::Client::new(&c),
+        sns: aws_sdk_sns::Client::new(&c),
+        ec2: aws_sdk_ec2::Client::new(&c),
+    }
+}
+
+impl Live {
+    async fn active_revisions(&self) -> Vec<String> {
+        self.ecs
+            .list_task_definitions()
+            .family_prefix(FAMILY)
+            .status(TaskDefinitionStatus::Active)
+            .send()
+            .await
+            .unwrap()
+            .task_definition_arns()
+            .to_vec()
+    }
+
+    async fn schedule_task_definition(&self, name: &str) -> String {
+        let s = self
+            .scheduler
+            .get_schedule()
+            .group_name(GROUP)
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        s.target()
+            .unwrap()
+            .ecs_parameters()
+            .unwrap()
+            .task_definition_arn()
+            .to_owned()
+    }
+
+    async fn role_exists(&self, name: &str) -> bool {
+        self.iam.get_role().role_name(name).send().await.is_ok()
+    }
+
+    async fn filter_count(&self) -> usize {
+        self.logs
+            .describe_metric_filters()
+            .log_group_name(LOG_GROUP)
+            .send()
+            .await
+            .map(|o| o.metric_filters().len())
+            .unwrap_or(0)
+    }
+
+    async fn security_group_id(&self) -> Option<String> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("group-name")
+                    .values("qbo-invoice-processor-tasks")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.security_groups()
+            .first()
+            .and_then(|g| g.group_id())
+            .map(str::to_owned)
+    }
+}
+
+#[tokio::test]
+async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_nothing() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+
+    let first = up(&endpoint);
+    assert_eq!(first["summary"]["created"], 19, "{first}");
+    assert!(first["calls"]["writes"].as_u64().unwrap() > 19);
+
+    // What the design asks for is really there, wired together.
+    assert!(aws.role_exists(TASK_ROLE).await);
+    let revisions = aws.active_revisions().await;
+    assert_eq!(revisions.len(), 1);
+    for schedule in ["qbo-send-invoices-daily", "qbo-create-invoices-monthly"] {
+        assert_eq!(aws.schedule_task_definition(schedule).await, revisions[0]);
+    }
+    let td = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(FAMILY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        td.task_definition().unwrap().container_definitions()[0].image(),
+        Some(IMAGE)
+    );
+    assert_eq!(aws.filter_count().await, 2);
+
+    let second = up(&endpoint);
+    assert_eq!(
+        second["calls"]["writes"], 0,
+        "a second up makes no mutating call: {second}"
+    );
+    assert_eq!(second["summary"]["created"], 0);
+    assert!(plan(&endpoint).is_empty());
+
+    let out = deployer(&endpoint, &["destroy", "--env", "local", "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("17 deleted"), "{}", stdout(&out));
+    assert!(!aws.role_exists(TASK_ROLE).await);
+    assert!(aws.active_revisions().await.is_empty());
+    assert!(aws.security_group_id().await.is_none());
+    assert!(
+        aws.scheduler
+            .get_schedule_group()
+            .name(GROUP)
+            .send()
+            .await
+            .is_err()
+    );
+    let alarms = aws
+        .cw
+        .describe_alarms()
+        .alarm_name_prefix("qbo-invoice-processor")
+        .send()
+        .await
+        .unwrap();
+    assert!(alarms.metric_alarms().is_empty());
+    let topics = aws.sns.list_topics().send().await.unwrap();
+    assert!(topics.topics().is_empty());
+    // After destroy, the whole stack is to be created again.
+    assert_eq!(
+        plan(&endpoint)
+            .iter()
+            .filter(|(a, _, _)| a == "create")
+            .count(),
+        19
+    );
+}
+
+#[tokio::test]
+async fn a_resource_deleted_out_of_band_is_the_only_one_up_creates_again() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+    up(&endpoint);
+
+    // (what to delete, the step `diff` must then plan)
+    let cases: Vec<(&str, &str)> = vec![
+        ("alarm", "alarm/qbo-invoice-processor-run-failed"),
+        (
+            "metric-filter",
+            "metric-filter/qbo-invoice-processor-runs-failed",
+        ),
+        ("schedule", "schedule/qbo-create-invoices-monthly"),
+        ("event-rule", "event-rule/qbo-invoice-processor-task-failed"),
+        (
+            "subscription",
+            "sns-subscription/qbo-invoice-processor-alerts/email/bookkeeper@example.com",
+        ),
+        ("log-group", "log-group//ecs/qbo-invoice-processor"),
+        ("ecr", "ecr-repository/qbo-invoice-processor"),
+        ("cluster", "ecs-cluster/qbo-invoice-processor-cluster"),
+        ("task-definition", "task-definition/qbo-invoice-processor"),
+        ("role", "iam-role/EventBridgeECSRole-QBOInvoiceProcessor"),
+        ("topic", "sns-topic/qbo-invoice-processor-alerts"),
+        ("schedule-group", "schedule-group/qbo-invoice-processor"),
+        (
+            "security-group",
+            "security-group/qbo-invoice-processor-tasks",
+        ),
+    ];
+    for (what, id) in cases {
+        match what {
+            "alarm" => {
+                aws.cw
+                    .delete_alarms()
+                    .alarm_names("qbo-invoice-processor-run-failed")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "metric-filter" => {
+                aws.logs
+                    .delete_metric_filter()
+                    .log_group_name(LOG_GROUP)
+                    .filter_name("qbo-invoice-processor-runs-failed")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "schedule" => {
+                aws.scheduler
+                    .delete_schedule()
+                    .group_name(GROUP)
+                    .name("qbo-create-invoices-monthly")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "event-rule" => {
+                aws.events
+                    .remove_targets()
+                    .rule("qbo-invoice-processor-task-failed")
+                    .ids("alerts")
+                    .send()
+                    .await
+                    .unwrap();
+                aws.events
+                    .delete_rule()
+                    .name("qbo-invoice-processor-task-failed")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "subscription" => {
+                let topic = "arn:aws:sns:us-east-1:123456789012:qbo-invoice-processor-alerts";
+                let subs = aws
+                    .sns
+                    .list_subscriptions_by_topic()
+                    .topic_arn(topic)
+                    .send()
+                    .await
+                    .unwrap();
+                let arn = subs.subscriptions()[0]
+                    .subscription_arn()
+                    .unwrap()
+                    .to_owned();
+                aws.sns
+                    .unsubscribe()
+                    .subscription_arn(arn)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "log-group" => {
+                aws.logs
+                    .delete_log_group()
+                    .log_group_name(LOG_GROUP)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "ecr" => {
+                aws.ecr
+                    .delete_repository()
+                    .repository_name("qbo-invoice-processor")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "cluster" => {
+                aws.ecs
+                    .delete_cluster()
+                    .cluster("qbo-invoice-processor-cluster")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "task-definition" => {
+                for arn in aws.active_revisions().await {
+                    aws.ecs
+                        .deregister_task_definition()
+                        .task_definition(arn)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            "role" => {
+                let name = "EventBridgeECSRole-QBOInvoiceProcessor";
+                aws.iam
+                    .delete_role_policy()
+                    .role_name(name)
+                    .policy_name("run-task")
+                    .send()
+                    .await
+                    .unwrap();
+                aws.iam.delete_role().role_name(name).send().await.unwrap();
+            }
+            "topic" => {
+                aws.sns
+                    .delete_topic()
+                    .topic_arn("arn:aws:sns:us-east-1:123456789012:qbo-invoice-processor-alerts")
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "schedule-group" => {
+                aws.scheduler
+                    .delete_schedule_group()
+                    .name(GROUP)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "security-group" => {
+                let id = aws.security_group_id().await.unwrap();
+                aws.ec2
+                    .delete_security_group()
+                    .group_id(id)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            other => unreachable!("{other}"),
+        }
+        let steps = plan(&endpoint);
+        let created: Vec<&str> = steps
+            .iter()
+            .filter(|(a, _, _)| a == "create")
+            .map(|(_, id, _)| id.as_str())
+            .collect();
+        match what {
+            // The group takes its schedules with it; the topic its subscription.
+            "schedule-group" => assert_eq!(
+                created,
+                [
+                    id,
+                    "schedule/qbo-send-invoices-daily",
+                    "schedule/qbo-create-invoices-monthly"
+                ],
+                "{steps:?}"
+            ),
+            "topic" => assert_eq!(
+                created,
+                [
+                    id,
+                    "sns-subscription/qbo-invoice-processor-alerts/email/bookkeeper@example.com"
+                ],
+                "{steps:?}"
+            ),
+            _ => assert_eq!(created, [id], "{steps:?}"),
+        }
+        // Anything else in the plan only follows a new id or revision.
+        for (action, other, paths) in &steps {
+            if action != "create" {
+                assert_eq!(action, "update", "{what}: {steps:?}");
+                assert!(
+                    paths.iter().all(|p| p.contains("target.task_definition")
+                        || p.contains("target.security_groups")),
+                    "{what}: {other} changes {paths:?}"
+                );
+            }
+        }
+        let fixed = up(&endpoint);
+        assert_eq!(
+            fixed["summary"]["created"].as_u64().unwrap() as usize,
+            created.len(),
+            "{what}: {fixed}"
+        );
+        assert!(plan(&endpoint).is_empty(), "{what}: up converged");
+    }
+    assert_eq!(aws.active_revisions().await.len(), 1);
+    assert_eq!(aws.filter_count().await, 2);
+}
+
+#[tokio::test]
+async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_restores_it() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+    up(&endpoint);
+
+    // Alarm threshold.
+    let alarm = aws
+        .cw
+        .describe_alarms()
+        .alarm_names("qbo-invoice-processor-run-failed")
+        .send()
+        .await
+        .unwrap();
+    let a = &alarm.metric_alarms()[0];
+    aws.cw
+        .put_metric_alarm()
+        .alarm_name("qbo-invoice-processor-run-failed")
+        .alarm_description(a.alarm_description().unwrap())
+        .namespace(a.namespace().unwrap())
+        .metric_name(a.metric_name().unwrap())
+        .statistic(a.statistic().unwrap().clone())
+        .period(a.period().unwrap())
+        .evaluation_periods(a.evaluation_periods().unwrap())
+        .datapoints_to_alarm(a.datapoints_to_alarm().unwrap())
+        .threshold(5.0)
+        .comparison_operator(a.comparison_operator().unwrap().clone())
+        .treat_missing_data(a.treat_missing_data().unwrap())
+        .set_alarm_actions(Some(a.alarm_actions().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "alarm/qbo-invoice-processor-run-failed",
+        "properties.threshold",
+    )
+    .await;
+
+    // Schedule time.
+    let s = aws
+        .scheduler
+        .get_schedule()
+        .group_name(GROUP)
+        .name("qbo-send-invoices-daily")
+        .send()
+        .await
+        .unwrap();
+    aws.scheduler
+        .update_schedule()
+        .group_name(GROUP)
+        .name("qbo-send-invoices-daily")
+        .schedule_expression("cron(0 6 * * ? *)")
+        .schedule_expression_timezone(s.schedule_expression_timezone().unwrap())
+        .set_description(s.description().map(str::to_owned))
+        .set_state(s.state().cloned())
+        .set_flexible_time_window(s.flexible_time_window().cloned())
+        .set_target(s.target().cloned())
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "schedule/qbo-send-invoices-daily",
+        "properties.expression",
+    )
+    .await;
+
+    // A policy statement.
+    aws.iam
+        .put_role_policy()
+        .role_name(TASK_ROLE)
+        .policy_name("secrets-and-client-table")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "iam-role/ecsTaskRole-QBOInvoiceProcessor",
+        "properties.inline_policies.secrets-and-client-table.Statement",
+    )
+    .await;
+
+    // Log retention.
+    aws.logs
+        .put_retention_policy()
+        .log_group_name(LOG_GROUP)
+        .retention_in_days(1)
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "log-group//ecs/qbo-invoice-processor",
+        "properties.retention_days",
+    )
+    .await;
+
+    // ECR lifecycle policy (moto answers PutImageTagMutability with a 500, and the SDK
+    // leaves out a false scanOnPush, so the policy is the property changed here).
+    aws.ecr
+        .put_lifecycle_policy()
+        .repository_name("qbo-invoice-processor")
+        .lifecycle_policy_text(r#"{"rules":[{"rulePriority":1,"selection":{"tagStatus":"any","countType":"imageCountMoreThan","countNumber":1},"action":{"type":"expire"}}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "ecr-repository/qbo-invoice-processor",
+        "properties.lifecycle_policy.rules",
+    )
+    .await;
+
+    // A security-group rule opened to the world.
+    let sg = aws.security_group_id().await.unwrap();
+    aws.ec2
+        .authorize_security_group_ingress()
+        .group_id(&sg)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "security-group/qbo-invoice-processor-tasks",
+        "properties.ingress",
+    )
+    .await;
+
+    // The failed-task rule disabled.
+    aws.events
+        .disable_rule()
+        .name("qbo-invoice-processor-task-failed")
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "event-rule/qbo-invoice-processor-task-failed",
+        "properties.enabled",
+    )
+    .await;
+
+    // The topic's display name.
+    aws.sns
+        .set_topic_attributes()
+        .topic_arn("arn:aws:sns:us-east-1:123456789012:qbo-invoice-processor-alerts")
+        .attribute_name("DisplayName")
+        .attribute_value("renamed")
+        .send()
+        .await
+        .unwrap();
+    assert_drift(
+        &endpoint,
+        "sns-topic/qbo-invoice-processor-alerts",
+        "properties.display_name",
+    )
+    .await;
+
+    // (The cluster's one property, container insights, is left out: moto answers
+    // UpdateClusterSettings with a 500.)
+
+    // A tag removed: ownership is restored too.
+    aws.iam
+        .untag_role()
+        .role_name(TASK_ROLE)
+        .tag_keys("env")
+        .send()
+        .await
+        .unwrap();
+    let steps = plan(&endpoint);
+    assert!(
+        steps
+            .iter()
+            .any(|(a, id, _)| a == "unowned" && id == "iam-role/ecsTaskRole-QBOInvoiceProcessor"),
+        "{steps:?}"
+    );
+    let adopted = json(
+        &endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--adopt", "--output", "json",
+        ],
+    );
+    assert_eq!(adopted["summary"]["updated"], 1, "{adopted}");
+    assert!(plan(&endpoint).is_empty());
+}
+
+/// `diff` lists exactly one step, an update of `id` at `path`; `up` restores it.
+async fn assert_drift(endpoint: &str, id: &str, path: &str) {
+    let steps = plan(endpoint);
+    assert_eq!(steps.len(), 1, "{id}: {steps:?}");
+    assert_eq!(
+        (steps[0].0.as_str(), steps[0].1.as_str()),
+        ("update", id),
+        "{steps:?}"
+    );
+    assert_eq!(steps[0].2, [path], "{steps:?}");
+    let out = deployer(
+        endpoint,
+        &["diff", "--env", "local", "--image", IMAGE, "--exit-code"],
+    );
+    assert_eq!(out.status.code(), Some(2), "--exit-code with changes");
+    let fixed = up(endpoint);
+    assert_eq!(fixed["summary"]["updated"], 1, "{fixed}");
+    assert!(plan(endpoint).is_empty(), "{id} restored");
+}
+
+#[tokio::test]
+async fn an_up_interrupted_by_a_failed_write_converges_on_the_next_run_without_duplicates() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+    // Fail a write early (wave 1), mid-way (roles/task definition) and late (schedules).
+    for nth in [3, 14, 24] {
+        let proxy = FaultProxy::start(moto.addr(), nth).unwrap();
+        let out = deployer(
+            &proxy.endpoint(),
+            &["up", "--env", "local", "--image", IMAGE, "--yes"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "write {nth} fails the run: {}",
+            stderr(&out)
+        );
+        assert!(!proxy.failed().is_empty(), "write {nth} was failed");
+        assert!(
+            stderr(&out).contains("run the same command again to finish"),
+            "{}",
+            stderr(&out)
+        );
+        drop(proxy);
+
+        up(&endpoint);
+        assert!(
+            plan(&endpoint).is_empty(),
+            "converged after failing write {nth}"
+        );
+        let revisions = aws.active_revisions().await;
+        assert_eq!(
+            revisions.len(),
+            1,
+            "one task-definition revision: {revisions:?}"
+        );
+        for schedule in ["qbo-send-invoices-daily", "qbo-create-invoices-monthly"] {
+            assert_eq!(aws.schedule_task_definition(schedule).await, revisions[0]);
+        }
+        let targets = aws
+            .events
+            .list_targets_by_rule()
+            .rule("qbo-invoice-processor-task-failed")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(targets.targets().len(), 1);
+        assert_eq!(aws.filter_count().await, 2, "no duplicate metric filter");
+        let topic = "arn:aws:sns:us-east-1:123456789012:qbo-invoice-processor-alerts";
+        let subs = aws
+            .sns
+            .list_subscriptions_by_topic()
+            .topic_arn(topic)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(subs.subscriptions().len(), 1);
+
+        let out = deployer(&endpoint, &["destroy", "--env", "local", "--yes"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+#[tokio::test]
+async fn a_same_named_resource_without_our_tags_is_left_alone_unless_adopted() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+    aws.ecs
+        .create_cluster()
+        .cluster_name("qbo-invoice-processor-cluster")
+        .send()
+        .await
+        .unwrap();
+
+    let out = deployer(
+        &endpoint,
+        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("!   ecs-cluster/qbo-invoice-processor-cluster: exists without this environment's tags; left alone (--adopt takes it over)"), "{}", stdout(&out));
+    let tags = aws
+        .ecs
+        .list_tags_for_resource()
+        .resource_arn("arn:aws:ecs:us-east-1:123456789012:cluster/qbo-invoice-processor-cluster")
+        .send()
+        .await
+        .unwrap();
+    assert!(tags.tags().is_empty(), "not tagged without --adopt");
+
+    json(
+        &endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--adopt", "--output", "json",
+        ],
+    );
+    let tags = aws
+        .ecs
+        .list_tags_for_resource()
+        .resource_arn("arn:aws:ecs:us-east-1:123456789012:cluster/qbo-invoice-processor-cluster")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tags.tags()
+            .iter()
+            .any(|t| t.key() == Some("managed-by") && t.value() == Some("deployer"))
+    );
+    assert!(plan(&endpoint).is_empty());
+}
+
+#[tokio::test]
+async fn missing_prerequisites_and_unconfirmed_widening_stop_before_any_write() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+
+    // No terminal and no --yes: the IAM roles are new, so it refuses.
+    let out = deployer(&endpoint, &["up", "--env", "local", "--image", IMAGE]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("widens IAM or network access and there is no terminal"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert!(!aws.role_exists(TASK_ROLE).await, "nothing was created");
+
+    // No image pushed anywhere.
+    let out = deployer(&endpoint, &["diff", "--env", "local"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no image of qbo-invoice-processor has been pushed yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("deployer push-image --env local"),
+        "{}",
+        stderr(&out)
+    );
+
+    // An image reference not pinned by digest.
+    let out = deployer(
+        &endpoint,
+        &["up", "--env", "local", "--image", "repo:latest", "--yes"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not pinned by digest"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A bad environment file is refused before AWS is asked anything.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "region = \"us-east-1\"\n[job]\nbookkeeper_email = \"nope\"\n",
+    )
+    .unwrap();
+    let out = deployer(
+        &endpoint,
+        &[
+            "up",
+            "--env",
+            bad.to_str().unwrap(),
+            "--image",
+            IMAGE,
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("missing field `sender_email`"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Credentials for another account than the file names.
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(root().join("infra/envs/local.toml")).unwrap();
+    std::fs::write(
+        &other,
+        text.replace("account = \"123456789012\"", "account = \"111122223333\""),
+    )
+    .unwrap();
+    let out = deployer(
+        &endpoint,
+        &[
+            "up",
+            "--env",
+            other.to_str().unwrap(),
+            "--image",
+            IMAGE,
+            "--yes",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the credentials are for account 123456789012, but"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("is for account 111122223333"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!aws.role_exists(TASK_ROLE).await, "nothing was created");
+}

@@ -1,0 +1,191 @@
+//! A loopback HTTP proxy in front of an AWS emulator that fails chosen write calls, to
+//! test that a deployment interrupted half-way converges on the next run. It counts
+//! write operations (by the operation name the request carries) and fails every attempt
+//! of the Nth one: retries share the SDK's `amz-sdk-invocation-id`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+#[derive(Debug)]
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<State>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct State {
+    upstream: SocketAddr,
+    fail_write: usize,
+    writes: AtomicUsize,
+    failing: Mutex<Option<String>>,
+    failed: Mutex<Vec<String>>,
+    stop: AtomicBool,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`127.0.0.1:PORT`), failing the `fail_write`-th write call
+    /// (1-based; 0 fails nothing).
+    pub fn start(upstream: SocketAddr, fail_write: usize) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            upstream,
+            fail_write,
+            writes: AtomicUsize::new(0),
+            failing: Mutex::new(None),
+            failed: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let shared = Arc::clone(&state);
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let shared = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = serve(&shared, conn);
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Write operations seen so far.
+    pub fn writes(&self) -> usize {
+        self.state.writes.load(Ordering::SeqCst)
+    }
+
+    /// The operations that were failed (one entry per failed attempt).
+    pub fn failed(&self) -> Vec<String> {
+        self.state
+            .failed
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One request per connection: read it, decide, forward or fail, close.
+fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let end = line == "\r\n";
+        head.push(line);
+        if end {
+            break;
+        }
+    }
+    let header = |name: &str| {
+        head.iter().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let method = head[0]
+        .split_whitespace()
+        .next()
+        .unwrap_or("GET")
+        .to_owned();
+    let operation = operation(&method, header("x-amz-target").as_deref(), &body);
+    let invocation = header("amz-sdk-invocation-id").unwrap_or_default();
+
+    let mut fail = false;
+    if let Some(op) = &operation {
+        let mut failing = state.failing.lock().expect("proxy lock");
+        if failing.as_deref() == Some(invocation.as_str()) && !invocation.is_empty() {
+            fail = true;
+        } else if is_write(op) {
+            let n = state.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == state.fail_write {
+                *failing = Some(invocation.clone());
+                fail = true;
+            }
+        }
+        if fail {
+            state.failed.lock().expect("proxy lock").push(op.clone());
+        }
+    }
+    let mut out = conn;
+    if fail {
+        let body =
+            br#"{"__type":"InternalFailure","message":"failure injected by the test proxy"}"#;
+        write!(
+            out,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        return out.flush();
+    }
+    let mut upstream = TcpStream::connect(state.upstream)?;
+    for line in &head {
+        let name = line.split(':').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        if line == "\r\n" {
+            upstream.write_all(b"Connection: close\r\n")?;
+        }
+        upstream.write_all(line.as_bytes())?;
+    }
+    upstream.write_all(&body)?;
+    upstream.flush()?;
+    let mut response = Vec::new();
+    upstream.read_to_end(&mut response)?;
+    out.write_all(&response)?;
+    out.flush()
+}
+
+/// The operation a request calls: JSON protocols name it in `X-Amz-Target`, query
+/// protocols in the `Action` form field; REST APIs by method (only non-GET counts).
+fn operation(method: &str, target: Option<&str>, body: &[u8]) -> Option<String> {
+    if let Some(t) = target {
+        return t.rsplit('.').next().map(str::to_owned);
+    }
+    let text = String::from_utf8_lossy(body);
+    if let Some(action) = text.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
+        return Some(action.to_owned());
+    }
+    Some(match method {
+        "GET" | "HEAD" => "Get".to_owned(),
+        other => format!("{other}Rest"),
+    })
+}
+
+fn is_write(operation: &str) -> bool {
+    aws_setup::Access::of(operation) == aws_setup::Access::Write
+}
