@@ -144,8 +144,7 @@ impl Live {
             .log_group_name(LOG_GROUP)
             .send()
             .await
-            .map(|o| o.metric_filters().len())
-            .unwrap_or(0)
+            .map_or(0, |o| o.metric_filters().len())
     }
 
     async fn security_group_id(&self) -> Option<String> {
@@ -447,7 +446,7 @@ async fn a_resource_deleted_out_of_band_is_the_only_one_up_creates_again() {
         }
         let fixed = up(&endpoint);
         assert_eq!(
-            fixed["summary"]["created"].as_u64().unwrap() as usize,
+            usize::try_from(fixed["summary"]["created"].as_u64().unwrap()).unwrap(),
             created.len(),
             "{what}: {fixed}"
         );
@@ -494,8 +493,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "alarm/qbo-invoice-processor-run-failed",
         "properties.threshold",
-    )
-    .await;
+    );
 
     // Schedule time.
     let s = aws
@@ -523,8 +521,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "schedule/qbo-send-invoices-daily",
         "properties.expression",
-    )
-    .await;
+    );
 
     // A policy statement.
     aws.iam
@@ -539,8 +536,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "iam-role/ecsTaskRole-QBOInvoiceProcessor",
         "properties.inline_policies.secrets-and-client-table.Statement",
-    )
-    .await;
+    );
 
     // Log retention.
     aws.logs
@@ -554,8 +550,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "log-group//ecs/qbo-invoice-processor",
         "properties.retention_days",
-    )
-    .await;
+    );
 
     // ECR lifecycle policy (moto answers PutImageTagMutability with a 500, and the SDK
     // leaves out a false scanOnPush, so the policy is the property changed here).
@@ -570,8 +565,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "ecr-repository/qbo-invoice-processor",
         "properties.lifecycle_policy.rules",
-    )
-    .await;
+    );
 
     // A security-group rule opened to the world.
     let sg = aws.security_group_id().await.unwrap();
@@ -597,8 +591,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "security-group/qbo-invoice-processor-tasks",
         "properties.ingress",
-    )
-    .await;
+    );
 
     // The failed-task rule disabled.
     aws.events
@@ -611,8 +604,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "event-rule/qbo-invoice-processor-task-failed",
         "properties.enabled",
-    )
-    .await;
+    );
 
     // The topic's display name.
     aws.sns
@@ -627,8 +619,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         &endpoint,
         "sns-topic/qbo-invoice-processor-alerts",
         "properties.display_name",
-    )
-    .await;
+    );
 
     // (The cluster's one property, container insights, is left out: moto answers
     // UpdateClusterSettings with a 500.)
@@ -659,7 +650,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
 }
 
 /// `diff` lists exactly one step, an update of `id` at `path`; `up` restores it.
-async fn assert_drift(endpoint: &str, id: &str, path: &str) {
+fn assert_drift(endpoint: &str, id: &str, path: &str) {
     let steps = plan(endpoint);
     assert_eq!(steps.len(), 1, "{id}: {steps:?}");
     assert_eq!(
