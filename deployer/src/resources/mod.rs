@@ -228,10 +228,17 @@ where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     move |err| {
+        let full = DisplayErrorContext(&err).to_string();
+        if full.contains("loading credentials") || full.contains("no credentials") {
+            return Error::Prerequisite(
+                "no AWS credentials were found".into(),
+                "set AWS_PROFILE (or pass --profile), run `aws sso login`, or export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+            );
+        }
         let message = match (err.code(), err.message()) {
             (Some(code), Some(message)) => format!("{code}: {message}"),
             (Some(code), None) => code.to_owned(),
-            _ => DisplayErrorContext(&err).to_string(),
+            _ => full,
         };
         Error::Aws {
             action,

@@ -824,6 +824,23 @@ async fn missing_prerequisites_and_unconfirmed_widening_stop_before_any_write() 
         stderr(&out)
     );
 
+    // No credentials at all: said plainly, not as an SDK error chain.
+    let out = Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["diff", "--env", "local", "--image", IMAGE])
+        .current_dir(root())
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: no AWS credentials were found\nhelp: set AWS_PROFILE"), "{}", stderr(&out));
+
     // A bad environment file is refused before AWS is asked anything.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
