@@ -165,8 +165,11 @@ fn decide(resource: Resource, live: Option<Live>, ours: &Tags, adopt: bool) -> S
             live: None,
         };
     };
-    let changes = diff(&resource, &live);
-    let (action, note) = if !owned(&live, ours) && !adopt {
+    let mut changes = diff(&resource, &live);
+    // A task definition is never changed in place, only followed by a new revision, so
+    // a revision registered by hand (untagged) is replaced, not left alone.
+    let replaces_only = resource.kind == Kind::TaskDefinition;
+    let (action, note) = if !owned(&live, ours) && !adopt && !replaces_only {
         let whose = live
             .tags
             .as_ref()
@@ -181,6 +184,8 @@ fn decide(resource: Resource, live: Option<Live>, ours: &Tags, adopt: bool) -> S
     } else if changes.is_empty() {
         (Action::NoChange, None)
     } else if resources::needs_replace(resource.kind, &changes) {
+        // The new one is made with the stack's tags; the old one's do not matter.
+        changes.retain(|c| !c.path.starts_with("tags."));
         (Action::Replace, None)
     } else {
         (Action::Update, None)

@@ -12,6 +12,7 @@ pub async fn run(cli: &Cli, args: &DiffArgs) -> Result<()> {
         Format::Json => output::json(&json!({
             "plan": plan,
             "access_changes": output::access_changes(&plan),
+            "calls": output::calls(&aws),
         }))?,
         Format::Text => output::text(&output::plan_text(&plan))?,
     }

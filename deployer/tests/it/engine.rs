@@ -173,8 +173,48 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let endpoint = moto.endpoint();
     let aws = live(&endpoint).await;
 
+    // One secret exists: it is granted by its exact ARN, the others by `name-??????`.
+    let secrets = aws_sdk_secretsmanager::Client::new(&moto_config(&endpoint).await);
+    let qbo = secrets
+        .create_secret()
+        .name("QBO/10000")
+        .secret_string("{}")
+        .send()
+        .await
+        .unwrap();
+    let qbo_arn = qbo.arn().unwrap().to_owned();
+
     let first = up(&endpoint);
     assert_eq!(first["summary"]["created"], 19, "{first}");
+    let policy = aws
+        .iam
+        .get_role_policy()
+        .role_name(TASK_ROLE)
+        .policy_name("secrets-and-client-table")
+        .send()
+        .await
+        .unwrap();
+    let policy = percent_encoding::percent_decode_str(policy.policy_document())
+        .decode_utf8()
+        .unwrap()
+        .into_owned();
+    let policy: Value = serde_json::from_str(&policy).unwrap();
+    let write = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == "secretsmanager:PutSecretValue")
+        .unwrap();
+    assert_eq!(write["Resource"], qbo_arn.as_str());
+    let read = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Action"] == "secretsmanager:GetSecretValue")
+        .unwrap();
+    assert!(read["Resource"].as_array().unwrap().contains(&Value::from(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:ClickUp/10000-??????"
+    )));
     assert!(first["calls"]["writes"].as_u64().unwrap() > 19);
 
     // What the design asks for is really there, wired together.
@@ -205,9 +245,49 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     assert_eq!(second["summary"]["created"], 0);
     assert!(plan(&endpoint).is_empty());
 
+    // Destroy asks first; with no terminal it refuses and deletes nothing.
+    let out = deployer(&endpoint, &["destroy", "--env", "local"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(aws.role_exists(TASK_ROLE).await);
+
+    // The repository holds an image: it is kept unless --include-images.
+    aws.ecr
+        .put_image()
+        .repository_name("qbo-invoice-processor")
+        .image_tag("v1")
+        .image_manifest(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":2},"layers":[]}"#)
+        .send()
+        .await
+        .unwrap();
     let out = deployer(&endpoint, &["destroy", "--env", "local", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("17 deleted"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("16 deleted, 1 kept"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stderr(&out).contains("ecr-repository/qbo-invoice-processor kept: it holds images; --include-images deletes them too"), "{}", stderr(&out));
+    assert!(
+        aws.ecr
+            .describe_repositories()
+            .repository_names("qbo-invoice-processor")
+            .send()
+            .await
+            .is_ok()
+    );
+    let out = deployer(
+        &endpoint,
+        &["destroy", "--env", "local", "--yes", "--include-images"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        aws.ecr
+            .describe_repositories()
+            .repository_names("qbo-invoice-processor")
+            .send()
+            .await
+            .is_err()
+    );
     assert!(!aws.role_exists(TASK_ROLE).await);
     assert!(aws.active_revisions().await.is_empty());
     assert!(aws.security_group_id().await.is_none());
@@ -621,6 +701,64 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         "properties.display_name",
     );
 
+    // A task-definition revision registered by hand with another image: replaced by
+    // a new revision, and the schedules follow it.
+    let current = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(FAMILY)
+        .send()
+        .await
+        .unwrap();
+    let td = current.task_definition().unwrap();
+    let mut container = td.container_definitions()[0].clone();
+    container.image = Some("127.0.0.1:5000/qbo-invoice-processor@sha256:9999999999999999999999999999999999999999999999999999999999999999".into());
+    aws.ecs
+        .register_task_definition()
+        .family(FAMILY)
+        .set_cpu(td.cpu().map(str::to_owned))
+        .set_memory(td.memory().map(str::to_owned))
+        .set_network_mode(td.network_mode().cloned())
+        .set_requires_compatibilities(Some(td.requires_compatibilities().to_vec()))
+        .set_runtime_platform(td.runtime_platform().cloned())
+        .set_execution_role_arn(td.execution_role_arn().map(str::to_owned))
+        .set_task_role_arn(td.task_role_arn().map(str::to_owned))
+        .set_volumes(Some(td.volumes().to_vec()))
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap();
+    let steps = plan(&endpoint);
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(
+        (steps[0].0.as_str(), steps[0].1.as_str()),
+        ("replace", "task-definition/qbo-invoice-processor")
+    );
+    assert_eq!(steps[0].2, ["properties.container.image"]);
+    for (action, id, paths) in &steps[1..] {
+        assert!(
+            action == "update" && id.starts_with("schedule/"),
+            "{steps:?}"
+        );
+        assert_eq!(paths, &["properties.target.task_definition"]);
+    }
+    up(&endpoint);
+    assert!(plan(&endpoint).is_empty());
+    let newest = aws
+        .ecs
+        .describe_task_definition()
+        .task_definition(FAMILY)
+        .send()
+        .await
+        .unwrap();
+    let newest = newest.task_definition().unwrap();
+    assert_eq!(newest.container_definitions()[0].image(), Some(IMAGE));
+    assert_eq!(
+        aws.schedule_task_definition("qbo-send-invoices-daily")
+            .await,
+        newest.task_definition_arn().unwrap()
+    );
+
     // (The cluster's one property, container insights, is left out: moto answers
     // UpdateClusterSettings with a 500.)
 
@@ -839,7 +977,11 @@ async fn missing_prerequisites_and_unconfirmed_widening_stop_before_any_write() 
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).starts_with("error: no AWS credentials were found\nhelp: set AWS_PROFILE"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: no AWS credentials were found\nhelp: set AWS_PROFILE"),
+        "{}",
+        stderr(&out)
+    );
 
     // A bad environment file is refused before AWS is asked anything.
     let dir = tempfile::tempdir().unwrap();
