@@ -221,36 +221,28 @@ pub async fn put_schedule(aws: &Aws, name: &str, d: &Schedule, create: bool) -> 
     } else {
         ScheduleState::Disabled
     };
+    // CreateSchedule and UpdateSchedule take the same fields, on two builder types.
+    macro_rules! whole_schedule {
+        ($call:expr, $action:literal) => {
+            $call
+                .name(name)
+                .group_name(&d.group)
+                .schedule_expression(&d.expression)
+                .schedule_expression_timezone(&d.timezone)
+                .description(&d.description)
+                .state(state)
+                .flexible_time_window(window)
+                .target(target(&d.target)?)
+                .send()
+                .await
+                .map_err(aws_error($action, name))?
+                .schedule_arn
+        };
+    }
     let arn = if create {
-        aws.scheduler
-            .create_schedule()
-            .name(name)
-            .group_name(&d.group)
-            .schedule_expression(&d.expression)
-            .schedule_expression_timezone(&d.timezone)
-            .description(&d.description)
-            .state(state)
-            .flexible_time_window(window)
-            .target(target(&d.target)?)
-            .send()
-            .await
-            .map_err(aws_error("create schedule", name))?
-            .schedule_arn
+        whole_schedule!(aws.scheduler.create_schedule(), "create schedule")
     } else {
-        aws.scheduler
-            .update_schedule()
-            .name(name)
-            .group_name(&d.group)
-            .schedule_expression(&d.expression)
-            .schedule_expression_timezone(&d.timezone)
-            .description(&d.description)
-            .state(state)
-            .flexible_time_window(window)
-            .target(target(&d.target)?)
-            .send()
-            .await
-            .map_err(aws_error("update schedule", name))?
-            .schedule_arn
+        whole_schedule!(aws.scheduler.update_schedule(), "update schedule")
     };
     Ok(Outputs {
         id: Some(name.to_owned()),
