@@ -30,6 +30,15 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub verbose: bool,
 
+    /// Address of a local registry, overriding the environment file's `registry.url`
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYER_REGISTRY",
+        value_name = "HOST:PORT"
+    )]
+    pub registry: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -61,6 +70,37 @@ pub enum Command {
     /// order, after confirmation. The ECR repository is kept while it holds images,
     /// unless --include-images.
     Destroy(DestroyArgs),
+    /// Build the job's image with no Docker engine and push it
+    ///
+    /// Builds qbo-invoice-processor in release mode (or takes --binary), assembles a
+    /// reproducible OCI image (a base layer with the binary's shared libraries, CA
+    /// certificates and a non-root user; an app layer with the binary and assets/) and
+    /// pushes it to the environment's registry (ECR, created if missing, or a local
+    /// registry), uploading only the blobs the registry lacks. Prints
+    /// REPOSITORY@sha256:... last.
+    PushImage(PushImageArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushImageArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Use this executable instead of building one
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// Directory copied to /app/assets [default: the checkout's assets/]
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+
+    /// Build with the Dockerfile and a Docker engine instead
+    #[arg(long)]
+    pub docker: bool,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]

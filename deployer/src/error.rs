@@ -36,6 +36,12 @@ pub enum Error {
         summary: Box<Summary>,
         cause: Box<Error>,
     },
+    #[error("cannot {action} {target}: {message}")]
+    Registry {
+        action: &'static str,
+        target: String,
+        message: String,
+    },
     #[error("the plan has changes")]
     ChangesPending,
     #[error("the account still differs from the stack after applying: {}", .0.join(", "))]
@@ -75,6 +81,9 @@ impl Error {
                 Some("the deploying identity lacks this permission; see the README's deployer permissions".into())
             }
             Self::Apply { cause, .. } => cause.help(),
+            Self::Registry { message, .. } if message.contains("error sending request") => Some(
+                "check that the registry is running and reachable; a local one's address is --registry HOST:PORT (or DEPLOYER_REGISTRY)".into(),
+            ),
             _ => None,
         }
     }

@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod engine;
 mod error;
+mod image;
 mod output;
 mod resolve;
 mod resources;

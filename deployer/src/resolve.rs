@@ -6,6 +6,7 @@ use infra::{Context, Environment};
 
 use crate::aws::Aws;
 use crate::error::{Error, Result};
+use crate::image::registry::Target;
 use crate::resources::{aws_error, code};
 
 /// A non-fatal finding, shown before the plan.
@@ -17,6 +18,7 @@ pub async fn context(
     env: &Environment,
     image: Option<&str>,
     need_image: bool,
+    local_registry: Option<&Target>,
 ) -> Result<(Context, Vec<Warning>)> {
     let mut ctx = Context::offline(env);
     ctx.placeholders.clear();
@@ -39,7 +41,10 @@ pub async fn context(
         });
     }
     ctx.account = actual;
-    ctx.registry_host = infra::context::registry_host(env, &ctx.account);
+    ctx.registry_host = match local_registry {
+        Some(target) => target.host.clone(),
+        None => infra::context::registry_host(env, &ctx.account),
+    };
 
     for (key, name) in env.file.secrets.entries() {
         if name.starts_with("arn:") {
@@ -73,7 +78,7 @@ pub async fn context(
             ctx.image = Some(format!("{repo}@{digest}"));
             digest.to_owned()
         }
-        None => match deployed_or_newest_image(aws, env).await {
+        None => match newest_image(aws, env, local_registry).await {
             Err(Error::Prerequisite(..)) if !need_image => ctx.image_digest.clone(),
             other => other?,
         },
@@ -143,9 +148,16 @@ async fn network(aws: &Aws, env: &Environment) -> Result<(String, Vec<String>)> 
     }
 }
 
-/// Without --image: the newest image pushed to the ECR repository, else the one the
-/// deployed task definition runs (a registry outside ECR is not listed here).
-async fn deployed_or_newest_image(aws: &Aws, env: &Environment) -> Result<String> {
+/// Without --image: the newest image pushed (by push time in ECR; the tag push-image
+/// moves in a local registry), else the one the deployed task definition runs.
+async fn newest_image(aws: &Aws, env: &Environment, local: Option<&Target>) -> Result<String> {
+    if let Some(target) = local
+        && let Some(digest) = target
+            .digest_of(crate::commands::push_image::LATEST_TAG)
+            .await?
+    {
+        return Ok(digest);
+    }
     if env.file.registry == infra::env::Registry::Ecr {
         let mut newest: Option<(i64, String)> = None;
         let mut pages = aws

@@ -11,7 +11,7 @@ use crate::resources::Options;
 pub async fn run(cli: &Cli, args: &DestroyArgs) -> Result<()> {
     let env = super::load_environment(cli, &args.env)?;
     let aws = super::connect(cli, &env).await;
-    let (ctx, _warnings) = crate::resolve::context(&aws, &env, None, false).await?;
+    let (ctx, _warnings) = crate::resolve::context(&aws, &env, None, false, None).await?;
     let stack = infra::synthesize(&env, &ctx);
     let plan = engine::destroy_plan(&engine::plan(&aws, &env, &stack, false).await?);
     let text = args.output == Format::Text;

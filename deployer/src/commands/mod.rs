@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 
 pub mod destroy;
 pub mod diff;
+pub mod push_image;
 pub mod synth;
 pub mod up;
 
@@ -23,6 +24,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Diff(args) => diff::run(cli, args).await,
         Command::Up(args) => up::run(cli, args).await,
         Command::Destroy(args) => destroy::run(cli, args).await,
+        Command::PushImage(args) => push_image::run(cli, args).await,
     }
 }
 
@@ -71,7 +73,12 @@ pub async fn prepare(
 ) -> Result<(Environment, Aws, Stack, Plan)> {
     let env = load_environment(cli, &args.env)?;
     let aws = connect(cli, &env).await;
-    let (ctx, warnings) = crate::resolve::context(&aws, &env, args.image.as_deref(), true).await?;
+    let registry = match &env.file.registry {
+        infra::env::Registry::Local { .. } => Some(push_image::target(cli, &env).await?),
+        infra::env::Registry::Ecr => None,
+    };
+    let (ctx, warnings) =
+        crate::resolve::context(&aws, &env, args.image.as_deref(), true, registry.as_ref()).await?;
     for w in warnings {
         eprintln!("warning: {w}");
     }

@@ -936,20 +936,6 @@ async fn missing_prerequisites_and_unconfirmed_widening_stop_before_any_write() 
     assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
     assert!(!aws.role_exists(TASK_ROLE).await, "nothing was created");
 
-    // No image pushed anywhere.
-    let out = deployer(&endpoint, &["diff", "--env", "local"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no image of qbo-invoice-processor has been pushed yet"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        stderr(&out).contains("deployer push-image --env local"),
-        "{}",
-        stderr(&out)
-    );
-
     // An image reference not pinned by digest.
     let out = deployer(
         &endpoint,

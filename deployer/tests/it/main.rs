@@ -3,6 +3,7 @@
 mod cli;
 mod emulators;
 mod engine;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,279 @@
+//! `push-image` against the local registry (Debian's docker-registry): the pushed image
+//! is pulled back through the registry API, unpacked, and run with `chroot`; identical
+//! builds share a digest and a second push uploads nothing.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use fakes::emulators::{Moto, Registry};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{root, stderr, stdout};
+
+/// The job's binary from this build (next to the deployer), built if missing.
+fn job_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_deployer")).with_file_name("qbo-invoice-processor");
+    if !path.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "qbo-invoice-processor"])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    path
+}
+
+fn push(registry: &Registry, binary: &Path) -> Value {
+    let out = deployer_with(
+        registry,
+        None,
+        &[
+            "push-image",
+            "--env",
+            "local",
+            "--binary",
+            binary.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn deployer_with(registry: &Registry, moto: Option<&Moto>, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    c.args(args)
+        .current_dir(root())
+        .env("DEPLOYER_REGISTRY", registry.host())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE");
+    if let Some(moto) = moto {
+        c.env("AWS_ENDPOINT_URL", moto.endpoint());
+    }
+    c.output().unwrap()
+}
+
+/// A GET through the registry API, blocking for brevity in tests.
+fn get(url: &str, accept: &str) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .get(url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "GET {url}: {}", res.status());
+        res.bytes().await.unwrap().to_vec()
+    })
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+#[test]
+fn pushed_image_pulled_back_and_unpacked_runs_the_job_with_nothing_else() {
+    let registry = Registry::start().unwrap();
+    let pushed = push(&registry, &job_binary());
+    let digest = pushed["digest"].as_str().unwrap();
+    assert!(stdout_line(&pushed).ends_with(digest));
+
+    // Pull through the distribution API and check every digest.
+    let base = format!("{}/v2/qbo-invoice-processor", registry.url());
+    let manifest = get(
+        &format!("{base}/manifests/{digest}"),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    assert_eq!(sha256(&manifest), digest);
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config = get(&format!("{base}/blobs/{config_digest}"), "*/*");
+    assert_eq!(sha256(&config), config_digest);
+    let config: Value = serde_json::from_slice(&config).unwrap();
+    assert_eq!(config["config"]["User"], "65532:65532");
+    assert_eq!(
+        config["config"]["Entrypoint"][0],
+        "/usr/local/bin/qbo-invoice-processor"
+    );
+    assert!(
+        config["config"]["Labels"]["org.opencontainers.image.revision"]
+            .as_str()
+            .unwrap()
+            .len()
+            >= 7
+    );
+
+    let rootfs = tempfile::tempdir().unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let d = layer["digest"].as_str().unwrap();
+        let blob = get(&format!("{base}/blobs/{d}"), "*/*");
+        assert_eq!(sha256(&blob), d);
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(blob.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        archive.set_preserve_permissions(true);
+        archive.unpack(rootfs.path()).unwrap();
+    }
+    assert!(
+        rootfs
+            .path()
+            .join("app/assets/sent_invoices_email_template.html")
+            .is_file()
+    );
+    assert!(
+        rootfs
+            .path()
+            .join("etc/ssl/certs/ca-certificates.crt")
+            .is_file()
+    );
+
+    // The image holds everything the binary needs: it runs with only its own files.
+    let out = Command::new("chroot")
+        .arg(rootfs.path())
+        .args(["/usr/local/bin/qbo-invoice-processor", "--help"])
+        .output()
+        .expect("chroot runs (tests run as root)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("--create-invoices"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+fn stdout_line(pushed: &Value) -> String {
+    pushed["image"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn identical_builds_share_a_digest_and_a_second_push_uploads_no_blob() {
+    let registry = Registry::start().unwrap();
+    let binary = job_binary();
+    let first = push(&registry, &binary);
+    assert_eq!(first["uploaded"].as_array().unwrap().len(), 3, "{first}");
+    let uploads = |log: &str| {
+        log.matches("\"POST /v2/qbo-invoice-processor/blobs/uploads/")
+            .count()
+    };
+    let before = uploads(&registry.log());
+    assert_eq!(before, 3, "{}", registry.log());
+
+    let second = push(&registry, &binary);
+    assert_eq!(
+        second["digest"], first["digest"],
+        "same inputs, same digest"
+    );
+    assert!(
+        second["uploaded"].as_array().unwrap().is_empty(),
+        "{second}"
+    );
+    assert_eq!(second["skipped"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        uploads(&registry.log()),
+        before,
+        "the registry saw no new upload"
+    );
+}
+
+#[test]
+fn a_changed_binary_uploads_only_the_app_layer_and_its_config() {
+    let registry = Registry::start().unwrap();
+    let binary = job_binary();
+    let first = push(&registry, &binary);
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("qbo-invoice-processor");
+    let mut bytes = std::fs::read(&binary).unwrap();
+    bytes.extend_from_slice(b"a change");
+    std::fs::write(&changed, bytes).unwrap();
+    let second = push(&registry, &changed);
+    assert_ne!(second["digest"], first["digest"]);
+    let uploaded: Vec<&str> = second["uploaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["blob"].as_str().unwrap())
+        .collect();
+    assert_eq!(uploaded, ["app", "config"]);
+    let skipped: Vec<&str> = second["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["blob"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, ["base"]);
+}
+
+#[test]
+fn up_runs_the_newest_pushed_image_when_none_is_given() {
+    let registry = Registry::start().unwrap();
+    let moto = Moto::start().unwrap();
+    let out = deployer_with(&registry, Some(&moto), &["diff", "--env", "local"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no image of qbo-invoice-processor has been pushed yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("run `deployer push-image --env local` first"),
+        "{}",
+        stderr(&out)
+    );
+
+    let pushed = push(&registry, &job_binary());
+    let out = deployer_with(
+        &registry,
+        Some(&moto),
+        &["up", "--env", "local", "--yes", "--output", "json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let image = pushed["image"].as_str().unwrap();
+    let diff = deployer_with(
+        &registry,
+        Some(&moto),
+        &["diff", "--env", "local", "--image", image, "--exit-code"],
+    );
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "the deployed task runs {image}: {}{}",
+        stdout(&diff),
+        stderr(&diff)
+    );
+}
+
+#[test]
+fn docker_flag_without_an_engine_says_what_to_do() {
+    let registry = Registry::start().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    let out = c
+        .args(["push-image", "--env", "local", "--docker"])
+        .current_dir(root())
+        .env("DEPLOYER_REGISTRY", registry.host())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--docker needs a Docker engine, and none is reachable"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("leave out --docker"),
+        "{}",
+        stderr(&out)
+    );
+}
