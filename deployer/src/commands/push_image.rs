@@ -65,12 +65,15 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
         "sha256-{}",
         &built.digest["sha256:".len().."sha256:".len() + 16]
     )];
-    if revision.len() >= 12 && !revision.ends_with("-dirty") && revision != "unknown" {
+    // The commit names the image only when this run built the binary from a clean tree.
+    let clean = revision.len() >= 12 && !revision.ends_with("-dirty") && revision != "unknown";
+    if clean && args.binary.is_none() {
         tags.insert(0, format!("git-{}", &revision[..12]));
     }
+    // ECR's tags are immutable; a local registry's move, as `deployer-latest` must.
     let mutable: Vec<String> = if matches!(env.file.registry, Registry::Local { .. }) {
         tags.push(LATEST_TAG.to_owned());
-        vec![LATEST_TAG.to_owned()]
+        tags.clone()
     } else {
         Vec::new()
     };
