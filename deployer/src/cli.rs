@@ -79,6 +79,27 @@ pub enum Command {
     /// registry), uploading only the blobs the registry lacks. Prints
     /// REPOSITORY@sha256:... last.
     PushImage(PushImageArgs),
+    /// Show the schedules' next runs, the last runs, the image and the alarms
+    ///
+    /// For each schedule: its expression and time zone and its next three runs in that
+    /// time zone (DST-correct, as EventBridge Scheduler runs them). Then the runs of the
+    /// last 35 days with their result and duration (from the job's run_finished log
+    /// lines), the image the task definition runs, and each alarm's state.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// Compute next runs from this instant instead of now (RFC 3339)
+    #[arg(long, hide = true, value_name = "TIMESTAMP")]
+    pub at: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+use jiff::civil;
+use jiff::tz::{AmbiguousOffset, TimeZone};
+use jiff::{Timestamp, Zoned};
+
 /// A parsed expression; `source` is the six fields as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {
@@ -277,6 +281,106 @@ fn number(field: &Field, text: &str) -> Result<u16, CronError> {
     }
 }
 
+impl Cron {
+    /// The next `count` times after `after` when EventBridge Scheduler runs this
+    /// expression in `tz`: a time skipped by a spring-forward change does not run, and a
+    /// time repeated by a fall-back change runs once, at its first occurrence.
+    pub fn next_runs(&self, tz: &TimeZone, after: Timestamp, count: usize) -> Vec<Zoned> {
+        let mut runs = Vec::new();
+        let start = after.to_zoned(tz.clone()).date();
+        // Bounded: an expression may match rarely (a leap day, one year) or never again.
+        for day in 0..(366 * 30) {
+            let Ok(date) = start.checked_add(jiff::Span::new().days(day)) else {
+                break;
+            };
+            if !self.matches_date(date) {
+                continue;
+            }
+            for &hour in &self.hours {
+                for &minute in &self.minutes {
+                    let time = civil::time(
+                        i8::try_from(hour).unwrap_or(0),
+                        i8::try_from(minute).unwrap_or(0),
+                        0,
+                        0,
+                    );
+                    let ambiguous = tz.to_ambiguous_zoned(date.to_datetime(time));
+                    if matches!(ambiguous.offset(), AmbiguousOffset::Gap { .. }) {
+                        continue;
+                    }
+                    let Ok(zoned) = ambiguous.earlier() else {
+                        continue;
+                    };
+                    if zoned.timestamp() > after {
+                        runs.push(zoned);
+                        if runs.len() == count {
+                            return runs;
+                        }
+                    }
+                }
+            }
+        }
+        runs
+    }
+
+    fn matches_date(&self, date: civil::Date) -> bool {
+        let month = u8::try_from(date.month()).unwrap_or(0);
+        if !self.months.contains(&month) {
+            return false;
+        }
+        if let Some(years) = &self.years
+            && !years.contains(&u16::try_from(date.year()).unwrap_or(0))
+        {
+            return false;
+        }
+        let day = u8::try_from(date.day()).unwrap_or(0);
+        let last = u8::try_from(date.days_in_month()).unwrap_or(0);
+        let weekday = u8::try_from(date.weekday().to_sunday_one_offset()).unwrap_or(0);
+        let dom = match &self.day_of_month {
+            DayOfMonth::Any => true,
+            DayOfMonth::Days(days) => days.contains(&day),
+            DayOfMonth::Last => day == last,
+            DayOfMonth::LastWeekday => day == nearest_weekday(date, last),
+            DayOfMonth::NearestWeekday(n) => *n <= last && day == nearest_weekday(date, *n),
+        };
+        let dow = match &self.day_of_week {
+            DayOfWeek::Any => true,
+            DayOfWeek::Days(days) => days.contains(&weekday),
+            DayOfWeek::Last(d) => *d == weekday && day + 7 > last,
+            DayOfWeek::Nth { day: d, nth } => *d == weekday && (day - 1) / 7 + 1 == *nth,
+        };
+        dom && dow
+    }
+}
+
+/// The weekday (Monday to Friday) nearest day `n` of `date`'s month, within the month.
+fn nearest_weekday(date: civil::Date, n: u8) -> u8 {
+    let last = u8::try_from(date.days_in_month()).unwrap_or(28);
+    let target = date
+        .first_of_month()
+        .checked_add(jiff::Span::new().days(i64::from(n) - 1))
+        .unwrap_or(date);
+    match target.weekday().to_sunday_one_offset() {
+        // Saturday: the Friday before, unless that is last month; then the Monday after.
+        7 => {
+            if n > 1 {
+                n - 1
+            } else {
+                n + 2
+            }
+        }
+        // Sunday: the Monday after, unless that is next month; then the Friday before.
+        1 => {
+            if n < last {
+                n + 1
+            } else {
+                n - 2
+            }
+        }
+        _ => n,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,5 +433,92 @@ mod tests {
         assert!(err("0 5 ? * MON#6 *").contains("1 to 5"));
         assert!(err("*/0 5 * * ? *").contains("positive number"));
         assert!(err("0 9-5 * * ? *").contains("runs backwards"));
+    }
+
+    fn la() -> TimeZone {
+        TimeZone::get("America/Los_Angeles").unwrap()
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn runs(cron: &str, after: &str, n: usize) -> Vec<String> {
+        Cron::parse(cron)
+            .unwrap()
+            .next_runs(&la(), at(after), n)
+            .iter()
+            .map(|z| z.timestamp().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn daily_five_am_keeps_local_time_across_the_march_change() {
+        // DST starts 2027-03-14 in Los Angeles: 05:00 is 13:00Z before, 12:00Z after.
+        assert_eq!(
+            runs("0 5 * * ? *", "2027-03-13T00:00:00Z", 3),
+            [
+                "2027-03-13T13:00:00Z",
+                "2027-03-14T12:00:00Z",
+                "2027-03-15T12:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn daily_five_am_keeps_local_time_across_the_november_change() {
+        // DST ends 2026-11-01: 05:00 is 12:00Z before, 13:00Z after.
+        assert_eq!(
+            runs("0 5 * * ? *", "2026-10-31T00:00:00Z", 3),
+            [
+                "2026-10-31T12:00:00Z",
+                "2026-11-01T13:00:00Z",
+                "2026-11-02T13:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_skipped_time_does_not_run_and_a_repeated_time_runs_once() {
+        // 02:30 does not exist on 2027-03-14; 01:30 happens twice on 2026-11-01.
+        assert_eq!(
+            runs("30 2 * * ? *", "2027-03-13T00:00:00Z", 2),
+            ["2027-03-13T10:30:00Z", "2027-03-15T09:30:00Z"]
+        );
+        assert_eq!(
+            runs("30 1 * * ? *", "2026-10-31T12:00:00Z", 2),
+            ["2026-11-01T08:30:00Z", "2026-11-02T09:30:00Z"]
+        );
+    }
+
+    #[test]
+    fn monthly_on_the_fourth_and_special_days() {
+        assert_eq!(
+            runs("0 9 4 * ? *", "2026-11-22T00:00:00Z", 3),
+            [
+                "2026-12-04T17:00:00Z",
+                "2027-01-04T17:00:00Z",
+                "2027-02-04T17:00:00Z"
+            ]
+        );
+        // The last day of February 2027, the first Monday of March, the last Friday.
+        assert_eq!(
+            runs("0 12 L * ? *", "2027-02-01T00:00:00Z", 1),
+            ["2027-02-28T20:00:00Z"]
+        );
+        assert_eq!(
+            runs("0 12 ? * MON#1 *", "2027-02-15T00:00:00Z", 1),
+            ["2027-03-01T20:00:00Z"]
+        );
+        assert_eq!(
+            runs("0 12 ? * 6L *", "2027-04-01T00:00:00Z", 1),
+            ["2027-04-30T19:00:00Z"]
+        );
+        // 2027-05-15 is a Saturday: the nearest weekday is Friday the 14th.
+        assert_eq!(
+            runs("0 12 15W * ? *", "2027-05-01T00:00:00Z", 1),
+            ["2027-05-14T19:00:00Z"]
+        );
+        assert!(runs("0 12 1 1 ? 2020", "2026-01-01T00:00:00Z", 1).is_empty());
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub mod destroy;
 pub mod diff;
 pub mod push_image;
+pub mod status;
 pub mod synth;
 pub mod up;
 
@@ -25,6 +26,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Up(args) => up::run(cli, args).await,
         Command::Destroy(args) => destroy::run(cli, args).await,
         Command::PushImage(args) => push_image::run(cli, args).await,
+        Command::Status(args) => status::run(cli, args).await,
     }
 }
 

@@ -261,18 +261,21 @@ where
         .collect::<BTreeMap<_, _>>()
 }
 
-/// The image digest the family's latest active revision runs, if any.
-pub async fn deployed_digest(aws: &Aws, family: &str) -> Result<Option<String>> {
+/// The image the family's latest active revision runs, if any.
+pub async fn deployed_image(aws: &Aws, family: &str) -> Result<Option<String>> {
     Ok(ecs::read_task_definition(aws, family)
         .await?
         .and_then(|live| match live.spec {
-            Spec::TaskDefinition(td) => td
-                .container
-                .image
-                .rsplit_once('@')
-                .map(|(_, digest)| digest.to_owned()),
+            Spec::TaskDefinition(td) => Some(td.container.image),
             _ => None,
         }))
+}
+
+/// The digest of that image.
+pub async fn deployed_digest(aws: &Aws, family: &str) -> Result<Option<String>> {
+    Ok(deployed_image(aws, family)
+        .await?
+        .and_then(|image| image.rsplit_once('@').map(|(_, digest)| digest.to_owned())))
 }
 
 /// A builder's `build()` for shapes whose required fields the stack always sets.

@@ -119,7 +119,7 @@ fn usage_errors_exit_2() {
 #[test]
 fn help_snapshots() {
     insta::assert_snapshot!("help", stdout(&deployer(&["--help"])));
-    for command in ["synth", "diff", "up", "destroy", "push-image"] {
+    for command in ["synth", "diff", "up", "destroy", "push-image", "status"] {
         insta::assert_snapshot!(
             format!("{command}_help"),
             stdout(&deployer(&[command, "--help"]))

@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use super::{moto_config, root, stderr, stdout};
 
-const IMAGE: &str = "127.0.0.1:5000/qbo-invoice-processor@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+pub const IMAGE: &str = "127.0.0.1:5000/qbo-invoice-processor@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 const GROUP: &str = "qbo-invoice-processor";
 const FAMILY: &str = "qbo-invoice-processor";
 const TASK_ROLE: &str = "ecsTaskRole-QBOInvoiceProcessor";
 const LOG_GROUP: &str = "/ecs/qbo-invoice-processor";
 
 /// Runs the deployer against `endpoint` with moto's dummy credentials and no terminal.
-fn deployer(endpoint: &str, args: &[&str]) -> Output {
+pub fn deployer(endpoint: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_deployer"))
         .args(args)
         .current_dir(root())
@@ -33,7 +33,7 @@ fn deployer(endpoint: &str, args: &[&str]) -> Output {
 }
 
 /// `up --yes --output json` (or `diff`), parsed; panics with stderr on failure.
-fn json(endpoint: &str, args: &[&str]) -> Value {
+pub fn json(endpoint: &str, args: &[&str]) -> Value {
     let out = deployer(endpoint, args);
     assert!(out.status.success(), "{args:?} failed:\n{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)))

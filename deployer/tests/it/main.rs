@@ -4,6 +4,7 @@ mod cli;
 mod emulators;
 mod engine;
 mod image;
+mod operate;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
