@@ -86,6 +86,31 @@ pub enum Command {
     /// last 35 days with their result and duration (from the job's run_finished log
     /// lines), the image the task definition runs, and each alarm's state.
     Status(StatusArgs),
+    /// Run the previous image again, or the one given
+    ///
+    /// Finds the newest task-definition revision that runs another image than the one
+    /// deployed (or takes --to), then plans and applies like `up`: a new revision with
+    /// that image, and the schedules pointed at it. A plain `up` afterwards keeps it,
+    /// until a newer image is pushed.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// The image digest to run (sha256:...) [default: the one before the deployed one]
+    #[arg(long, value_name = "DIGEST")]
+    pub to: Option<String>,
+
+    /// Apply without asking
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]

@@ -182,7 +182,23 @@ async fn newest_image(aws: &Aws, env: &Environment, local: Option<&Target>) -> R
                 newest = Some((pushed, digest.to_owned()));
             }
         }
-        if let Some((_, digest)) = newest {
+        if let Some((pushed, digest)) = newest {
+            // A rollback registers an older image after the newest push: keep it until
+            // something newer than that revision is pushed.
+            let deployed = aws
+                .ecs
+                .describe_task_definition()
+                .task_definition(&env.file.task.family)
+                .send()
+                .await;
+            if let Ok(out) = deployed
+                && let Some(td) = out.task_definition()
+                && td.registered_at().is_some_and(|at| at.secs() >= pushed)
+                && let Some(current) =
+                    crate::resources::deployed_digest(aws, &env.file.task.family).await?
+            {
+                return Ok(current);
+            }
             return Ok(digest);
         }
     }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub mod destroy;
 pub mod diff;
 pub mod push_image;
+pub mod rollback;
 pub mod status;
 pub mod synth;
 pub mod up;
@@ -27,6 +28,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Destroy(args) => destroy::run(cli, args).await,
         Command::PushImage(args) => push_image::run(cli, args).await,
         Command::Status(args) => status::run(cli, args).await,
+        Command::Rollback(args) => rollback::run(cli, args).await,
     }
 }
 

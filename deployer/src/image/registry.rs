@@ -145,3 +145,28 @@ fn is_unknown(e: &oci_client::errors::OciDistributionError) -> bool {
         .iter()
         .any(|m| text.contains(m))
 }
+
+impl Target {
+    /// Points `tag` at the image with `digest`, which the registry already holds.
+    pub async fn retag(&self, digest: &str, tag: &str) -> Result<()> {
+        let client = self.client();
+        let by_digest = Reference::with_digest(
+            self.host.clone(),
+            self.repository.clone(),
+            digest.to_owned(),
+        );
+        let (manifest, _) = client
+            .pull_manifest_raw(&by_digest, &self.auth, &[MANIFEST_TYPE])
+            .await
+            .map_err(|e| self.error("read a manifest from", e))?;
+        client
+            .push_manifest_raw(
+                &self.reference(tag),
+                manifest,
+                http::HeaderValue::from_static(MANIFEST_TYPE),
+            )
+            .await
+            .map_err(|e| self.error("tag an image in", e))?;
+        Ok(())
+    }
+}

@@ -119,7 +119,15 @@ fn usage_errors_exit_2() {
 #[test]
 fn help_snapshots() {
     insta::assert_snapshot!("help", stdout(&deployer(&["--help"])));
-    for command in ["synth", "diff", "up", "destroy", "push-image", "status"] {
+    for command in [
+        "synth",
+        "diff",
+        "up",
+        "destroy",
+        "push-image",
+        "status",
+        "rollback",
+    ] {
         insta::assert_snapshot!(
             format!("{command}_help"),
             stdout(&deployer(&[command, "--help"]))

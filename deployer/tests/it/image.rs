@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::{root, stderr, stdout};
 
 /// The job's binary from this build (next to the deployer), built if missing.
-fn job_binary() -> PathBuf {
+pub fn job_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_deployer")).with_file_name("qbo-invoice-processor");
     if !path.is_file() {
         let status = Command::new(env!("CARGO"))

@@ -134,3 +134,106 @@ async fn status_shows_next_runs_across_dst_the_last_runs_the_image_and_alarm_sta
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn rollback_after_two_pushes_runs_the_first_image_and_a_plain_up_keeps_it() {
+    use fakes::emulators::Registry;
+    let moto = Moto::start().unwrap();
+    let registry = Registry::start().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+            .args(args)
+            .current_dir(super::root())
+            .env("AWS_ENDPOINT_URL", moto.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("DEPLOYER_REGISTRY", registry.host())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    let binary = super::image::job_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let second = dir.path().join("qbo-invoice-processor");
+    let mut bytes = std::fs::read(&binary).unwrap();
+    bytes.extend_from_slice(b"release 2");
+    std::fs::write(&second, bytes).unwrap();
+
+    let push = |path: &std::path::Path| -> Value {
+        serde_json::from_slice(
+            &run(&[
+                "push-image",
+                "--env",
+                "local",
+                "--binary",
+                path.to_str().unwrap(),
+                "--output",
+                "json",
+            ])
+            .stdout,
+        )
+        .unwrap()
+    };
+    let first = push(&binary);
+    run(&["up", "--env", "local", "--yes"]);
+    let later = push(&second);
+    run(&["up", "--env", "local", "--yes"]);
+    let deployed = || -> Value {
+        let out = run(&["status", "--env", "local", "--output", "json"]);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["image"].clone()
+    };
+    assert_eq!(deployed(), later["image"]);
+
+    let out = run(&["rollback", "--env", "local", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("to {}", first["digest"].as_str().unwrap()))
+    );
+    assert_eq!(deployed(), first["image"], "the first image runs again");
+
+    let again: Value =
+        serde_json::from_slice(&run(&["up", "--env", "local", "--yes", "--output", "json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        again["calls"]["writes"], 0,
+        "a plain up keeps the rolled-back image: {again}"
+    );
+    let schedules = aws_sdk_scheduler::Client::new(&moto_config(&moto.endpoint()).await);
+    let target = schedules
+        .get_schedule()
+        .group_name("qbo-invoice-processor")
+        .name("qbo-send-invoices-daily")
+        .send()
+        .await
+        .unwrap();
+    let td = target
+        .target()
+        .unwrap()
+        .ecs_parameters()
+        .unwrap()
+        .task_definition_arn()
+        .to_owned();
+    assert!(
+        td.ends_with(":3"),
+        "the schedule runs the rollback's revision: {td}"
+    );
+
+    // --to takes a digest explicitly; anything else is refused.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["rollback", "--env", "local", "--to", "latest", "--yes"])
+        .current_dir(super::root())
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("DEPLOYER_REGISTRY", registry.host())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("--to latest is not an image digest"),
+        "{}",
+        stderr(&bad)
+    );
+}
