@@ -93,6 +93,78 @@ pub enum Command {
     /// that image, and the schedules pointed at it. A plain `up` afterwards keeps it,
     /// until a newer image is pushed.
     Rollback(RollbackArgs),
+    /// Print the job's log lines, oldest first
+    ///
+    /// Reads the environment's log group; the job's JSON lines are shown as
+    /// `TIME  EVENT  key=value ...` unless --json.
+    Logs(LogsArgs),
+    /// Start the job now, as its schedule would, and wait for it
+    ///
+    /// Runs create-invoices or send-invoices with the schedule's network settings and
+    /// command (arguments after `--` are added), streams its log lines until it stops,
+    /// and exits with the job's own exit code. --local runs the binary on this machine
+    /// with the task definition's environment instead.
+    RunTask(RunTaskArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Job {
+    /// --create-invoices
+    Create,
+    /// --send-invoices
+    Send,
+}
+
+#[derive(Debug, Args)]
+pub struct RunTaskArgs {
+    /// Which job to run
+    #[arg(value_enum)]
+    pub job: Job,
+
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Print the task ARN and return without waiting
+    #[arg(long, conflicts_with = "local")]
+    pub no_wait: bool,
+
+    /// Start N tasks of create-invoices, task K running `--shard K/N`
+    #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "local")]
+    pub shards: u32,
+
+    /// Run the binary here with the task definition's environment, not in ECS
+    #[arg(long)]
+    pub local: bool,
+
+    /// With --local: this executable instead of a release build
+    #[arg(long, value_name = "PATH", requires = "local")]
+    pub binary: Option<PathBuf>,
+
+    /// Arguments for the job, after `--` (e.g. -- --clients 10001-10010 --dry-run)
+    #[arg(last = true, value_name = "JOB_ARGS")]
+    pub extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Keep printing new lines as they arrive (Ctrl-C stops)
+    #[arg(long, short)]
+    pub follow: bool,
+
+    /// How far back to start, e.g. 30m, 2h, 7d
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub since: String,
+
+    /// Only this task's lines (its id or ARN)
+    #[arg(long, value_name = "ID")]
+    pub task: Option<String>,
+
+    /// Print each line as the job wrote it
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,8 @@ pub enum Error {
         target: String,
         message: String,
     },
+    #[error("{message}")]
+    TaskExit { code: u8, message: String },
     #[error("the plan has changes")]
     ChangesPending,
     #[error("the account still differs from the stack after applying: {}", .0.join(", "))]
@@ -61,6 +63,7 @@ impl Error {
             | Self::NeedsConfirmation
             | Self::ChangesPending => 2,
             Self::Apply { cause, .. } => cause.exit_code().max(1),
+            Self::TaskExit { code, .. } => *code,
             _ => 1,
         }
     }

@@ -1,7 +1,8 @@
 //! A loopback HTTP proxy in front of an AWS emulator that fails chosen write calls, to
 //! test that a deployment interrupted half-way converges on the next run. It counts
 //! write operations (by the operation name the request carries) and fails every attempt
-//! of the Nth one: retries share the SDK's `amz-sdk-invocation-id`.
+//! of the Nth one: retries share the SDK's `amz-sdk-invocation-id`. It can also rewrite
+//! one operation's responses, to show what the emulator cannot (a task's non-zero exit).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,12 +25,37 @@ struct State {
     failing: Mutex<Option<String>>,
     failed: Mutex<Vec<String>>,
     stop: AtomicBool,
+    /// `(operation, from, to)`: text replaced in that operation's response bodies.
+    rewrite: Option<(String, String, String)>,
 }
 
 impl FaultProxy {
     /// Proxies to `upstream` (`127.0.0.1:PORT`), failing the `fail_write`-th write call
     /// (1-based; 0 fails nothing).
     pub fn start(upstream: SocketAddr, fail_write: usize) -> std::io::Result<Self> {
+        Self::with(upstream, fail_write, None)
+    }
+
+    /// Proxies to `upstream`, replacing `from` with `to` in the bodies of `operation`'s
+    /// responses (e.g. a task's `"exitCode": 0` in `DescribeTasks`).
+    pub fn rewriting(
+        upstream: SocketAddr,
+        operation: &str,
+        from: &str,
+        to: &str,
+    ) -> std::io::Result<Self> {
+        Self::with(
+            upstream,
+            0,
+            Some((operation.to_owned(), from.to_owned(), to.to_owned())),
+        )
+    }
+
+    fn with(
+        upstream: SocketAddr,
+        fail_write: usize,
+        rewrite: Option<(String, String, String)>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -39,6 +65,7 @@ impl FaultProxy {
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            rewrite,
         });
         let shared = Arc::clone(&state);
         let thread = std::thread::spawn(move || {
@@ -166,8 +193,33 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
     upstream.flush()?;
     let mut response = Vec::new();
     upstream.read_to_end(&mut response)?;
+    if let Some((op, from, to)) = &state.rewrite
+        && operation.as_deref() == Some(op.as_str())
+    {
+        response = rewritten(&response, from, to);
+    }
     out.write_all(&response)?;
     out.flush()
+}
+
+/// The response with `from` replaced by `to` in its body and Content-Length fixed.
+fn rewritten(response: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return response.to_vec();
+    };
+    let body = body.replace(from, to);
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
 
 /// The operation a request calls: JSON protocols name it in `X-Amz-Target`, query

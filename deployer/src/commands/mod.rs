@@ -14,8 +14,10 @@ use crate::error::{Error, Result};
 
 pub mod destroy;
 pub mod diff;
+pub mod logs;
 pub mod push_image;
 pub mod rollback;
+pub mod run_task;
 pub mod status;
 pub mod synth;
 pub mod up;
@@ -29,6 +31,8 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::PushImage(args) => push_image::run(cli, args).await,
         Command::Status(args) => status::run(cli, args).await,
         Command::Rollback(args) => rollback::run(cli, args).await,
+        Command::Logs(args) => logs::run(cli, args).await,
+        Command::RunTask(args) => run_task::run(cli, args).await,
     }
 }
 

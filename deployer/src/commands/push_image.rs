@@ -160,6 +160,11 @@ pub async fn target(cli: &Cli, env: &infra::Environment) -> Result<Target> {
     })
 }
 
+/// A release build of the job from the checkout this runs in.
+pub fn build_release_in_checkout() -> Result<PathBuf> {
+    build_release(workspace_root().as_deref())
+}
+
 /// The checkout's root: the nearest directory up from here with `app/Cargo.toml`.
 fn workspace_root() -> Option<PathBuf> {
     let cwd = std::env::current_dir().ok()?;

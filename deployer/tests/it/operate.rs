@@ -237,3 +237,338 @@ async fn rollback_after_two_pushes_runs_the_first_image_and_a_plain_up_keeps_it(
         stderr(&bad)
     );
 }
+
+/// Clients for assertions on the tasks moto started.
+async fn ecs(
+    moto: &Moto,
+) -> (
+    aws_sdk_ecs::Client,
+    aws_sdk_ec2::Client,
+    aws_sdk_scheduler::Client,
+) {
+    let c = moto_config(&moto.endpoint()).await;
+    (
+        aws_sdk_ecs::Client::new(&c),
+        aws_sdk_ec2::Client::new(&c),
+        aws_sdk_scheduler::Client::new(&c),
+    )
+}
+
+const CLUSTER: &str = "qbo-invoice-processor-cluster";
+
+#[tokio::test]
+async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    json(
+        &endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+    let (ecs, ec2, scheduler) = ecs(&moto).await;
+
+    let out = deployer(
+        &endpoint,
+        &[
+            "run-task",
+            "create",
+            "--env",
+            "local",
+            "--no-wait",
+            "--",
+            "--clients",
+            "10001-10010",
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let arn = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        arn.starts_with("arn:aws:ecs:us-east-1:123456789012:task/"),
+        "{arn}"
+    );
+
+    let schedule = scheduler
+        .get_schedule()
+        .group_name("qbo-invoice-processor")
+        .name("qbo-create-invoices-monthly")
+        .send()
+        .await
+        .unwrap();
+    let target = schedule.target().unwrap();
+    let vpc = target
+        .ecs_parameters()
+        .unwrap()
+        .network_configuration()
+        .unwrap()
+        .awsvpc_configuration()
+        .unwrap();
+    let task = ecs
+        .describe_tasks()
+        .cluster(CLUSTER)
+        .tasks(&arn)
+        .send()
+        .await
+        .unwrap();
+    let task = &task.tasks()[0];
+    assert_eq!(
+        Some(target.ecs_parameters().unwrap().task_definition_arn()),
+        task.task_definition_arn()
+    );
+    let command = task.overrides().unwrap().container_overrides()[0]
+        .command()
+        .to_vec();
+    assert_eq!(
+        command,
+        ["--create-invoices", "--clients", "10001-10010", "--dry-run"]
+    );
+    let details = task.attachments()[0].details();
+    let subnet = details
+        .iter()
+        .find(|d| d.name() == Some("subnetId"))
+        .and_then(|d| d.value())
+        .unwrap();
+    assert!(
+        vpc.subnets().contains(&subnet.to_owned()),
+        "{subnet} is one of the schedule's subnets"
+    );
+    let eni = details
+        .iter()
+        .find(|d| d.name() == Some("networkInterfaceId"))
+        .and_then(|d| d.value())
+        .unwrap();
+    let nics = ec2
+        .describe_network_interfaces()
+        .network_interface_ids(eni)
+        .send()
+        .await
+        .unwrap();
+    let groups: Vec<&str> = nics.network_interfaces()[0]
+        .groups()
+        .iter()
+        .filter_map(|g| g.group_id())
+        .collect();
+    assert_eq!(
+        groups,
+        vpc.security_groups(),
+        "the schedule's security group"
+    );
+
+    // --shards: one task per shard, each told which one it is.
+    let out = deployer(
+        &endpoint,
+        &[
+            "run-task",
+            "create",
+            "--env",
+            "local",
+            "--no-wait",
+            "--shards",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let arns: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(arns.len(), 3);
+    let tasks = ecs
+        .describe_tasks()
+        .cluster(CLUSTER)
+        .set_tasks(Some(arns))
+        .send()
+        .await
+        .unwrap();
+    let mut shards: Vec<String> = tasks
+        .tasks()
+        .iter()
+        .map(|t| {
+            t.overrides().unwrap().container_overrides()[0]
+                .command()
+                .join(" ")
+        })
+        .collect();
+    shards.sort();
+    assert_eq!(
+        shards,
+        [
+            "--create-invoices --shard 1/3",
+            "--create-invoices --shard 2/3",
+            "--create-invoices --shard 3/3"
+        ]
+    );
+}
+
+/// Starts `run-task send` (through `endpoint`), writes `lines` to the task's log stream
+/// once it exists, and returns the finished command's output.
+async fn run_send_and_log(moto: &Moto, endpoint: &str, lines: &[&str]) -> std::process::Output {
+    let (ecs, _, _) = ecs(moto).await;
+    let before = ecs
+        .list_tasks()
+        .cluster(CLUSTER)
+        .send()
+        .await
+        .unwrap()
+        .task_arns()
+        .to_vec();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["run-task", "send", "--env", "local"])
+        .current_dir(super::root())
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto_config(&moto.endpoint()).await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let task = loop {
+        let listed = ecs.list_tasks().cluster(CLUSTER).send().await.unwrap();
+        if let Some(arn) = listed.task_arns().iter().find(|a| !before.contains(a)) {
+            break arn.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no task started");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let stream = format!("ecs/invoice-processor/{}", task.rsplit('/').next().unwrap());
+    // The stream may exist already (ECS, or moto, makes it when the task starts).
+    let _ = logs
+        .create_log_stream()
+        .log_group_name("/ecs/qbo-invoice-processor")
+        .log_stream_name(&stream)
+        .send()
+        .await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let mut put = logs
+        .put_log_events()
+        .log_group_name("/ecs/qbo-invoice-processor")
+        .log_stream_name(&stream);
+    for (i, line) in lines.iter().enumerate() {
+        put = put.log_events(
+            InputLogEvent::builder()
+                .timestamp(now + i64::try_from(i).unwrap())
+                .message(*line)
+                .build()
+                .unwrap(),
+        );
+    }
+    put.send().await.unwrap();
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn run_task_waits_streams_the_tasks_log_lines_and_exits_with_its_code() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    json(
+        &endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+
+    let out = run_send_and_log(
+        &moto,
+        &endpoint,
+        &[
+            r#"{"event":"run_started","job":"send-invoices"}"#,
+            r#"{"event":"run_finished","job":"send-invoices","success":true,"sent":2}"#,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("run_started  job=send-invoices"), "{text}");
+    assert!(
+        text.contains("run_finished  job=send-invoices sent=2 success=true"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("stopped: exit 0"), "{}", stderr(&out));
+
+    // moto's tasks always exit 0: a proxy turns this one's exit code into 3.
+    let proxy = fakes::fault_proxy::FaultProxy::rewriting(
+        moto.addr(),
+        "DescribeTasks",
+        r#""exitCode": 0"#,
+        r#""exitCode": 3"#,
+    )
+    .unwrap();
+    let out = run_send_and_log(
+        &moto,
+        &proxy.endpoint(),
+        &[r#"{"event":"run_finished","job":"send-invoices","success":false}"#],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the container's own exit code: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("error: the job exited with code 3"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("success=false"));
+}
+
+#[test]
+fn run_task_local_runs_the_binary_with_the_task_definitions_environment_and_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("job.sh");
+    let dump = dir.path().join("env.txt");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"args: $*\" > {0}\nenv >> {0}\nexit 4\n",
+            dump.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args([
+            "run-task",
+            "send",
+            "--env",
+            "local",
+            "--local",
+            "--binary",
+            script.to_str().unwrap(),
+            "--",
+            "--dry-run",
+        ])
+        .current_dir(super::root())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the job's own exit code: {}",
+        stderr(&out)
+    );
+    let seen = std::fs::read_to_string(&dump).unwrap();
+    assert!(
+        seen.starts_with("args: --send-invoices --dry-run\n"),
+        "{seen}"
+    );
+    for var in [
+        "QBO_SECRET_NAME=QBO/10000",
+        "DYNAMODB_TABLE_ROBOCORP_CLIENTS=Robocorp_Client_Org_Workspace_IDs",
+        "EXCLUDED_CUSTOMERS=10001 - AICPA",
+        "QBO_BASE_URL=http://127.0.0.1:8080/qbo",
+        "AWS_REGION=us-east-1",
+    ] {
+        assert!(seen.lines().any(|l| l == var), "{var} missing:\n{seen}");
+    }
+}

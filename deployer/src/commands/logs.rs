@@ -1,0 +1,193 @@
+//! `deployer logs`: the job's log lines, oldest first, each JSON event made readable
+//! (`--json` keeps them as they are); `--follow` keeps polling for new ones.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
+use serde_json::Value;
+
+use crate::aws::Aws;
+use crate::cli::{Cli, LogsArgs};
+use crate::error::{Error, Result};
+use crate::resources::{aws_error, code};
+
+/// How often `--follow` asks for new lines.
+const POLL: Duration = Duration::from_secs(2);
+
+pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
+    let env = super::load_environment(cli, &args.env)?;
+    let aws = super::connect(cli, &env).await;
+    let since = parse_since(&args.since)?;
+    let start = Timestamp::now() - since;
+    let prefix = args
+        .task
+        .as_deref()
+        .map(|task| stream_name(&env.file.task.container, task));
+    let mut tail = Tail::new(&env.file.logs.group, prefix, start.as_millisecond());
+    loop {
+        for (ts, message) in tail.next_batch(&aws).await? {
+            let line = if args.json {
+                message
+            } else {
+                readable(ts, &message)
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        if !args.follow {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    super::report_calls(cli, &aws);
+    Ok(())
+}
+
+/// `2h`, `30m`, `1d`, `90s` or an ISO 8601 duration.
+fn parse_since(text: &str) -> Result<SignedDuration> {
+    text.parse::<Span>()
+        .ok()
+        .and_then(|span| span.to_duration(SpanRelativeTo::days_are_24_hours()).ok())
+        .filter(|d| !d.is_negative())
+        .ok_or_else(|| {
+            Error::Prerequisite(
+                format!("--since {text} is not a duration"),
+                "write it like 30m, 2h or 7d".into(),
+            )
+        })
+}
+
+/// The awslogs stream of one task: `ecs/CONTAINER/TASK_ID` (an ARN's last part is the id).
+pub fn stream_name(container: &str, task: &str) -> String {
+    let id = task.rsplit('/').next().unwrap_or(task);
+    format!("ecs/{container}/{id}")
+}
+
+/// Reads a log group (or the streams with a prefix) forward from a start time, each
+/// event once.
+pub struct Tail {
+    group: String,
+    prefix: Option<String>,
+    from: i64,
+    seen: BTreeSet<String>,
+}
+
+impl Tail {
+    pub fn new(group: &str, prefix: Option<String>, from_ms: i64) -> Self {
+        Self {
+            group: group.to_owned(),
+            prefix,
+            from: from_ms,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    /// The events not returned before, oldest first, as `(milliseconds, message)`.
+    pub async fn next_batch(&mut self, aws: &Aws) -> Result<Vec<(i64, String)>> {
+        let mut pages = aws
+            .logs
+            .filter_log_events()
+            .log_group_name(&self.group)
+            .start_time(self.from)
+            .set_log_stream_name_prefix(self.prefix.clone())
+            .into_paginator()
+            .send();
+        let mut events = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if code(&e) == Some("ResourceNotFoundException") => break,
+                Err(e) => return Err(aws_error("read the logs in", &self.group)(e)),
+            };
+            for e in page.events() {
+                let id = e.event_id().map_or_else(
+                    || {
+                        format!(
+                            "{:?}{:?}{:?}",
+                            e.log_stream_name(),
+                            e.timestamp(),
+                            e.message()
+                        )
+                    },
+                    str::to_owned,
+                );
+                if self.seen.insert(id) {
+                    events.push((
+                        e.timestamp().unwrap_or(0),
+                        e.message().unwrap_or_default().to_owned(),
+                    ));
+                }
+            }
+        }
+        events.sort_by_key(|(ts, _)| *ts);
+        if let Some((last, _)) = events.last() {
+            // Events can share a millisecond: start there again; `seen` drops repeats.
+            self.from = self.from.max(*last);
+        }
+        Ok(events)
+    }
+}
+
+/// `TIME  EVENT  key=value ...` for the job's JSON lines; other lines as they are.
+pub fn readable(ts: i64, message: &str) -> String {
+    let time = Timestamp::from_millisecond(ts).map_or_else(
+        |_| ts.to_string(),
+        |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+    );
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(message) else {
+        return format!("{time}  {}", message.trim_end());
+    };
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let head: Vec<String> = ["level", "event", "message", "msg"]
+        .iter()
+        .filter_map(|k| fields.get(*k).map(text))
+        .collect();
+    let rest: Vec<String> = fields
+        .iter()
+        .filter(|(k, _)| {
+            !["level", "event", "message", "msg", "timestamp", "time"].contains(&k.as_str())
+        })
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    format!("{time}  {}  {}", head.join("  "), rest.join(" "))
+        .trim_end()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_read_as_event_then_fields() {
+        let line = readable(
+            0,
+            r#"{"event":"run_finished","job":"send-invoices","success":true}"#,
+        );
+        assert_eq!(
+            line,
+            "1970-01-01 00:00:00  run_finished  job=send-invoices success=true"
+        );
+        assert_eq!(
+            readable(0, "plain text\n"),
+            "1970-01-01 00:00:00  plain text"
+        );
+    }
+
+    #[test]
+    fn since_takes_friendly_durations() {
+        assert_eq!(parse_since("2h").unwrap(), SignedDuration::from_hours(2));
+        assert_eq!(parse_since("1d").unwrap(), SignedDuration::from_hours(24));
+        assert!(parse_since("yesterday").is_err());
+        assert_eq!(
+            stream_name("c", "arn:aws:ecs:us-east-1:1:task/cl/abc"),
+            "ecs/c/abc"
+        );
+    }
+}
