@@ -21,11 +21,11 @@ pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
     let aws = super::connect(cli, &env).await;
     let since = parse_since(&args.since)?;
     let start = Timestamp::now() - since;
-    let prefix = args
+    let stream = args
         .task
         .as_deref()
         .map(|task| stream_name(&env.file.task.container, task));
-    let mut tail = Tail::new(&env.file.logs.group, prefix, start.as_millisecond());
+    let mut tail = Tail::new(&env.file.logs.group, stream, start.as_millisecond());
     loop {
         for (ts, message) in tail.next_batch(&aws).await? {
             let line = if args.json {
@@ -66,20 +66,20 @@ pub fn stream_name(container: &str, task: &str) -> String {
     format!("ecs/{container}/{id}")
 }
 
-/// Reads a log group (or the streams with a prefix) forward from a start time, each
-/// event once.
+/// Reads a log group (or one stream of it) forward from a start time, each event once.
 pub struct Tail {
     group: String,
-    prefix: Option<String>,
+    /// One stream by its exact name (moto ignores `logStreamNamePrefix`; AWS takes both).
+    stream: Option<String>,
     from: i64,
     seen: BTreeSet<String>,
 }
 
 impl Tail {
-    pub fn new(group: &str, prefix: Option<String>, from_ms: i64) -> Self {
+    pub fn new(group: &str, stream: Option<String>, from_ms: i64) -> Self {
         Self {
             group: group.to_owned(),
-            prefix,
+            stream,
             from: from_ms,
             seen: BTreeSet::new(),
         }
@@ -92,7 +92,7 @@ impl Tail {
             .filter_log_events()
             .log_group_name(&self.group)
             .start_time(self.from)
-            .set_log_stream_name_prefix(self.prefix.clone())
+            .set_log_stream_names(self.stream.clone().map(|s| vec![s]))
             .into_paginator()
             .send();
         let mut events = Vec::new();

@@ -572,3 +572,106 @@ fn run_task_local_runs_the_binary_with_the_task_definitions_environment_and_comm
         assert!(seen.lines().any(|l| l == var), "{var} missing:\n{seen}");
     }
 }
+
+#[tokio::test]
+async fn logs_prints_the_groups_lines_readably_or_as_written_and_by_task() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    json(
+        &endpoint,
+        &[
+            "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto_config(&endpoint).await);
+    let group = "/ecs/qbo-invoice-processor";
+    let now = jiff::Timestamp::now().as_millisecond();
+    for (task, line, age) in [
+        (
+            "aaa",
+            r#"{"event":"run_started","job":"send-invoices"}"#,
+            120_000,
+        ),
+        ("bbb", "plain line from another task", 60_000),
+        (
+            "aaa",
+            r#"{"event":"run_finished","job":"send-invoices","success":true}"#,
+            30_000,
+        ),
+    ] {
+        let stream = format!("ecs/invoice-processor/{task}");
+        let _ = logs
+            .create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(&stream)
+            .send()
+            .await;
+        logs.put_log_events()
+            .log_group_name(group)
+            .log_stream_name(&stream)
+            .log_events(
+                InputLogEvent::builder()
+                    .timestamp(now - age)
+                    .message(line)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = |args: &[&str]| {
+        let out = deployer(&endpoint, args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let all = text(&["logs", "--env", "local", "--since", "1h"]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 3, "{all}");
+    assert!(
+        lines[0].ends_with("  run_started  job=send-invoices"),
+        "oldest first: {all}"
+    );
+    assert!(
+        lines[1].ends_with("  plain line from another task"),
+        "{all}"
+    );
+    assert!(
+        lines[2].ends_with("  run_finished  job=send-invoices success=true"),
+        "{all}"
+    );
+
+    let raw = text(&[
+        "logs",
+        "--env",
+        "local",
+        "--json",
+        "--task",
+        "arn:aws:ecs:us-east-1:123456789012:task/c/aaa",
+    ]);
+    assert_eq!(
+        raw.lines().collect::<Vec<_>>(),
+        [
+            r#"{"event":"run_started","job":"send-invoices"}"#,
+            r#"{"event":"run_finished","job":"send-invoices","success":true}"#
+        ]
+    );
+    assert!(
+        text(&["logs", "--env", "local", "--since", "1m"])
+            .lines()
+            .count()
+            == 1,
+        "only the last minute"
+    );
+
+    let out = deployer(
+        &endpoint,
+        &["logs", "--env", "local", "--since", "yesterday"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--since yesterday is not a duration"),
+        "{}",
+        stderr(&out)
+    );
+}
