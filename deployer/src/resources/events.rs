@@ -3,13 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_eventbridge::types::{
-    AssignPublicIp, AwsVpcConfiguration, EcsParameters, InputTransformer, LaunchType,
-    NetworkConfiguration, PropagateTags, RetryPolicy, RuleState, Tag, Target,
-};
-use infra::resources::{EcsTarget, EventRule, Input, Resource, RuleTarget, Spec, Tags};
+use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
+use infra::resources::{EventRule, Resource, RuleTarget, Spec, Tags};
 
-use super::{Live, Outputs, aws_error, built, code, overrides, tag_map};
+use super::{Live, Outputs, aws_error, built, code, ecs_target, tag_map};
 use crate::aws::Aws;
 use crate::error::Result;
 
@@ -77,43 +74,15 @@ fn rule_target(t: &Target) -> RuleTarget {
                 .to_owned(),
         };
     };
-    let vpc = ecs
-        .network_configuration()
-        .and_then(NetworkConfiguration::awsvpc_configuration);
-    let (container, command) = overrides(t.input());
-    let retry = t.retry_policy();
     RuleTarget::Ecs {
         id: t.id().to_owned(),
-        target: EcsTarget {
-            cluster_arn: t.arn().to_owned(),
-            role_arn: t.role_arn().unwrap_or_default().to_owned(),
-            task_definition: Input::Known(ecs.task_definition_arn().to_owned()),
-            launch_type: ecs.launch_type().map_or("", LaunchType::as_str).to_owned(),
-            platform_version: ecs.platform_version().unwrap_or_default().to_owned(),
-            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
-            security_groups: vpc
-                .map(|v| {
-                    v.security_groups()
-                        .iter()
-                        .cloned()
-                        .map(Input::Known)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            assign_public_ip: vpc.and_then(AwsVpcConfiguration::assign_public_ip)
-                == Some(&AssignPublicIp::Enabled),
-            container,
-            command,
-            propagate_tags: ecs.propagate_tags().is_some(),
-            retry_attempts: retry
-                .and_then(RetryPolicy::maximum_retry_attempts)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(185),
-            max_event_age_seconds: retry
-                .and_then(RetryPolicy::maximum_event_age_in_seconds)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(86_400),
-        },
+        target: ecs_target::events::from_live(
+            t.arn(),
+            t.role_arn().unwrap_or_default(),
+            t.input(),
+            Some(ecs),
+            t.retry_policy(),
+        ),
     }
 }
 
@@ -137,49 +106,15 @@ fn target(t: &RuleTarget) -> Result<Target> {
                 .build(),
         ),
         RuleTarget::Ecs { id, target: t } => {
-            let vpc = built(
-                AwsVpcConfiguration::builder()
-                    .set_subnets(Some(t.subnets.clone()))
-                    .set_security_groups(Some(
-                        t.security_groups.iter().map(ToString::to_string).collect(),
-                    ))
-                    .assign_public_ip(if t.assign_public_ip {
-                        AssignPublicIp::Enabled
-                    } else {
-                        AssignPublicIp::Disabled
-                    })
-                    .build(),
-            )?;
-            let mut ecs = EcsParameters::builder()
-                .task_definition_arn(t.task_definition.to_string())
-                .task_count(1)
-                .launch_type(LaunchType::from(t.launch_type.as_str()))
-                .platform_version(&t.platform_version)
-                .network_configuration(
-                    NetworkConfiguration::builder()
-                        .awsvpc_configuration(vpc)
-                        .build(),
-                );
-            if t.propagate_tags {
-                ecs = ecs
-                    .propagate_tags(PropagateTags::TaskDefinition)
-                    .enable_ecs_managed_tags(true);
-            }
+            let (ecs, retry) = ecs_target::events::to_sdk(t)?;
             built(
                 Target::builder()
                     .id(id)
                     .arn(&t.cluster_arn)
                     .role_arn(&t.role_arn)
                     .input(t.input().to_string())
-                    .ecs_parameters(built(ecs.build())?)
-                    .retry_policy(
-                        RetryPolicy::builder()
-                            .maximum_retry_attempts(i32::try_from(t.retry_attempts).unwrap_or(0))
-                            .maximum_event_age_in_seconds(
-                                i32::try_from(t.max_event_age_seconds).unwrap_or(60),
-                            )
-                            .build(),
-                    )
+                    .ecs_parameters(ecs)
+                    .retry_policy(retry)
                     .build(),
             )
         }

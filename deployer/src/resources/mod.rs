@@ -19,6 +19,7 @@ mod cloudwatch;
 mod ec2;
 mod ecr;
 mod ecs;
+mod ecs_target;
 mod events;
 mod iam;
 mod logs;

@@ -2,13 +2,12 @@
 //! in it, each starting the task with the job's command override.
 
 use aws_sdk_scheduler::types::{
-    AssignPublicIp, AwsVpcConfiguration, EcsParameters, FlexibleTimeWindow, FlexibleTimeWindowMode,
-    LaunchType, NetworkConfiguration, PropagateTags, RetryPolicy, ScheduleState, Tag, Target,
+    FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Tag, Target,
 };
-use infra::resources::{EcsTarget, Input, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
+use infra::resources::{EcsTarget, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
 use infra::{Environment, Stack};
 
-use super::{Live, Outputs, aws_error, built, code, overrides, tag_map};
+use super::{Live, Outputs, aws_error, built, code, ecs_target, tag_map};
 use crate::aws::Aws;
 use crate::error::Result;
 
@@ -99,58 +98,19 @@ pub async fn read_schedule(aws: &Aws, name: &str, group: &str) -> Result<Option<
     let Some(target) = s.target() else {
         return Ok(None);
     };
-    let ecs = target.ecs_parameters();
-    let vpc = ecs
-        .and_then(EcsParameters::network_configuration)
-        .and_then(NetworkConfiguration::awsvpc_configuration);
-    let (container, command) = overrides(target.input());
-    let retry = target.retry_policy();
     let spec = Schedule {
         group: s.group_name().unwrap_or(group).to_owned(),
         expression: s.schedule_expression().unwrap_or_default().to_owned(),
         timezone: s.schedule_expression_timezone().unwrap_or("UTC").to_owned(),
         enabled: s.state() != Some(&ScheduleState::Disabled),
         description: s.description().unwrap_or_default().to_owned(),
-        target: EcsTarget {
-            cluster_arn: target.arn().to_owned(),
-            role_arn: target.role_arn().to_owned(),
-            task_definition: Input::Known(
-                ecs.map(EcsParameters::task_definition_arn)
-                    .unwrap_or_default()
-                    .to_owned(),
-            ),
-            launch_type: ecs
-                .and_then(EcsParameters::launch_type)
-                .map_or("", LaunchType::as_str)
-                .to_owned(),
-            platform_version: ecs
-                .and_then(EcsParameters::platform_version)
-                .unwrap_or_default()
-                .to_owned(),
-            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
-            security_groups: vpc
-                .map(|v| {
-                    v.security_groups()
-                        .iter()
-                        .cloned()
-                        .map(Input::Known)
-                        .collect()
-                })
-                .unwrap_or_default(),
-            assign_public_ip: vpc.and_then(AwsVpcConfiguration::assign_public_ip)
-                == Some(&AssignPublicIp::Enabled),
-            container,
-            command,
-            propagate_tags: ecs.and_then(EcsParameters::propagate_tags).is_some(),
-            retry_attempts: retry
-                .and_then(RetryPolicy::maximum_retry_attempts)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(185),
-            max_event_age_seconds: retry
-                .and_then(RetryPolicy::maximum_event_age_in_seconds)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(86_400),
-        },
+        target: ecs_target::scheduler::from_live(
+            target.arn(),
+            target.role_arn(),
+            target.input(),
+            target.ecs_parameters(),
+            target.retry_policy(),
+        ),
     };
     Ok(Some(Live {
         spec: Spec::Schedule(spec),
@@ -163,48 +123,14 @@ pub async fn read_schedule(aws: &Aws, name: &str, group: &str) -> Result<Option<
 }
 
 fn target(t: &EcsTarget) -> Result<Target> {
-    let vpc = built(
-        AwsVpcConfiguration::builder()
-            .set_subnets(Some(t.subnets.clone()))
-            .set_security_groups(Some(
-                t.security_groups.iter().map(ToString::to_string).collect(),
-            ))
-            .assign_public_ip(if t.assign_public_ip {
-                AssignPublicIp::Enabled
-            } else {
-                AssignPublicIp::Disabled
-            })
-            .build(),
-    )?;
-    let mut ecs = EcsParameters::builder()
-        .task_definition_arn(t.task_definition.to_string())
-        .task_count(1)
-        .launch_type(LaunchType::from(t.launch_type.as_str()))
-        .platform_version(&t.platform_version)
-        .network_configuration(
-            NetworkConfiguration::builder()
-                .awsvpc_configuration(vpc)
-                .build(),
-        );
-    if t.propagate_tags {
-        ecs = ecs
-            .propagate_tags(PropagateTags::TaskDefinition)
-            .enable_ecs_managed_tags(true);
-    }
+    let (ecs, retry) = ecs_target::scheduler::to_sdk(t)?;
     built(
         Target::builder()
             .arn(&t.cluster_arn)
             .role_arn(&t.role_arn)
             .input(t.input().to_string())
-            .ecs_parameters(built(ecs.build())?)
-            .retry_policy(
-                RetryPolicy::builder()
-                    .maximum_retry_attempts(i32::try_from(t.retry_attempts).unwrap_or(0))
-                    .maximum_event_age_in_seconds(
-                        i32::try_from(t.max_event_age_seconds).unwrap_or(60),
-                    )
-                    .build(),
-            )
+            .ecs_parameters(ecs)
+            .retry_policy(retry)
             .build(),
     )
 }

@@ -1027,3 +1027,51 @@ async fn missing_prerequisites_and_unconfirmed_widening_stop_before_any_write() 
     );
     assert!(!aws.role_exists(TASK_ROLE).await, "nothing was created");
 }
+
+#[tokio::test]
+async fn classic_utc_rules_engine_deploys_ecs_targets_and_a_second_up_changes_nothing() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    let text = std::fs::read_to_string(root().join("infra/envs/local.toml")).unwrap();
+    std::fs::write(
+        &rules,
+        format!(
+            "{text}\n[schedules]\nengine = \"rules\"\n\n[[schedules.job]]\nname = \"qbo-send-invoices-daily\"\ncron = \"0 13 * * ? *\"\ntimezone = \"UTC\"\ncommand = [\"--send-invoices\"]\n"
+        ),
+    )
+    .unwrap();
+    let env = rules.to_str().unwrap();
+    let first = json(
+        &endpoint,
+        &[
+            "up", "--env", env, "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+    assert!(
+        first["summary"]["created"].as_u64().unwrap() > 10,
+        "{first}"
+    );
+    let aws = live(&endpoint).await;
+    let targets = aws
+        .events
+        .list_targets_by_rule()
+        .rule("qbo-send-invoices-daily")
+        .send()
+        .await
+        .unwrap();
+    let target = &targets.targets()[0];
+    assert_eq!(
+        target.ecs_parameters().unwrap().task_definition_arn(),
+        aws.active_revisions().await[0]
+    );
+    assert!(target.input().unwrap().contains("--send-invoices"));
+    let second = json(
+        &endpoint,
+        &[
+            "up", "--env", env, "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+    assert_eq!(second["calls"]["writes"], 0, "{second}");
+}
