@@ -1,6 +1,8 @@
-//! Local stand-ins for tests, benches and the demo: launchers for the real AWS emulator
-//! (moto) and the reference OCI registry (Debian's docker-registry), each on a free
-//! loopback port and stopped when dropped.
+//! Local stand-ins for tests, benches and the demo: launchers for moto and the
+//! reference registry, a fault-injecting proxy for AWS calls, and stateful fakes of the
+//! SaaS APIs the jobs call (QuickBooks Online so far).
 
 pub mod emulators;
 pub mod fault_proxy;
+pub mod qbo;
+pub mod server;

@@ -1,0 +1,65 @@
+//! One HTTP server on a free loopback port serving the SaaS stand-ins (QuickBooks Online
+//! so far) and `/_fakes/...` inspection endpoints for tests and the demo.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::qbo::{self, Qbo, Seed};
+
+/// The running server; stopped when dropped.
+#[derive(Debug)]
+pub struct Fakes {
+    addr: SocketAddr,
+    pub qbo: qbo::Shared,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Fakes {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(seed: &Seed) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let qbo = Arc::new(Mutex::new(Qbo::new(seed)));
+        let app = qbo::router(Arc::clone(&qbo)).route(
+            "/_fakes/qbo/invoices",
+            get(invoices).with_state(Arc::clone(&qbo)),
+        );
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            qbo,
+            stop: Some(stop),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Fakes {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn invoices(State(qbo): State<qbo::Shared>) -> Json<Value> {
+    let q = qbo.lock().expect("qbo state");
+    Json(json!({"invoices": q.invoices()}))
+}

@@ -1,0 +1,188 @@
+//! The QBO fake through real HTTP, as the job will meet it.
+
+use base64::Engine as _;
+use fakes::qbo::Seed;
+use fakes::server::Fakes;
+use serde_json::{Value, json};
+
+fn seed() -> Seed {
+    Seed {
+        customers: vec![
+            ("10001 - AICPA".into(), Some("ap@aicpa.example".into())),
+            ("10002 - Acme".into(), None),
+        ],
+        ..Seed::default()
+    }
+}
+
+async fn token(fakes: &Fakes, refresh: &str) -> reqwest::Response {
+    let basic = base64::engine::general_purpose::STANDARD.encode("qbo-client:qbo-secret");
+    reqwest::Client::new()
+        .post(format!("{}/qbo/oauth2/v1/tokens/bearer", fakes.url()))
+        .header("authorization", format!("Basic {basic}"))
+        .header("accept", "application/json")
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn api(fakes: &Fakes, path: &str) -> String {
+    format!("{}/qbo/v3/company/9130000000000001{path}", fakes.url())
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_stale_one_gets_invalid_grant() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let first: Value = token(&fakes, "rt-0").await.json().await.unwrap();
+    assert_eq!(first["refresh_token"], "rt-1");
+    assert_eq!(first["expires_in"], 3600);
+    let stale = token(&fakes, "rt-0").await;
+    assert_eq!(stale.status(), 400);
+    assert_eq!(
+        stale.json::<Value>().await.unwrap(),
+        json!({"error": "invalid_grant"})
+    );
+    assert_eq!(fakes.qbo.lock().unwrap().refresh_token(), "rt-1");
+}
+
+#[tokio::test]
+async fn invoices_are_created_once_per_requestid_queried_by_page_and_sent() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let http = reqwest::Client::new();
+    let access = token(&fakes, "rt-0").await.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bearer = format!("Bearer {access}");
+
+    // No token: the lowercase 401.
+    let denied = http
+        .get(api(&fakes, "/query"))
+        .query(&[("query", "select * from Invoice")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(
+        denied.json::<Value>().await.unwrap()["fault"]["error"][0]["code"],
+        "3200"
+    );
+
+    let customer: Value = http
+        .get(api(&fakes, "/query"))
+        .header("authorization", &bearer)
+        .query(&[(
+            "query",
+            "select * from Customer where DisplayName = '10001 - AICPA'",
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let customer_id = customer["QueryResponse"]["Customer"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let invoice = |doc: &str, qty: f64| {
+        json!({
+            "DocNumber": doc,
+            "CustomerRef": {"value": customer_id},
+            "BillEmail": {"Address": "ap@aicpa.example"},
+            "EmailStatus": "NeedToSend",
+            "Line": [{"DetailType": "SalesItemLineDetail", "Amount": qty * 1.25,
+                      "SalesItemLineDetail": {"ItemRef": {"value": "3"}, "Qty": qty, "UnitPrice": 1.25}}],
+        })
+    };
+    let create = |body: Value, rid: &str| {
+        http.post(api(&fakes, "/invoice"))
+            .header("authorization", &bearer)
+            .query(&[("requestid", rid)])
+            .json(&body)
+            .send()
+    };
+    let a: Value = create(invoice("10001-202610", 100.0), "r1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a["Invoice"]["TotalAmt"], 125.0);
+    // The same requestid replays the first answer and creates nothing.
+    let again: Value = create(invoice("10001-202610", 100.0), "r1")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["Invoice"]["Id"], a["Invoice"]["Id"]);
+    // Another requestid with the same DocNumber is a duplicate.
+    let dup = create(invoice("10001-202610", 100.0), "r2").await.unwrap();
+    assert_eq!(dup.status(), 400);
+    assert_eq!(
+        dup.json::<Value>().await.unwrap()["Fault"]["Error"][0]["code"],
+        "6210"
+    );
+    for n in 2..=5 {
+        create(invoice(&format!("10001-20261{n}"), 10.0), &format!("r{n}0"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(fakes.qbo.lock().unwrap().invoices().len(), 5);
+
+    let page = |start: &str| {
+        http.get(api(&fakes, "/query"))
+            .header("authorization", &bearer)
+            .query(&[("query", format!("select * from Invoice where EmailStatus = 'NeedToSend' STARTPOSITION {start} MAXRESULTS 2"))])
+            .send()
+    };
+    let first: Value = page("1").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        first["QueryResponse"]["Invoice"].as_array().unwrap().len(),
+        2
+    );
+    let last: Value = page("5").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        last["QueryResponse"]["Invoice"].as_array().unwrap().len(),
+        1
+    );
+    let past: Value = page("7").await.unwrap().json().await.unwrap();
+    assert!(
+        past["QueryResponse"].get("Invoice").is_none(),
+        "the entity key is absent: {past}"
+    );
+
+    let id = a["Invoice"]["Id"].as_str().unwrap();
+    let sent: Value = http
+        .post(api(&fakes, &format!("/invoice/{id}/send")))
+        .header("authorization", &bearer)
+        .header("content-type", "application/octet-stream")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["Invoice"]["EmailStatus"], "EmailSent");
+    assert_eq!(sent["Invoice"]["SyncToken"], "1");
+    let seen: Value = http
+        .get(format!("{}/_fakes/qbo/invoices", fakes.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["EmailStatus"] == "EmailSent")
+            .count(),
+        1
+    );
+}
