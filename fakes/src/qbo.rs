@@ -4,9 +4,6 @@
 //! `requestid` replay and unique DocNumber, read, send, and QBO's Fault bodies
 //! (including the lowercase 401).
 
-// Handlers return the error response itself; boxing it would only add noise.
-#![allow(clippy::result_large_err)]
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 

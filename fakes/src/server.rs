@@ -1,5 +1,5 @@
 //! One HTTP server on a free loopback port serving the SaaS stand-ins (QuickBooks Online
-//! so far) and `/_fakes/...` inspection endpoints for tests and the demo.
+//! and Control Room so far) and `/_fakes/...` inspection endpoints for tests and the demo.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,13 +10,22 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::qbo::{self, Qbo, Seed};
+use crate::control_room::{self, ControlRoom, Workspace};
+use crate::qbo::{self, Qbo};
+
+/// What every fake holds at start.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    pub qbo: qbo::Seed,
+    pub workspaces: Vec<Workspace>,
+}
 
 /// The running server; stopped when dropped.
 #[derive(Debug)]
 pub struct Fakes {
     addr: SocketAddr,
     pub qbo: qbo::Shared,
+    pub control_room: control_room::Shared,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -25,11 +34,14 @@ impl Fakes {
     pub async fn start(seed: &Seed) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        let qbo = Arc::new(Mutex::new(Qbo::new(seed)));
-        let app = qbo::router(Arc::clone(&qbo)).route(
-            "/_fakes/qbo/invoices",
-            get(invoices).with_state(Arc::clone(&qbo)),
-        );
+        let qbo = Arc::new(Mutex::new(Qbo::new(&seed.qbo)));
+        let control_room = Arc::new(Mutex::new(ControlRoom::new(seed.workspaces.clone())));
+        let app = qbo::router(Arc::clone(&qbo))
+            .merge(control_room::router(Arc::clone(&control_room)))
+            .route(
+                "/_fakes/qbo/invoices",
+                get(invoices).with_state(Arc::clone(&qbo)),
+            );
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -41,6 +53,7 @@ impl Fakes {
         Ok(Self {
             addr,
             qbo,
+            control_room,
             stop: Some(stop),
         })
     }

@@ -1,17 +1,33 @@
 //! The QBO fake through real HTTP, as the job will meet it.
 
 use base64::Engine as _;
-use fakes::qbo::Seed;
-use fakes::server::Fakes;
+use fakes::control_room::{Run, Workspace};
+use fakes::server::{Fakes, Seed};
 use serde_json::{Value, json};
 
 fn seed() -> Seed {
     Seed {
-        customers: vec![
-            ("10001 - AICPA".into(), Some("ap@aicpa.example".into())),
-            ("10002 - Acme".into(), None),
-        ],
-        ..Seed::default()
+        qbo: fakes::qbo::Seed {
+            customers: vec![
+                ("10001 - AICPA".into(), Some("ap@aicpa.example".into())),
+                ("10002 - Acme".into(), None),
+            ],
+            ..fakes::qbo::Seed::default()
+        },
+        workspaces: vec![Workspace {
+            id: "ws-1".into(),
+            name: "AICPA".into(),
+            organization_id: "org-1".into(),
+            key: "key-1".into(),
+            runs: (0..250)
+                .map(|i| Run {
+                    state: "completed".into(),
+                    started_at: Some(format!("2026-10-{:02}T10:00:00Z", 1 + i % 28)),
+                    ended_at: Some(format!("2026-10-{:02}T10:05:00Z", 1 + i % 28)),
+                    duration: (i % 10 != 0).then_some(300.0),
+                })
+                .collect(),
+        }],
     }
 }
 
@@ -185,4 +201,63 @@ async fn invoices_are_created_once_per_requestid_queried_by_page_and_sent() {
             .count(),
         1
     );
+}
+
+#[tokio::test]
+async fn control_room_pages_runs_with_next_and_checks_the_workspace_key() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let http = reqwest::Client::new();
+    let wrong = http
+        .get(format!(
+            "{}/robocorp/api/v1/workspaces/ws-1/process-runs",
+            fakes.url()
+        ))
+        .header("authorization", "RC-WSKEY nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"]["code"],
+        "unauthorized"
+    );
+
+    let ws: Value = http
+        .get(format!("{}/robocorp/api/v1/workspaces/ws-1", fakes.url()))
+        .header("authorization", "RC-WSKEY key-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ws["organization"]["id"], "org-1");
+
+    // Follow `next` as given until has_more is false.
+    let mut url = format!(
+        "{}/robocorp/api/v1/workspaces/ws-1/process-runs?limit=100",
+        fakes.url()
+    );
+    let (mut runs, mut pages, mut null_durations) = (0, 0, 0);
+    loop {
+        let page: Value = http
+            .get(&url)
+            .header("authorization", "RC-WSKEY key-1")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        let data = page["data"].as_array().unwrap();
+        runs += data.len();
+        null_durations += data.iter().filter(|r| r["duration"].is_null()).count();
+        if !page["has_more"].as_bool().unwrap() {
+            assert!(page["next"].is_null());
+            break;
+        }
+        url = page["next"].as_str().unwrap().to_owned();
+    }
+    assert_eq!((runs, pages, null_durations), (250, 3, 25));
 }

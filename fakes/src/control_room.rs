@@ -1,0 +1,170 @@
+//! A stand-in for Robocorp (Sema4.ai) Control Room API v1: workspace keys
+//! (`Authorization: RC-WSKEY KEY`, one workspace each), the workspace resource, and
+//! process runs paginated with `next`/`has_more` (no date filter, as the real API).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// One process run; `duration` is in seconds and may be null.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub state: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub organization_id: String,
+    /// The workspace's API key.
+    pub key: String,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Debug, Default)]
+pub struct ControlRoom {
+    workspaces: Vec<Workspace>,
+    /// Largest page a request may ask for.
+    page_limit: usize,
+    /// Every call, for tests: `(workspace, path)`.
+    pub calls: Vec<(String, String)>,
+}
+
+pub type Shared = Arc<Mutex<ControlRoom>>;
+
+impl ControlRoom {
+    pub fn new(workspaces: Vec<Workspace>) -> Self {
+        Self {
+            workspaces,
+            page_limit: 100,
+            calls: Vec::new(),
+        }
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/robocorp/api/v1/workspaces/{ws}", get(workspace))
+        .route(
+            "/robocorp/api/v1/workspaces/{ws}/process-runs",
+            get(process_runs),
+        )
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+/// The workspace, if the key in the request is its key.
+fn authorized<'a>(
+    cr: &'a ControlRoom,
+    headers: &HeaderMap,
+    ws: &str,
+) -> Result<&'a Workspace, Response> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("RC-WSKEY "));
+    let Some(workspace) = cr.workspaces.iter().find(|w| w.id == ws) else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "workspace not found",
+        ));
+    };
+    if key != Some(workspace.key.as_str()) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid workspace key",
+        ));
+    }
+    Ok(workspace)
+}
+
+async fn workspace(
+    State(state): State<Shared>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut cr = state.lock().expect("control room state");
+    cr.calls.push((ws.clone(), "workspace".into()));
+    match authorized(&cr, &headers, &ws) {
+        Ok(w) => axum::Json(json!({
+            "id": w.id,
+            "name": w.name,
+            "organization": {"id": w.organization_id, "name": format!("org {}", w.organization_id)},
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<usize>,
+    cursor: Option<usize>,
+}
+
+async fn process_runs(
+    State(state): State<Shared>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Response {
+    let mut cr = state.lock().expect("control room state");
+    cr.calls.push((ws.clone(), "process-runs".into()));
+    let limit = page.limit.unwrap_or(cr.page_limit).clamp(1, cr.page_limit);
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let w = match authorized(&cr, &headers, &ws) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let start = page.cursor.unwrap_or(0);
+    let data: Vec<Value> = w
+        .runs
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(i, r)| {
+            json!({
+                "id": format!("{}-run-{i}", w.id),
+                "state": r.state,
+                "created_at": r.started_at,
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
+                "duration": r.duration,
+                "process": {"id": "p1", "name": "Billing robot"},
+                "started_by": {"type": "schedule", "details": null},
+            })
+        })
+        .collect();
+    let end = start + data.len();
+    let has_more = end < w.runs.len();
+    let next = has_more.then(|| {
+        format!(
+            "http://{host}/robocorp/api/v1/workspaces/{ws}/process-runs?limit={limit}&cursor={end}"
+        )
+    });
+    axum::Json(json!({"next": next, "has_more": has_more, "data": data})).into_response()
+}
