@@ -1,5 +1,5 @@
-//! One HTTP server on a free loopback port serving the SaaS stand-ins (QuickBooks Online
-//! and Control Room so far) and `/_fakes/...` inspection endpoints for tests and the demo.
+//! One HTTP server on a free loopback port serving the SaaS stand-ins (QuickBooks Online,
+//! Control Room and ClickUp so far) and `/_fakes/...` inspection endpoints for tests and the demo.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -10,14 +10,17 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::clickup::{self, ClickUp};
 use crate::control_room::{self, ControlRoom, Workspace};
 use crate::qbo::{self, Qbo};
 
 /// What every fake holds at start.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Seed {
     pub qbo: qbo::Seed,
     pub workspaces: Vec<Workspace>,
+    /// ClickUp: `(team id, personal token, task ids)`.
+    pub clickup: (String, String, Vec<String>),
 }
 
 /// The running server; stopped when dropped.
@@ -26,6 +29,7 @@ pub struct Fakes {
     addr: SocketAddr,
     pub qbo: qbo::Shared,
     pub control_room: control_room::Shared,
+    pub clickup: clickup::Shared,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -36,8 +40,11 @@ impl Fakes {
         let addr = listener.local_addr()?;
         let qbo = Arc::new(Mutex::new(Qbo::new(&seed.qbo)));
         let control_room = Arc::new(Mutex::new(ControlRoom::new(seed.workspaces.clone())));
+        let (team, token, tasks) = &seed.clickup;
+        let clickup = Arc::new(Mutex::new(ClickUp::new(team, token, tasks.clone())));
         let app = qbo::router(Arc::clone(&qbo))
             .merge(control_room::router(Arc::clone(&control_room)))
+            .merge(clickup::router(Arc::clone(&clickup)))
             .route(
                 "/_fakes/qbo/invoices",
                 get(invoices).with_state(Arc::clone(&qbo)),
@@ -54,6 +61,7 @@ impl Fakes {
             addr,
             qbo,
             control_room,
+            clickup,
             stop: Some(stop),
         })
     }
@@ -61,6 +69,16 @@ impl Fakes {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self {
+            qbo: qbo::Seed::default(),
+            workspaces: Vec::new(),
+            clickup: ("9000001".into(), "pk_fake_token".into(), Vec::new()),
+        }
     }
 }
 

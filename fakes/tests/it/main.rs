@@ -28,6 +28,7 @@ fn seed() -> Seed {
                 })
                 .collect(),
         }],
+        clickup: ("9000001".into(), "pk_fake".into(), vec!["task-1".into()]),
     }
 }
 
@@ -260,4 +261,91 @@ async fn control_room_pages_runs_with_next_and_checks_the_workspace_key() {
         url = page["next"].as_str().unwrap().to_owned();
     }
     assert_eq!((runs, pages, null_durations), (250, 3, 25));
+}
+
+#[tokio::test]
+async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let http = reqwest::Client::new();
+    let entries = format!("{}/clickup/api/v2/team/9000001/time_entries", fakes.url());
+    let created = http
+        .post(&entries)
+        .header("authorization", "pk_fake")
+        .json(
+            &json!({"start": 1_790_000_000_000_i64, "duration": 600_000, "billable": true,
+                      "description": "Robot minutes 2026-10 (10001)", "tid": "task-1"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    assert_eq!(created.headers()["x-ratelimit-limit"], "100");
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["data"]["duration"], "600000");
+    let unknown = http
+        .post(&entries)
+        .header("authorization", "pk_fake")
+        .json(&json!({"start": 1, "duration": 1, "tid": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let listed: Value = http
+        .get(&entries)
+        .header("authorization", "pk_fake")
+        .query(&[
+            ("task_id", "task-1"),
+            ("start_date", "1789999999999"),
+            ("end_date", "1790000000001"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    let bad = http
+        .get(&entries)
+        .header("authorization", "pk_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert_eq!(bad.json::<Value>().await.unwrap()["ECODE"], "OAUTH_017");
+
+    // Three requests so far (the bad token counts against no one): one more fits in 4.
+    fakes.clickup.lock().unwrap().limit = 4;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = http
+            .get(&entries)
+            .header("authorization", "pk_fake")
+            .send()
+            .await
+            .unwrap();
+        statuses.push((
+            r.status().as_u16(),
+            r.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        ));
+        assert!(
+            r.headers()["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_790_000_000
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            (200, "0".to_owned()),
+            (429, "0".to_owned()),
+            (429, "0".to_owned())
+        ]
+    );
 }
