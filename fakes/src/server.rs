@@ -1,5 +1,5 @@
 //! One HTTP server on a free loopback port serving the SaaS stand-ins (QuickBooks Online,
-//! Control Room and ClickUp so far) and `/_fakes/...` inspection endpoints for tests and the demo.
+//! Control Room, ClickUp and Microsoft Graph) and `/_fakes/...` inspection endpoints for tests and the demo.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::clickup::{self, ClickUp};
 use crate::control_room::{self, ControlRoom, Workspace};
+use crate::graph::{self, Graph};
 use crate::qbo::{self, Qbo};
 
 /// What every fake holds at start.
@@ -21,6 +22,8 @@ pub struct Seed {
     pub workspaces: Vec<Workspace>,
     /// ClickUp: `(team id, personal token, task ids)`.
     pub clickup: (String, String, Vec<String>),
+    /// Graph: `(tenant, client id, client secret)`.
+    pub graph: (String, String, String),
 }
 
 /// The running server; stopped when dropped.
@@ -30,6 +33,7 @@ pub struct Fakes {
     pub qbo: qbo::Shared,
     pub control_room: control_room::Shared,
     pub clickup: clickup::Shared,
+    pub graph: graph::Shared,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -42,7 +46,10 @@ impl Fakes {
         let control_room = Arc::new(Mutex::new(ControlRoom::new(seed.workspaces.clone())));
         let (team, token, tasks) = &seed.clickup;
         let clickup = Arc::new(Mutex::new(ClickUp::new(team, token, tasks.clone())));
+        let (tenant, id, secret) = &seed.graph;
+        let graph = Arc::new(Mutex::new(Graph::new(tenant, id, secret)));
         let app = qbo::router(Arc::clone(&qbo))
+            .merge(graph::router(Arc::clone(&graph)))
             .merge(control_room::router(Arc::clone(&control_room)))
             .merge(clickup::router(Arc::clone(&clickup)))
             .route(
@@ -62,6 +69,7 @@ impl Fakes {
             qbo,
             control_room,
             clickup,
+            graph,
             stop: Some(stop),
         })
     }
@@ -78,6 +86,11 @@ impl Default for Seed {
             qbo: qbo::Seed::default(),
             workspaces: Vec::new(),
             clickup: ("9000001".into(), "pk_fake_token".into(), Vec::new()),
+            graph: (
+                "tenant-1".into(),
+                "graph-client".into(),
+                "graph-secret".into(),
+            ),
         }
     }
 }

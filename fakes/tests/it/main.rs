@@ -29,6 +29,7 @@ fn seed() -> Seed {
                 .collect(),
         }],
         clickup: ("9000001".into(), "pk_fake".into(), vec!["task-1".into()]),
+        ..Seed::default()
     }
 }
 
@@ -347,5 +348,90 @@ async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() 
             (429, "0".to_owned()),
             (429, "0".to_owned())
         ]
+    );
+}
+
+#[tokio::test]
+async fn graph_sends_mail_with_202_keeps_it_throttles_with_retry_after_and_takes_uploads() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let http = reqwest::Client::new();
+    let bad = http
+        .post(format!("{}/login/tenant-1/oauth2/v2.0/token", fakes.url()))
+        .form(&[
+            ("client_id", "graph-client"),
+            ("client_secret", "wrong"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let token: Value = http
+        .post(format!("{}/login/tenant-1/oauth2/v2.0/token", fakes.url()))
+        .form(&[
+            ("client_id", "graph-client"),
+            ("client_secret", "graph-secret"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            ("grant_type", "client_credentials"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", token["access_token"].as_str().unwrap());
+    let mail = json!({"message": {"subject": "Invoices sent", "body": {"contentType": "HTML", "content": "<p>hi</p>"},
+                      "toRecipients": [{"emailAddress": {"address": "bookkeeper@example.com"}}]}});
+    let send = || {
+        http.post(format!(
+            "{}/graph/v1.0/users/billing@example.com/sendMail",
+            fakes.url()
+        ))
+        .header("authorization", &bearer)
+        .json(&mail)
+        .send()
+    };
+
+    fakes.graph.lock().unwrap().throttle_next = 1;
+    let throttled = send().await.unwrap();
+    assert_eq!(throttled.status(), 429);
+    assert_eq!(throttled.headers()["retry-after"], "1");
+    let sent = send().await.unwrap();
+    assert_eq!(sent.status(), 202);
+    assert!(sent.bytes().await.unwrap().is_empty());
+    let mails = fakes.graph.lock().unwrap().mails.clone();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].0, "billing@example.com");
+    assert_eq!(mails[0].1["subject"], "Invoices sent");
+
+    let site: Value = http
+        .get(format!(
+            "{}/graph/v1.0/sites/example.sharepoint.com:/sites/billing",
+            fakes.url()
+        ))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = site["id"].as_str().unwrap();
+    let up = http
+        .put(format!(
+            "{}/graph/v1.0/sites/{id}/drive/root:/Invoices/2026-10/10001-202610.pdf:/content",
+            fakes.url()
+        ))
+        .header("authorization", &bearer)
+        .body(b"%PDF-1.4".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), 201);
+    assert_eq!(
+        fakes.graph.lock().unwrap().files[0].0,
+        "Invoices/2026-10/10001-202610.pdf"
     );
 }

@@ -1,0 +1,192 @@
+//! A stand-in for Microsoft Graph as the send job uses it: the Entra ID token endpoint
+//! (client credentials), sendMail (202 with an empty body; the message is kept), the
+//! SharePoint site lookup and small-file upload, and throttling with `Retry-After`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Default)]
+pub struct Graph {
+    tenant: String,
+    client: (String, String),
+    tokens: Vec<String>,
+    /// `(sender, message)` for every accepted sendMail.
+    pub mails: Vec<(String, Value)>,
+    /// `(path in the drive, bytes)` for every upload.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// The next this many sendMail calls get 429 with `Retry-After: 1`.
+    pub throttle_next: u32,
+}
+
+pub type Shared = Arc<Mutex<Graph>>;
+
+impl Graph {
+    pub fn new(tenant: &str, client_id: &str, client_secret: &str) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            client: (client_id.to_owned(), client_secret.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/login/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/graph/v1.0/users/{user}/sendMail", post(send_mail))
+        // Site references hold slashes (`HOST:/sites/PATH`), so one wildcard route
+        // serves the lookup (GET) and the upload (PUT `.../drive/root:/PATH:/content`).
+        .route("/graph/v1.0/sites/{*rest}", get(site).put(upload))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": {"code": code, "message": message, "innerError": {"request-id": "fake"}}}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    client_id: String,
+    client_secret: String,
+    scope: String,
+    grant_type: String,
+}
+
+async fn token(
+    State(state): State<Shared>,
+    Path(tenant): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let mut g = state.lock().expect("graph state");
+    if tenant != g.tenant || form.client_id != g.client.0 || form.client_secret != g.client.1 {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})),
+        )
+            .into_response();
+    }
+    if form.grant_type != "client_credentials"
+        || form.scope != "https://graph.microsoft.com/.default"
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_scope", "error_description": "AADSTS70011: The provided scope is not valid."})),
+        )
+            .into_response();
+    }
+    let token = format!("graph-{}", g.tokens.len() + 1);
+    g.tokens.push(token.clone());
+    Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token})).into_response()
+}
+
+fn authorized(g: &Graph, headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| g.tokens.iter().any(|k| k == t))
+}
+
+async fn send_mail(
+    State(state): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut g = state.lock().expect("graph state");
+    if !authorized(&g, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty or invalid.",
+        );
+    }
+    if g.throttle_next > 0 {
+        g.throttle_next -= 1;
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            "Too many requests.",
+        );
+        r.headers_mut()
+            .insert("retry-after", "1".parse().expect("header"));
+        return r;
+    }
+    if body["message"]["toRecipients"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "At least one recipient is required.",
+        );
+    }
+    g.mails.push((user, body["message"].clone()));
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// `sites/{hostname}:/{site-path}` (or a plain id): the site, with a stable id.
+async fn site(
+    State(state): State<Shared>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let g = state.lock().expect("graph state");
+    if !authorized(&g, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty or invalid.",
+        );
+    }
+    let host = site.split(':').next().unwrap_or_default();
+    Json(json!({"id": format!("{host},site-1,web-1"), "name": "Billing", "webUrl": format!("https://{host}/sites/billing")})).into_response()
+}
+
+async fn upload(
+    State(state): State<Shared>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut g = state.lock().expect("graph state");
+    if !authorized(&g, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty or invalid.",
+        );
+    }
+    let Some(path) = rest
+        .split_once("/drive/root:/")
+        .and_then(|(_, p)| p.strip_suffix(":/content"))
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalidRequest",
+            "expected root:/PATH:/content",
+        );
+    };
+    if body.len() > 4 * 1024 * 1024 {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "requestTooLarge",
+            "use an upload session above 4 MB",
+        );
+    }
+    g.files.push((path.to_owned(), body.to_vec()));
+    (
+        StatusCode::CREATED,
+        Json(json!({"name": path.rsplit('/').next(), "size": body.len()})),
+    )
+        .into_response()
+}
