@@ -19,15 +19,8 @@ const LOG_GROUP: &str = "/ecs/qbo-invoice-processor";
 
 /// Runs the deployer against `endpoint` with moto's dummy credentials and no terminal.
 pub fn deployer(endpoint: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deployer"))
+    super::deployer_command(Some(endpoint))
         .args(args)
-        .current_dir(root())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env_remove("DEPLOYER_ENV_DIR")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("deployer runs")
 }

@@ -45,18 +45,11 @@ fn push(registry: &Registry, binary: &Path) -> Value {
 }
 
 fn deployer_with(registry: &Registry, moto: Option<&Moto>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_deployer"));
-    c.args(args)
-        .current_dir(root())
+    super::deployer_command(moto.map(Moto::endpoint).as_deref())
+        .args(args)
         .env("DEPLOYER_REGISTRY", registry.host())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE");
-    if let Some(moto) = moto {
-        c.env("AWS_ENDPOINT_URL", moto.endpoint());
-    }
-    c.output().unwrap()
+        .output()
+        .unwrap()
 }
 
 /// A GET through the registry API, blocking for brevity in tests.

@@ -28,6 +28,23 @@ fn deployer_in(dir: &Path, args: &[&str]) -> Output {
         .expect("deployer runs")
 }
 
+/// The deployer as the AWS tests run it: from the checkout, with moto's dummy
+/// credentials, no terminal and nothing of this machine's AWS setup; `endpoint` is the
+/// emulator every call goes to.
+fn deployer_command(endpoint: Option<&str>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_deployer"));
+    c.current_dir(root())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("DEPLOYER_ENV_DIR");
+    if let Some(endpoint) = endpoint {
+        c.env("AWS_ENDPOINT_URL", endpoint);
+    }
+    c
+}
+
 fn deployer(args: &[&str]) -> Output {
     deployer_in(&root(), args)
 }

@@ -141,13 +141,8 @@ async fn rollback_after_two_pushes_runs_the_first_image_and_a_plain_up_keeps_it(
     let moto = Moto::start().unwrap();
     let registry = Registry::start().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        let out = super::deployer_command(Some(&moto.endpoint()))
             .args(args)
-            .current_dir(super::root())
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("DEPLOYER_REGISTRY", registry.host())
             .output()
             .unwrap();
@@ -221,12 +216,8 @@ async fn rollback_after_two_pushes_runs_the_first_image_and_a_plain_up_keeps_it(
     );
 
     // --to takes a digest explicitly; anything else is refused.
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+    let bad = super::deployer_command(Some(&moto.endpoint()))
         .args(["rollback", "--env", "local", "--to", "latest", "--yes"])
-        .current_dir(super::root())
-        .env("AWS_ENDPOINT_URL", moto.endpoint())
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("DEPLOYER_REGISTRY", registry.host())
         .output()
         .unwrap();
@@ -413,13 +404,8 @@ async fn run_send_and_log(moto: &Moto, endpoint: &str, lines: &[&str]) -> std::p
         .unwrap()
         .task_arns()
         .to_vec();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+    let child = super::deployer_command(Some(endpoint))
         .args(["run-task", "send", "--env", "local"])
-        .current_dir(super::root())
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
