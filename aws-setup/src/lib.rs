@@ -186,13 +186,6 @@ impl CallCounter {
             .map(|c| format!("{}:{}", c.service, c.operation))
             .collect()
     }
-
-    pub fn reset(&self) {
-        self.counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
 }
 
 impl Intercept for CallCounter {

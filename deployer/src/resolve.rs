@@ -191,13 +191,17 @@ async fn newest_image(aws: &Aws, env: &Environment, local: Option<&Target>) -> R
                 .task_definition(&env.file.task.family)
                 .send()
                 .await;
+            // The revision just read names the deployed image: no second read.
             if let Ok(out) = deployed
                 && let Some(td) = out.task_definition()
                 && td.registered_at().is_some_and(|at| at.secs() >= pushed)
-                && let Some(current) =
-                    crate::resources::deployed_digest(aws, &env.file.task.family).await?
+                && let Some(current) = td
+                    .container_definitions()
+                    .first()
+                    .and_then(|c| c.image())
+                    .and_then(|image| image.rsplit_once('@'))
             {
-                return Ok(current);
+                return Ok(current.1.to_owned());
             }
             return Ok(digest);
         }

@@ -223,17 +223,8 @@ impl Moto {
         format!("http://{}", self.server.addr)
     }
 
-    pub fn port(&self) -> u16 {
-        self.server.addr.port()
-    }
-
     pub fn addr(&self) -> SocketAddr {
         self.server.addr
-    }
-
-    /// Everything the server printed so far.
-    pub fn log(&self) -> String {
-        self.server.log()
     }
 }
 

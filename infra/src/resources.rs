@@ -140,14 +140,6 @@ pub enum Input {
 }
 
 impl Input {
-    /// The value, when known.
-    pub fn known(&self) -> Option<&str> {
-        match self {
-            Self::Known(v) => Some(v),
-            Self::Ref(_) => None,
-        }
-    }
-
     /// Replaces a `Ref` with its value when `lookup` knows it.
     pub fn resolve(&mut self, lookup: &impl Fn(&Ref) -> Option<String>) {
         if let Self::Ref(r) = self

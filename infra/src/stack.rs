@@ -30,12 +30,6 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn get(&self, id: &ResourceId) -> Option<&Resource> {
-        self.resources
-            .iter()
-            .find(|r| r.kind == id.kind && r.name == id.name)
-    }
-
     pub fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Resource> {
         self.resources.iter().filter(move |r| r.kind == kind)
     }
