@@ -5,10 +5,13 @@
 // The fakes' helpers return an axum error response itself; boxing it would add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod aws_seed;
 pub mod clickup;
+pub mod control;
 pub mod control_room;
 pub mod emulators;
 pub mod fault_proxy;
+pub mod generate;
 pub mod graph;
 pub mod qbo;
 pub mod server;

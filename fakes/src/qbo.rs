@@ -111,6 +111,8 @@ pub fn router(state: Shared) -> Router {
             "/qbo/v3/company/{realm}/invoice/{id}/send",
             post(send_invoice),
         )
+        .route("/qbo/v3/company/{realm}/invoice/{id}/pdf", get(invoice_pdf))
+        .route("/qbo/v3/company/{realm}/batch", post(batch))
         .with_state(state)
 }
 
@@ -230,35 +232,33 @@ async fn query(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
-    let parsed = match parse_query(&params.query) {
-        Ok(p) => p,
-        Err(e) => {
-            return fault(
-                StatusCode::BAD_REQUEST,
-                "ValidationFault",
-                "4000",
-                "Error parsing query",
-                &e,
-            );
+    match run_query(&q, &params.query) {
+        Ok(response) => {
+            Json(json!({"QueryResponse": response, "time": "2026-11-22T00:00:00.000-08:00"}))
+                .into_response()
         }
-    };
+        Err((code, detail)) => fault(
+            StatusCode::BAD_REQUEST,
+            "ValidationFault",
+            code,
+            "Error parsing query",
+            &detail,
+        ),
+    }
+}
+
+/// The `QueryResponse` object, or `(code, detail)` of the fault.
+fn run_query(q: &Qbo, text: &str) -> Result<Value, (&'static str, String)> {
+    let parsed = parse_query(text).map_err(|e| ("4000", e))?;
     let rows: &[Value] = match parsed.entity.as_str() {
         "Invoice" => &q.invoices,
         "Customer" => &q.customers,
         "Item" => &q.items,
-        other => {
-            return fault(
-                StatusCode::BAD_REQUEST,
-                "ValidationFault",
-                "4001",
-                "Invalid query",
-                &format!("unknown entity {other}"),
-            );
-        }
+        other => return Err(("4001", format!("unknown entity {other}"))),
     };
     let matching: Vec<Value> = rows.iter().filter(|r| parsed.matches(r)).cloned().collect();
     if parsed.count {
-        return Json(json!({"QueryResponse": {"totalCount": matching.len()}})).into_response();
+        return Ok(json!({"totalCount": matching.len()}));
     }
     let page: Vec<Value> = matching
         .into_iter()
@@ -270,8 +270,97 @@ async fn query(
     if !page.is_empty() {
         response[parsed.entity.as_str()] = Value::Array(page);
     }
-    Json(json!({"QueryResponse": response, "time": "2026-11-22T00:00:00.000-08:00"}))
-        .into_response()
+    Ok(response)
+}
+
+/// `{"BatchItemRequest":[{"bId","Query"} | {"bId","operation":"create","Invoice"}]}`,
+/// at most 30 items; each item succeeds or faults on its own.
+async fn batch(
+    State(state): State<Shared>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    Query(rid): Query<RequestId>,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut q = state.lock().expect("qbo state");
+    q.calls.push(("POST".into(), "/batch".into()));
+    if let Err(r) = authorize(&q, &headers, &realm) {
+        return r;
+    }
+    if let Some((status, replay)) = rid.requestid.as_ref().and_then(|r| q.replays.get(r)) {
+        return (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            Json(replay.clone()),
+        )
+            .into_response();
+    }
+    let items = body["BatchItemRequest"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if items.is_empty() || items.len() > 30 {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            "ValidationFault",
+            "4002",
+            "Invalid batch",
+            "a batch holds 1 to 30 items",
+        );
+    }
+    let mut answers = Vec::new();
+    for item in items {
+        let bid = item["bId"].clone();
+        let item_fault = |code: &str, detail: &str| json!({"bId": bid, "Fault": {"Error": [{"Message": detail, "Detail": detail, "code": code}], "type": "ValidationFault"}});
+        if let Some(text) = item["Query"].as_str() {
+            answers.push(match run_query(&q, text) {
+                Ok(r) => json!({"bId": bid, "QueryResponse": r}),
+                Err((code, detail)) => item_fault(code, &detail),
+            });
+        } else if item["operation"] == "create" && item["Invoice"].is_object() {
+            answers.push(match new_invoice(&mut q, item["Invoice"].clone()) {
+                Ok(inv) => json!({"bId": bid, "Invoice": inv}),
+                Err(_) => item_fault("6000", "the invoice was rejected"),
+            });
+        } else {
+            answers.push(item_fault("4003", "unsupported batch item"));
+        }
+    }
+    let response = json!({"BatchItemResponse": answers, "time": "2026-11-22T00:00:00.000-08:00"});
+    if let Some(r) = rid.requestid {
+        q.replays.insert(r, (200, response.clone()));
+    }
+    Json(response).into_response()
+}
+
+/// A small, valid-looking PDF naming the invoice.
+async fn invoice_pdf(
+    State(state): State<Shared>,
+    Path((realm, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let mut q = state.lock().expect("qbo state");
+    q.calls.push(("GET".into(), "/invoice/pdf".into()));
+    if let Err(r) = authorize(&q, &headers, &realm) {
+        return r;
+    }
+    match q.invoices.iter().find(|i| i["Id"] == id.as_str()) {
+        Some(inv) => (
+            [("content-type", "application/pdf")],
+            format!(
+                "%PDF-1.4\n% invoice {} for {}\n%%EOF\n",
+                inv["DocNumber"].as_str().unwrap_or_default(),
+                inv["CustomerRef"]["value"].as_str().unwrap_or_default()
+            ),
+        )
+            .into_response(),
+        None => fault(
+            StatusCode::BAD_REQUEST,
+            "ValidationFault",
+            "610",
+            "Object Not Found",
+            "Invoice not found",
+        ),
+    }
 }
 
 #[derive(Debug)]

@@ -4,13 +4,16 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::clickup::{self, ClickUp};
+use crate::control::{self, Control, Fault, Limits};
 use crate::control_room::{self, ControlRoom, Workspace};
 use crate::graph::{self, Graph};
 use crate::qbo::{self, Qbo};
@@ -24,6 +27,8 @@ pub struct Seed {
     pub clickup: (String, String, Vec<String>),
     /// Graph: `(tenant, client id, client secret)`.
     pub graph: (String, String, String),
+    /// Per service (see [`control::SERVICES`]); none by default.
+    pub limits: BTreeMap<String, Limits>,
 }
 
 /// The running server; stopped when dropped.
@@ -34,27 +39,59 @@ pub struct Fakes {
     pub control_room: control_room::Shared,
     pub clickup: clickup::Shared,
     pub graph: graph::Shared,
+    pub control: control::Shared,
     stop: Option<oneshot::Sender<()>>,
 }
 
 impl Fakes {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start(seed: &Seed) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(seed, 0).await
+    }
+
+    /// As [`Fakes::start`], on a given loopback port (0 picks a free one).
+    pub async fn start_on(seed: &Seed, port: u16) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let qbo = Arc::new(Mutex::new(Qbo::new(&seed.qbo)));
         let control_room = Arc::new(Mutex::new(ControlRoom::new(seed.workspaces.clone())));
         let (team, token, tasks) = &seed.clickup;
-        let clickup = Arc::new(Mutex::new(ClickUp::new(team, token, tasks.clone())));
+        let mut fake_clickup = ClickUp::new(team, token, tasks.clone());
+        if let Some(per_minute) = seed.limits.get("clickup").and_then(|l| l.per_minute) {
+            fake_clickup.limit = per_minute;
+        }
+        let clickup = Arc::new(Mutex::new(fake_clickup));
+        let control = Control::shared(seed.limits.clone());
         let (tenant, id, secret) = &seed.graph;
         let graph = Arc::new(Mutex::new(Graph::new(tenant, id, secret)));
         let app = qbo::router(Arc::clone(&qbo))
             .merge(graph::router(Arc::clone(&graph)))
             .merge(control_room::router(Arc::clone(&control_room)))
             .merge(clickup::router(Arc::clone(&clickup)))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&control),
+                control::layer,
+            ))
             .route(
                 "/_fakes/qbo/invoices",
                 get(invoices).with_state(Arc::clone(&qbo)),
+            )
+            .route(
+                "/_fakes/state",
+                get(state).with_state(Inspect {
+                    qbo: Arc::clone(&qbo),
+                    clickup: Arc::clone(&clickup),
+                    graph: Arc::clone(&graph),
+                    control: Arc::clone(&control),
+                }),
+            )
+            .route(
+                "/_fakes/faults",
+                post(add_fault).with_state(Arc::clone(&control)),
+            )
+            .route(
+                "/_fakes/limits",
+                post(set_limits).with_state(Arc::clone(&control)),
             );
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
@@ -70,6 +107,7 @@ impl Fakes {
             control_room,
             clickup,
             graph,
+            control,
             stop: Some(stop),
         })
     }
@@ -91,12 +129,15 @@ impl Default for Seed {
                 "graph-client".into(),
                 "graph-secret".into(),
             ),
+            limits: BTreeMap::new(),
         }
     }
 }
 
 impl Drop for Fakes {
     fn drop(&mut self) {
+        // Release calls a `HangAfter` fault holds, so the server can stop.
+        self.control.1.notify_waiters();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -106,4 +147,64 @@ impl Drop for Fakes {
 async fn invoices(State(qbo): State<qbo::Shared>) -> Json<Value> {
     let q = qbo.lock().expect("qbo state");
     Json(json!({"invoices": q.invoices()}))
+}
+
+#[derive(Clone)]
+struct Inspect {
+    qbo: qbo::Shared,
+    clickup: clickup::Shared,
+    graph: graph::Shared,
+    control: control::Shared,
+}
+
+/// Everything the fakes hold and saw: invoices, time entries, mails, uploads, and the
+/// per-service statistics (calls, most in flight, most in any minute, 429s).
+async fn state(State(s): State<Inspect>) -> Json<Value> {
+    let invoices = s.qbo.lock().expect("qbo state").invoices().to_vec();
+    let entries = s.clickup.lock().expect("clickup state").entries().to_vec();
+    let (mails, files) = {
+        let g = s.graph.lock().expect("graph state");
+        let mails: Vec<Value> = g
+            .mails
+            .iter()
+            .map(|(from, m)| json!({"from": from, "message": m}))
+            .collect();
+        let files: Vec<Value> = g
+            .files
+            .iter()
+            .map(|(path, bytes)| json!({"path": path, "size": bytes.len()}))
+            .collect();
+        (mails, files)
+    };
+    let control = s.control.0.lock().expect("control state").report();
+    Json(json!({
+        "invoices": invoices,
+        "time_entries": entries,
+        "mails": mails,
+        "files": files,
+        "stats": control["stats"],
+        "hung": control["hung"],
+        "calls": control["calls"],
+    }))
+}
+
+async fn add_fault(
+    State(control): State<control::Shared>,
+    Json(fault): Json<Fault>,
+) -> Json<Value> {
+    control.0.lock().expect("control state").add_fault(fault);
+    Json(json!({"ok": true}))
+}
+
+async fn set_limits(
+    State(control): State<control::Shared>,
+    Json(limits): Json<BTreeMap<String, Limits>>,
+) -> Json<Value> {
+    control
+        .0
+        .lock()
+        .expect("control state")
+        .limits
+        .extend(limits);
+    Json(json!({"ok": true}))
 }

@@ -1,0 +1,360 @@
+//! What every fake shares, as one axum middleware: per-service latency, in-flight and
+//! per-minute limits answered with the service's own 429, fault injection (fail or hang
+//! a given call, a client's calls, or a fraction of them) and the statistics tests and
+//! benches read back (calls, most in flight, most in any minute, every call's status).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// The services, told apart by the path prefix the server mounts them under.
+pub const SERVICES: [&str; 6] = ["qbo-oauth", "qbo", "clickup", "login", "graph", "robocorp"];
+
+/// The service a request path belongs to.
+pub fn service_of(path: &str) -> &'static str {
+    if path.starts_with("/qbo/oauth2") {
+        "qbo-oauth"
+    } else if path.starts_with("/qbo/") {
+        "qbo"
+    } else if path.starts_with("/clickup/") {
+        "clickup"
+    } else if path.starts_with("/login/") {
+        "login"
+    } else if path.starts_with("/graph/") {
+        "graph"
+    } else {
+        "robocorp"
+    }
+}
+
+/// One service's limits. ClickUp's per-minute limit is enforced by the ClickUp fake
+/// itself, which also sends the `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Added before every answer.
+    pub latency_ms: u64,
+    /// More requests than this at once get 429.
+    pub max_in_flight: Option<u32>,
+    /// More requests than this in any 60 s get 429.
+    pub per_minute: Option<u32>,
+}
+
+impl Limits {
+    /// QBO's documented limits per realm: 10 in flight, 500 per minute.
+    pub const QBO: Self = Self {
+        latency_ms: 0,
+        max_in_flight: Some(10),
+        per_minute: Some(500),
+    };
+}
+
+/// Which calls a fault hits: those of `service` whose method and path, or body,
+/// contain `matching`; of those, the `nth` (1-based) and the `times - 1` after it, or
+/// a deterministic `fraction` of them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub service: String,
+    #[serde(default)]
+    pub matching: Option<String>,
+    #[serde(default = "one")]
+    pub nth: u64,
+    #[serde(default = "one")]
+    pub times: u64,
+    #[serde(default)]
+    pub fraction: Option<f64>,
+    pub action: Action,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Answer with this status (and the service's error body) without running the call.
+    Status {
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// Run the call (its effect happens), then never answer: the moment a crash hurts
+    /// most. Released when the server stops.
+    HangAfter,
+}
+
+impl Fault {
+    /// Fails the `nth` call of `service` matching `text` once with `status`.
+    pub fn status(service: &str, matching: Option<&str>, nth: u64, status: u16) -> Self {
+        Self {
+            service: service.to_owned(),
+            matching: matching.map(str::to_owned),
+            nth,
+            times: 1,
+            fraction: None,
+            action: Action::Status {
+                status,
+                retry_after: None,
+            },
+        }
+    }
+
+    fn hits(&self, index: u64) -> bool {
+        match self.fraction {
+            // A fixed hash of the index: the same calls fail on every run.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(f) => {
+                (index.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54)
+                    < (f.clamp(0.0, 1.0) * 1024.0) as u64
+            }
+            None => index >= self.nth && index < self.nth + self.times,
+        }
+    }
+}
+
+/// One call as the fakes saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub service: &'static str,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// Milliseconds since the server started, when the call arrived.
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceStats {
+    pub calls: u64,
+    pub throttled: u64,
+    pub max_in_flight: u32,
+    pub max_per_minute: u32,
+    #[serde(skip)]
+    in_flight: u32,
+    #[serde(skip)]
+    recent: std::collections::VecDeque<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct Control {
+    pub limits: BTreeMap<String, Limits>,
+    pub faults: Vec<(Fault, u64)>,
+    pub stats: BTreeMap<&'static str, ServiceStats>,
+    pub calls: Vec<Call>,
+    /// Calls held by a `HangAfter` fault so far.
+    pub hung: u64,
+    started: Option<Instant>,
+}
+
+pub type Shared = Arc<(Mutex<Control>, Notify)>;
+
+impl Control {
+    pub fn shared(limits: BTreeMap<String, Limits>) -> Shared {
+        Arc::new((
+            Mutex::new(Self {
+                limits,
+                started: Some(Instant::now()),
+                ..Self::default()
+            }),
+            Notify::new(),
+        ))
+    }
+
+    pub fn add_fault(&mut self, fault: Fault) {
+        self.faults.push((fault, 0));
+    }
+
+    /// Statistics and the call log, for `/_fakes/state`.
+    pub fn report(&self) -> serde_json::Value {
+        json!({"stats": self.stats, "hung": self.hung, "calls": self.calls})
+    }
+}
+
+/// What the middleware decided before running the call.
+enum Verdict {
+    Run { hang: bool },
+    Answer(Response),
+}
+
+pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let service = service_of(request.uri().path());
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let (parts, body) = request.into_parts();
+    let body = to_bytes(body, 8 * 1024 * 1024).await.unwrap_or_default();
+    let text = format!(
+        "{method} {}?{} {}",
+        path,
+        parts.uri.query().unwrap_or_default(),
+        String::from_utf8_lossy(&body)
+    );
+    let (verdict, latency, at_ms) = {
+        let mut c = shared.0.lock().expect("control state");
+        let at_ms = c.started.map_or(0, |s| {
+            u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
+        });
+        let limits = c.limits.get(service).copied().unwrap_or_default();
+        let verdict = admit(&mut c, service, &text, limits);
+        (verdict, limits.latency_ms, at_ms)
+    };
+    let record = |status: u16, throttled: bool| {
+        let mut c = shared.0.lock().expect("control state");
+        let s = c.stats.entry(service).or_default();
+        s.calls += 1;
+        if throttled {
+            s.throttled += 1;
+        }
+        c.calls.push(Call {
+            service,
+            method: method.clone(),
+            path: path.clone(),
+            status,
+            at_ms,
+        });
+    };
+    let hang = match verdict {
+        Verdict::Answer(response) => {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+            let status = response.status().as_u16();
+            record(status, status == 429);
+            return response;
+        }
+        Verdict::Run { hang } => hang,
+    };
+    tokio::time::sleep(Duration::from_millis(latency)).await;
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    {
+        let mut c = shared.0.lock().expect("control state");
+        if let Some(s) = c.stats.get_mut(service) {
+            s.in_flight = s.in_flight.saturating_sub(1);
+        }
+        if hang {
+            c.hung += 1;
+        }
+    }
+    let status = response.status().as_u16();
+    record(status, status == 429);
+    if hang {
+        shared.1.notified().await;
+    }
+    response
+}
+
+/// Counts the call against the limits and faults, in that order.
+fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> Verdict {
+    let now = Instant::now();
+    let s = c.stats.entry(service).or_default();
+    while s
+        .recent
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_mins(1))
+    {
+        s.recent.pop_front();
+    }
+    if limits.max_in_flight.is_some_and(|max| s.in_flight >= max) {
+        return Verdict::Answer(throttled(service, None));
+    }
+    if service != "clickup"
+        && limits
+            .per_minute
+            .is_some_and(|max| s.recent.len() >= max as usize)
+    {
+        let wait = s
+            .recent
+            .front()
+            .map_or(60, |t| 60 - now.duration_since(*t).as_secs().min(59));
+        return Verdict::Answer(throttled(service, Some(wait)));
+    }
+    let mut verdict = Verdict::Run { hang: false };
+    for (fault, seen) in &mut c.faults {
+        if fault.service != service || fault.matching.as_deref().is_some_and(|m| !text.contains(m))
+        {
+            continue;
+        }
+        *seen += 1;
+        if !fault.hits(*seen) {
+            continue;
+        }
+        verdict = match &fault.action {
+            Action::Status {
+                status,
+                retry_after,
+            } => Verdict::Answer(error(service, *status, *retry_after)),
+            Action::HangAfter => Verdict::Run { hang: true },
+        };
+        break;
+    }
+    if let Verdict::Run { .. } = verdict {
+        let s = c.stats.entry(service).or_default();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        s.recent.push_back(now);
+        s.max_per_minute = s
+            .max_per_minute
+            .max(u32::try_from(s.recent.len()).unwrap_or(u32::MAX));
+    }
+    verdict
+}
+
+fn throttled(service: &str, retry_after: Option<u64>) -> Response {
+    error(service, 429, retry_after)
+}
+
+/// The service's own error body for `status`.
+fn error(service: &str, status: u16, retry_after: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match (service, status) {
+        ("qbo", 429) => {
+            json!({"Fault": {"Error": [{"Message": "message=ThrottleExceeded; errorCode=003001; statusCode=429", "Detail": "The request limit was reached.", "code": "003001"}], "type": "ThrottleExceeded"}})
+        }
+        ("qbo", _) => {
+            json!({"Fault": {"Error": [{"Message": "An application error has occurred", "Detail": "injected fault", "code": "10000"}], "type": "SystemFault"}})
+        }
+        ("clickup", 429) => json!({"err": "Rate limit reached", "ECODE": "APP_002"}),
+        ("clickup", _) => json!({"err": "Internal error", "ECODE": "APP_001"}),
+        ("graph", 429) => {
+            json!({"error": {"code": "TooManyRequests", "message": "Too many requests."}})
+        }
+        _ => json!({"error": {"code": "injected", "message": format!("injected status {status}")}}),
+    };
+    let mut response = (code, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(
+            "retry-after",
+            HeaderValue::from_str(&secs.to_string()).expect("digits"),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fraction_fault_hits_about_that_share_of_calls() {
+        let f = Fault {
+            fraction: Some(0.25),
+            ..Fault::status("qbo", None, 1, 500)
+        };
+        let hits = (1..=4000).filter(|i| f.hits(*i)).count();
+        assert!((800..1200).contains(&hits), "{hits} of 4000");
+        let nth = Fault {
+            times: 2,
+            ..Fault::status("qbo", None, 3, 500)
+        };
+        let hit: Vec<u64> = (1..=6).filter(|i| nth.hits(*i)).collect();
+        assert_eq!(hit, [3, 4]);
+    }
+}

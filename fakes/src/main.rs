@@ -1,0 +1,116 @@
+//! `fakes`: serves the SaaS stand-ins on one loopback port, seeded with a generated
+//! month, and optionally writes the matching secrets and client table into an AWS
+//! endpoint. Runs until interrupted.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fakes::control::Limits;
+use fakes::server::Fakes;
+
+/// Local stand-ins of QuickBooks Online, ClickUp, Microsoft Graph and Control Room.
+#[derive(Debug, Parser)]
+#[command(name = "fakes", version, max_term_width = 100)]
+struct Cli {
+    /// Loopback port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Generated clients (at least 9: the first nine are the problem cases)
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Month the generated runs fall in, YYYY-MM (default: last month)
+    #[arg(long)]
+    period: Option<String>,
+    /// Latency added to every call, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Enforce the real services' limits: QBO 10 in flight and 500/min, ClickUp
+    /// 1,000/min (Business Plus)
+    #[arg(long)]
+    real_limits: bool,
+    /// Write the month's secrets and client table into this AWS endpoint (moto)
+    #[arg(long, value_name = "URL")]
+    seed_aws: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (year, mon) = match cli.period.as_deref().map(parse_period) {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => {
+            eprintln!("error: --period: {e}");
+            return ExitCode::from(2);
+        }
+        None => {
+            let today = jiff::Zoned::now().date();
+            let last = today.first_of_month().yesterday().expect("in range");
+            (last.year(), last.month())
+        }
+    };
+    if cli.clients < 9 {
+        eprintln!("error: --clients must be at least 9");
+        return ExitCode::from(2);
+    }
+    let mut month = fakes::generate::month(cli.clients, year, mon);
+    let mut limits = BTreeMap::new();
+    for service in fakes::control::SERVICES {
+        let mut l = if cli.real_limits && service == "qbo" {
+            Limits::QBO
+        } else {
+            Limits::default()
+        };
+        if cli.real_limits && service == "clickup" {
+            l.per_minute = Some(1000);
+        }
+        l.latency_ms = cli.latency_ms;
+        limits.insert(service.to_owned(), l);
+    }
+    month.seed.limits = limits;
+    if let Some(endpoint) = &cli.seed_aws {
+        let config = aws_setup::load(&aws_setup::AwsOptions {
+            endpoint_url: Some(endpoint.clone()),
+            ..aws_setup::AwsOptions::default()
+        })
+        .await;
+        if let Err(e) = fakes::aws_seed::seed(&config, &month, fakes::generate::TABLE).await {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let server = match Fakes::start_on(&month.seed, cli.port).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", cli.port);
+            return ExitCode::from(1);
+        }
+    };
+    println!(
+        "fakes listening on {} ({} clients, runs in {year}-{mon:02}, {} to invoice)",
+        server.url(),
+        cli.clients,
+        month.invoiced().count()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    drop(server);
+    ExitCode::SUCCESS
+}
+
+fn parse_period(s: &str) -> Result<(i16, i8), String> {
+    let bad = || format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10");
+    let (y, m) = s.split_once('-').ok_or_else(bad)?;
+    let (y, m) = (
+        y.parse::<i16>().map_err(|_| bad())?,
+        m.parse::<i8>().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&m) || !(2000..=2100).contains(&y) {
+        return Err(bad());
+    }
+    Ok((y, m))
+}
