@@ -1,12 +1,35 @@
 //! `qbo-invoice-processor`: the monthly create-invoices and daily send-invoices jobs.
-//! This build parses the job's command line; the jobs themselves are not in it yet,
-//! so any run stops with exit code 3 and says so.
+//! This file parses the command line, reads the configuration and runs one job; the
+//! work lives in `jobs/`, the API clients in `api/`.
+
+mod api;
+mod clients;
+mod config;
+mod error;
+mod jobs;
+mod report;
+mod secrets;
 
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{ArgGroup, Parser};
+use jiff::civil::Date;
+
+use crate::clients::{Selection, Shard};
+use crate::config::Config;
+use crate::error::Error;
+use crate::jobs::{Context, Summary};
 
 /// Bills the practice's clients for robot minutes through QuickBooks Online.
+///
+/// Configuration comes from environment variables (QBO_SECRET_NAME, CLICKUP_SECRET_NAME,
+/// ROBOCORP_API_SECRET_NAME, MSGRAPH_SECRET_NAME, DYNAMODB_TABLE_ROBOCORP_CLIENTS,
+/// BOOKKEEPER_EMAIL, SENDER_EMAIL, EXCLUDED_CUSTOMERS, BILLING_TIMEZONE, ...; see the
+/// README). Logs are JSON lines on stdout; the last is `run_finished`.
+///
+/// Exit codes: 0 all done, 1 some clients or invoices failed (the rest completed),
+/// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable).
 #[derive(Debug, Parser)]
 #[command(name = "qbo-invoice-processor", version, max_term_width = 100)]
 #[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices"])))]
@@ -17,15 +40,114 @@ struct Cli {
     /// Daily: send QBO invoices waiting to be sent, then email the bookkeeper a summary
     #[arg(long)]
     send_invoices: bool,
+    /// Show what would be created or sent; write nothing (a rotated QBO refresh token
+    /// is still saved, or it would be lost)
+    #[arg(long)]
+    dry_run: bool,
+    /// Only these client ids, e.g. 10001-10050 or 10007 (overrides LOWER_CLIENT_ID and
+    /// UPPER_CLIENT_ID)
+    #[arg(long, value_name = "FROM-TO", value_parser = parse_range)]
+    clients: Option<(u64, u64)>,
+    /// Bill this month instead of last month, e.g. 2026-10
+    #[arg(long, value_name = "YYYY-MM", value_parser = parse_period)]
+    period: Option<Date>,
+    /// Take only shard K of N (clients whose id mod N is K-1), e.g. 2/4
+    #[arg(long, value_name = "K/N")]
+    shard: Option<Shard>,
+    /// Clients billed at once; each service's own limits hold regardless
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Where --send-invoices --dry-run writes the summary email it would send
+    #[arg(long, value_name = "FILE", default_value = "sent_invoices_email.html")]
+    email_out: std::path::PathBuf,
 }
 
-fn main() -> ExitCode {
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("{s:?} is not a client range; write FROM-TO (e.g. 10001-10050) or one id");
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi) = (
+        lo.trim().parse::<u64>().map_err(|_| bad())?,
+        hi.trim().parse::<u64>().map_err(|_| bad())?,
+    );
+    if lo > hi {
+        return Err(format!("{s:?} runs backwards; write the lower id first"));
+    }
+    Ok((lo, hi))
+}
+
+fn parse_period(s: &str) -> Result<Date, String> {
+    let bad = || format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10");
+    let (y, m) = s.split_once('-').ok_or_else(bad)?;
+    let (y, m) = (
+        y.parse::<i16>().map_err(|_| bad())?,
+        m.parse::<i8>().map_err(|_| bad())?,
+    );
+    if !(2000..=2100).contains(&y) {
+        return Err(bad());
+    }
+    Date::new(y, m, 1).map_err(|_| bad())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    report::init();
     let job = if cli.create_invoices {
         "create-invoices"
     } else {
         "send-invoices"
     };
-    eprintln!("error: the {job} job is not part of this build yet");
-    ExitCode::from(3)
+    let started = Instant::now();
+    let result = run(&cli).await;
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(summary) => {
+            summary.log_finished(ms);
+            ExitCode::from(summary.exit_code())
+        }
+        Err(e) => {
+            tracing::error!(event = "run_failed", job, error = %e);
+            tracing::info!(
+                event = "run_finished",
+                job,
+                success = false,
+                dry_run = cli.dry_run,
+                exit_code = e.exit_code(),
+                duration_ms = ms
+            );
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<Summary, Error> {
+    let config = Config::from_vars(|k| std::env::var(k).ok()).map_err(Error::Config)?;
+    if cli.send_invoices {
+        if cli.period.is_some() || cli.shard.is_some() || cli.clients.is_some() {
+            return Err(Error::Usage(
+                "--period, --shard and --clients choose clients to bill; --send-invoices sends every waiting invoice".into(),
+                "leave them out of --send-invoices".into(),
+            ));
+        }
+        config.check_send().map_err(Error::Config)?;
+    }
+    let selection = Selection {
+        range: cli
+            .clients
+            .map_or(config.client_range, |(lo, hi)| (Some(lo), Some(hi))),
+        shard: cli.shard,
+    };
+    let ctx = Context::load(config).await?;
+    if cli.create_invoices {
+        let opts = jobs::create::Options {
+            dry_run: cli.dry_run,
+            period: cli.period,
+            selection,
+            concurrency: usize::from(cli.concurrency),
+        };
+        jobs::create::run(&ctx, &opts).await
+    } else {
+        jobs::send::run(&ctx, cli.dry_run, &cli.email_out).await
+    }
 }

@@ -25,6 +25,8 @@ pub struct ClickUp {
     entries: Vec<Value>,
     /// Requests allowed per token per minute (100 on the Free to Business plans).
     pub limit: u32,
+    /// How long one budget lasts: a minute, as ClickUp's; tests shorten it.
+    pub window_length: Duration,
     window: (Instant, u32),
     next_id: u64,
     /// Every call, for tests: `(method, path, status)`.
@@ -41,6 +43,7 @@ impl ClickUp {
             tasks,
             entries: Vec::new(),
             limit: 100,
+            window_length: WINDOW,
             window: (Instant::now(), 0),
             next_id: 1,
             calls: Vec::new(),
@@ -53,7 +56,7 @@ impl ClickUp {
 
     /// Counts a request against the window; the headers to send and whether it passes.
     fn admit(&mut self) -> (Vec<(HeaderName, HeaderValue)>, bool) {
-        if self.window.0.elapsed() >= WINDOW {
+        if self.window.0.elapsed() >= self.window_length {
             self.window = (Instant::now(), 0);
         }
         let allowed = self.window.1 < self.limit;
@@ -61,7 +64,7 @@ impl ClickUp {
             self.window.1 += 1;
         }
         let reset = SystemTime::now()
-            .checked_add(WINDOW.saturating_sub(self.window.0.elapsed()))
+            .checked_add(self.window_length.saturating_sub(self.window.0.elapsed()))
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
         let header = |name: &'static str, v: String| {

@@ -1,0 +1,145 @@
+//! ClickUp API v2: time entries on a task (list, create). Personal-token auth; the
+//! per-token minute budget starts at the lowest plan's 100 and follows the
+//! `X-RateLimit-*` headers ClickUp sends on every answer.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+
+use super::limits::Limiter;
+use super::{Api, ApiError};
+use crate::secrets::{ClickUpSecret, Redacted};
+
+const SERVICE: &str = "clickup";
+
+#[derive(Debug)]
+pub struct ClickUp {
+    api: Api,
+    base: String,
+    team: String,
+    token: Redacted,
+}
+
+/// One time entry, as far as the job reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub description: String,
+    pub duration_ms: i64,
+}
+
+impl ClickUp {
+    pub fn new(secret: &ClickUpSecret, base: &str) -> Self {
+        Self {
+            api: Api::new(
+                SERVICE,
+                Duration::from_secs(30),
+                Limiter::new(None, Some(100)),
+            ),
+            base: base.to_owned(),
+            team: secret.team_id.clone(),
+            token: secret.api_token.clone(),
+        }
+    }
+
+    /// The task's entries starting in `[start_ms, end_ms]`.
+    pub async fn entries(
+        &self,
+        task: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Entry>, ApiError> {
+        let url = format!("{}/team/{}/time_entries", self.base, self.team);
+        let (start, end) = (start_ms.to_string(), end_ms.to_string());
+        let answer = self
+            .api
+            .call(
+                |c| {
+                    c.get(&url)
+                        .header("authorization", self.token.expose())
+                        .query(&[
+                            ("task_id", task),
+                            ("start_date", &start),
+                            ("end_date", &end),
+                        ])
+                },
+                error_of,
+            )
+            .await?;
+        let v = answer.json(SERVICE)?;
+        Ok(v["data"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| Entry {
+                        id: text(&e["id"]),
+                        description: e["description"].as_str().unwrap_or_default().to_owned(),
+                        // Durations come as strings of milliseconds.
+                        duration_ms: text(&e["duration"]).parse().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// A billable entry on `task`; ClickUp has no idempotency key, so callers list first.
+    pub async fn create_entry(
+        &self,
+        task: &str,
+        start_ms: i64,
+        duration_ms: i64,
+        description: &str,
+    ) -> Result<String, ApiError> {
+        let url = format!("{}/team/{}/time_entries", self.base, self.team);
+        let body = json!({
+            "tid": task,
+            "start": start_ms,
+            "duration": duration_ms,
+            "billable": true,
+            "description": description,
+        });
+        let answer = self
+            .api
+            .call(
+                |c| {
+                    c.post(&url)
+                        .header("authorization", self.token.expose())
+                        .json(&body)
+                },
+                error_of,
+            )
+            .await?;
+        let v = answer.json(SERVICE)?;
+        // The spec shows a flat body; the service wraps it in `data`.
+        let entry = if v["data"].is_object() {
+            &v["data"]
+        } else {
+            &v
+        };
+        Ok(text(&entry["id"]))
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `{"err": "...", "ECODE": "..."}`.
+fn error_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let message = v["err"]
+        .as_str()
+        .map_or_else(|| format!("answered {status}"), str::to_owned);
+    ApiError {
+        code: v["ECODE"].as_str().map(str::to_owned),
+        fatal: status == StatusCode::UNAUTHORIZED,
+        ..ApiError::new(SERVICE, Some(status.as_u16()), message)
+    }
+}

@@ -1,0 +1,112 @@
+//! Robocorp (Sema4.ai) Control Room API v1: a workspace (to check the key belongs to
+//! the client's organization) and its process runs, following `next` while `has_more`.
+//! Each workspace has its own key (`Authorization: RC-WSKEY KEY`).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::limits::Limiter;
+use super::{Api, ApiError};
+use crate::secrets::Redacted;
+
+const SERVICE: &str = "robocorp";
+/// Runs asked for per page.
+const PAGE: &str = "100";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Run {
+    pub id: String,
+    pub state: String,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// Seconds; may be null.
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RunsPage {
+    next: Option<String>,
+    #[serde(default)]
+    has_more: bool,
+    data: Vec<Run>,
+}
+
+#[derive(Debug)]
+pub struct ControlRoom {
+    api: Api,
+    base: String,
+}
+
+impl ControlRoom {
+    pub fn new(base: &str) -> Self {
+        Self {
+            api: Api::new(SERVICE, Duration::from_secs(60), Limiter::default()),
+            base: base.to_owned(),
+        }
+    }
+
+    /// The organization id the workspace belongs to.
+    pub async fn organization(&self, workspace: &str, key: &Redacted) -> Result<String, ApiError> {
+        let url = format!("{}/workspaces/{workspace}", self.base);
+        let v = self.get(&url, key).await?;
+        Ok(v["organization"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Every process run of the workspace (the API has no date filter).
+    pub async fn runs(&self, workspace: &str, key: &Redacted) -> Result<Vec<Run>, ApiError> {
+        let mut url = format!(
+            "{}/workspaces/{workspace}/process-runs?limit={PAGE}",
+            self.base
+        );
+        let mut runs = Vec::new();
+        loop {
+            let v = self.get(&url, key).await?;
+            let page: RunsPage = serde_json::from_value(v).map_err(|e| {
+                ApiError::new(
+                    SERVICE,
+                    Some(200),
+                    format!("process runs of {workspace} have an unexpected shape: {e}"),
+                )
+            })?;
+            runs.extend(page.data);
+            match page.next {
+                Some(next) if page.has_more => url = next,
+                _ => return Ok(runs),
+            }
+        }
+    }
+
+    async fn get(&self, url: &str, key: &Redacted) -> Result<Value, ApiError> {
+        let answer = self
+            .api
+            .call(
+                |c| {
+                    c.get(url)
+                        .header("authorization", format!("RC-WSKEY {}", key.expose()))
+                },
+                error_of,
+            )
+            .await?;
+        answer.json(SERVICE)
+    }
+}
+
+/// `{"error": {"code", "message"}}`.
+fn error_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let message = v["error"]["message"]
+        .as_str()
+        .map_or_else(|| format!("answered {status}"), str::to_owned);
+    ApiError {
+        code: v["error"]["code"].as_str().map(str::to_owned),
+        ..ApiError::new(SERVICE, Some(status.as_u16()), message)
+    }
+}

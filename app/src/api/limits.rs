@@ -1,0 +1,178 @@
+//! Client-side limits, held before a request leaves: at most N in flight, and at most
+//! M in any 60 s. When the service reports its budget in `X-RateLimit-*` headers
+//! (ClickUp), that budget replaces the local count: calls go out while it lasts, then
+//! wait for the reset time it names.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use reqwest::header::HeaderMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+const WINDOW: Duration = Duration::from_mins(1);
+
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    sent: VecDeque<Instant>,
+    /// The budget the service last reported: requests left, and when it refills.
+    /// Once the service has reported one, it replaces the local count for good.
+    budget: Option<(u64, Instant)>,
+    reported: bool,
+    /// Nothing goes out before then (after a 429).
+    paused_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Limiter {
+    in_flight: Option<Arc<Semaphore>>,
+    window: Option<Arc<Mutex<Window>>>,
+}
+
+/// Held while a request is in flight.
+#[derive(Debug)]
+pub struct Permit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl Limiter {
+    pub fn new(in_flight: Option<usize>, per_minute: Option<usize>) -> Self {
+        Self {
+            in_flight: in_flight.map(|n| Arc::new(Semaphore::new(n))),
+            window: per_minute.map(|limit| {
+                Arc::new(Mutex::new(Window {
+                    limit,
+                    sent: VecDeque::new(),
+                    budget: None,
+                    reported: false,
+                    paused_until: None,
+                }))
+            }),
+        }
+    }
+
+    /// Waits for a slot in flight, then for room in the window.
+    pub async fn acquire(&self) -> Permit {
+        let permit = match &self.in_flight {
+            Some(s) => Some(Arc::clone(s).acquire_owned().await.expect("never closed")),
+            None => None,
+        };
+        if let Some(window) = &self.window {
+            loop {
+                let wait = {
+                    let mut w = window.lock().expect("limiter");
+                    let now = Instant::now();
+                    while w
+                        .sent
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+                    {
+                        w.sent.pop_front();
+                    }
+                    if w.reported {
+                        match &mut w.budget {
+                            Some((0, reset)) if *reset > now => Some(*reset - now),
+                            Some((left, reset)) if *reset > now => {
+                                *left -= 1;
+                                None
+                            }
+                            // A new window: the next answer says how much is left.
+                            _ => None,
+                        }
+                    } else {
+                        match w.paused_until {
+                            Some(until) if until > now => Some(until - now),
+                            _ if w.sent.len() < w.limit => {
+                                w.paused_until = None;
+                                w.sent.push_back(now);
+                                None
+                            }
+                            _ => w
+                                .sent
+                                .front()
+                                .map(|t| WINDOW.saturating_sub(now.duration_since(*t))),
+                        }
+                    }
+                };
+                match wait {
+                    None => break,
+                    Some(d) => tokio::time::sleep(d.max(Duration::from_millis(5))).await,
+                }
+            }
+        }
+        Permit(permit)
+    }
+
+    /// Learns from `X-RateLimit-Limit/Remaining/Reset` (Unix seconds).
+    pub fn observe(&self, headers: &HeaderMap) {
+        let Some(window) = &self.window else { return };
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let mut w = window.lock().expect("limiter");
+        if let Some(limit) = num("x-ratelimit-limit").filter(|l| *l > 0) {
+            w.limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        }
+        if let (Some(left), Some(reset)) = (num("x-ratelimit-remaining"), num("x-ratelimit-reset"))
+        {
+            // Reset is in whole seconds: wait for the second after it.
+            let reset = Instant::now() + until_unix(reset + 1);
+            // Answers overtake each other: within one window, the lowest count wins, as
+            // calls sent since an answer left the service are not in it.
+            w.budget = Some(match w.budget {
+                Some((mine, known))
+                    if known.max(reset) - known.min(reset) < Duration::from_millis(1500) =>
+                {
+                    (mine.min(left), known)
+                }
+                _ => (left, reset),
+            });
+            w.reported = true;
+        }
+    }
+
+    /// Stops every caller until `wait` has passed (after a 429).
+    pub fn pause(&self, wait: Duration) {
+        if let Some(window) = &self.window {
+            let mut w = window.lock().expect("limiter");
+            let until = Instant::now() + wait;
+            w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
+            if let Some((left, reset)) = &mut w.budget {
+                *left = 0;
+                *reset = (*reset).max(until);
+            }
+        }
+    }
+}
+
+/// How long until the Unix time `secs` (zero when it has passed).
+pub fn until_unix(secs: u64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(secs).saturating_sub(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_window_holds_the_rate_and_learns_the_limit_from_headers() {
+        let l = Limiter::new(Some(2), Some(3));
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            drop(l.acquire().await);
+        }
+        assert!(start.elapsed() < Duration::from_secs(1));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-limit", "5".parse().unwrap());
+        l.observe(&headers);
+        for _ in 0..2 {
+            drop(l.acquire().await);
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "learned limit 5");
+    }
+}

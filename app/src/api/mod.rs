@@ -1,0 +1,242 @@
+//! Typed clients of the four SaaS APIs, over one retrying HTTP core: every call has a
+//! timeout, waits for the service's client-side limits, and retries 429, 5xx and
+//! transport errors with jittered exponential backoff (honouring `Retry-After` and
+//! `X-RateLimit-Reset`), bounded in attempts and in total time. Other 4xx never retry.
+
+pub mod clickup;
+pub mod control_room;
+pub mod graph;
+pub mod limits;
+pub mod qbo;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::{RequestBuilder, StatusCode};
+use serde_json::Value;
+
+use self::limits::{Limiter, until_unix};
+
+/// A call that did not succeed: which service, the HTTP status (none for a transport
+/// error), the service's error code when it gave one, and its message.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{service}: {message}{}", code.as_ref().map(|c| format!(" (code {c})")).unwrap_or_default())]
+pub struct ApiError {
+    pub service: &'static str,
+    pub status: Option<u16>,
+    pub code: Option<String>,
+    pub message: String,
+    /// The whole run cannot go on (credentials rejected, the token not persisted).
+    pub fatal: bool,
+}
+
+impl ApiError {
+    pub fn new(service: &'static str, status: Option<u16>, message: impl Into<String>) -> Self {
+        Self {
+            service,
+            status,
+            code: None,
+            message: message.into(),
+            fatal: false,
+        }
+    }
+}
+
+/// How hard to try: attempts, total time, and the backoff's base and cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub budget: Duration,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 8,
+            budget: Duration::from_mins(10),
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One service's HTTP client, limits and retry policy.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub service: &'static str,
+    http: reqwest::Client,
+    pub limiter: Limiter,
+    retry: Retry,
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn json(&self, service: &'static str) -> Result<Value, ApiError> {
+        if self.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&self.body).map_err(|e| {
+            ApiError::new(
+                service,
+                Some(self.status.as_u16()),
+                format!("answered with a body that is not JSON ({e})"),
+            )
+        })
+    }
+}
+
+impl Api {
+    /// `timeout` bounds each attempt; QBO documents 120 s for its own requests.
+    pub fn new(service: &'static str, timeout: Duration, limiter: Limiter) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(timeout)
+            .user_agent(concat!("qbo-invoice-processor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend loads");
+        Self {
+            service,
+            http,
+            limiter,
+            retry: Retry::default(),
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends the request `build` makes (again on each attempt) and returns the first
+    /// 2xx answer; `error` turns a non-2xx answer into the service's error.
+    pub async fn call(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        error: impl Fn(StatusCode, &HeaderMap, &[u8]) -> ApiError,
+    ) -> Result<Answer, ApiError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = self.limiter.acquire().await;
+            let sent = build(&self.http).send().await;
+            let (wait, last) = match sent {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    self.limiter.observe(&headers);
+                    let body = response.bytes().await.map(|b| b.to_vec());
+                    drop(permit);
+                    match body {
+                        Ok(body) if status.is_success() => {
+                            return Ok(Answer {
+                                status,
+                                headers,
+                                body,
+                            });
+                        }
+                        Ok(body) => {
+                            let err = error(status, &headers, &body);
+                            if status == StatusCode::TOO_MANY_REQUESTS {
+                                let wait =
+                                    server_wait(&headers).unwrap_or_else(|| self.backoff(attempt));
+                                self.limiter.pause(wait);
+                                tracing::info!(
+                                    event = "throttled",
+                                    service = self.service,
+                                    wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+                                );
+                                (wait, err)
+                            } else if status.is_server_error() {
+                                (
+                                    server_wait(&headers).unwrap_or_else(|| self.backoff(attempt)),
+                                    err,
+                                )
+                            } else {
+                                return Err(err);
+                            }
+                        }
+                        Err(e) => (
+                            self.backoff(attempt),
+                            ApiError::new(
+                                self.service,
+                                Some(status.as_u16()),
+                                format!("the answer broke off: {e}"),
+                            ),
+                        ),
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    let what = if e.is_timeout() {
+                        "timed out"
+                    } else if e.is_connect() {
+                        "could not connect"
+                    } else {
+                        "failed"
+                    };
+                    (
+                        self.backoff(attempt),
+                        ApiError::new(
+                            self.service,
+                            None,
+                            format!("the request {what}: {}", without_url(&e)),
+                        ),
+                    )
+                }
+            };
+            if attempt >= self.retry.attempts || started.elapsed() + wait > self.retry.budget {
+                return Err(ApiError {
+                    message: format!("{} (gave up after {attempt} attempts)", last.message),
+                    ..last
+                });
+            }
+            tracing::debug!(event = "retry", service = self.service, attempt, error = %last);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Full jitter over an exponential ceiling.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .retry
+            .base
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.retry.cap);
+        ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
+}
+
+/// `Retry-After` (seconds), else `X-RateLimit-Reset` (Unix seconds) when the budget is
+/// spent; capped at two minutes.
+fn server_wait(headers: &HeaderMap) -> Option<Duration> {
+    let num = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let wait = num("retry-after")
+        .map(Duration::from_secs)
+        .or_else(|| num("x-ratelimit-reset").map(until_unix))?;
+    Some(wait.clamp(Duration::from_millis(100), Duration::from_mins(2)))
+}
+
+/// reqwest's message names the URL, which may carry a query; keep only the cause.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = source {
+        last = Some(s.to_string());
+        source = s.source();
+    }
+    last.unwrap_or_else(|| "no detail".into())
+}

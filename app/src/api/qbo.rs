@@ -1,0 +1,408 @@
+//! QuickBooks Online: OAuth refresh with the rotated refresh token written back to
+//! Secrets Manager before any other call, queries paged by STARTPOSITION/MAXRESULTS,
+//! batch requests, invoice create with `requestid`, send and PDF. Faults are read from
+//! the body on any status (QBO sometimes answers 200 with a Fault), in both the usual
+//! and the lowercase 401 shape. At most 10 requests in flight and 500 per minute.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use super::limits::Limiter;
+use super::{Api, ApiError};
+use crate::secrets::{QboEnvironment, QboSecret, Redacted, Secrets};
+
+const SERVICE: &str = "qbo";
+const MINOR_VERSION: &str = "75";
+/// QBO's largest page.
+pub const PAGE: usize = 1000;
+/// Recommended most items per batch request.
+pub const BATCH: usize = 30;
+
+#[derive(Debug)]
+struct Tokens {
+    access: Option<(Redacted, Instant)>,
+    refresh: Redacted,
+    /// The whole secret JSON, so the write-back keeps its other keys.
+    whole: Redacted,
+}
+
+#[derive(Debug)]
+pub struct Qbo {
+    api: Api,
+    auth: Api,
+    base: String,
+    token_url: String,
+    client_id: String,
+    client_secret: Redacted,
+    tokens: Mutex<Tokens>,
+    secrets: Secrets,
+    secret_name: String,
+}
+
+impl Qbo {
+    pub fn new(
+        secret: &QboSecret,
+        whole: Redacted,
+        api_base: Option<&str>,
+        token_url: &str,
+        secrets: Secrets,
+        secret_name: &str,
+    ) -> Self {
+        let host = api_base.map_or_else(
+            || match secret.environment {
+                QboEnvironment::Production => "https://quickbooks.api.intuit.com".to_owned(),
+                QboEnvironment::Sandbox => "https://sandbox-quickbooks.api.intuit.com".to_owned(),
+            },
+            str::to_owned,
+        );
+        Self {
+            api: Api::new(
+                SERVICE,
+                Duration::from_secs(120),
+                Limiter::new(Some(10), Some(500)),
+            ),
+            auth: Api::new("qbo-oauth", Duration::from_secs(30), Limiter::default()),
+            base: format!("{host}/v3/company/{}", secret.realm_id),
+            token_url: token_url.to_owned(),
+            client_id: secret.client_id.clone(),
+            client_secret: secret.client_secret.clone(),
+            tokens: Mutex::new(Tokens {
+                access: None,
+                refresh: secret.refresh_token.clone(),
+                whole,
+            }),
+            secrets,
+            secret_name: secret_name.to_owned(),
+        }
+    }
+
+    /// A valid access token, refreshing (one caller at a time) when needed.
+    async fn access_token(&self) -> Result<Redacted, ApiError> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some((token, expires)) = &tokens.access
+            && *expires > Instant::now() + Duration::from_mins(2)
+        {
+            return Ok(token.clone());
+        }
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.client_id,
+            self.client_secret.expose()
+        ));
+        let refresh = tokens.refresh.clone();
+        let answer = self
+            .auth
+            .call(
+                |c| {
+                    c.post(&self.token_url)
+                        .header("authorization", format!("Basic {basic}"))
+                        .header("accept", "application/json")
+                        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.expose())])
+                },
+                |status, _, body| {
+                    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+                    let code = v["error"].as_str().unwrap_or("unknown").to_owned();
+                    let message = if code == "invalid_grant" {
+                        format!(
+                            "the refresh token in {} was rejected (invalid_grant): it is stale, expired or revoked",
+                            self.secret_name
+                        )
+                    } else {
+                        format!("the token endpoint answered {status} ({code})")
+                    };
+                    ApiError { code: Some(code), fatal: true, ..ApiError::new("qbo-oauth", Some(status.as_u16()), message) }
+                },
+            )
+            .await?;
+        let v = answer.json("qbo-oauth")?;
+        let (Some(access), Some(new_refresh)) =
+            (v["access_token"].as_str(), v["refresh_token"].as_str())
+        else {
+            return Err(ApiError {
+                fatal: true,
+                ..ApiError::new(
+                    "qbo-oauth",
+                    Some(200),
+                    "the token answer lacks access_token or refresh_token",
+                )
+            });
+        };
+        let expires_in = v["expires_in"].as_u64().unwrap_or(3600);
+        let new_refresh = Redacted::new(new_refresh);
+        if new_refresh != tokens.refresh {
+            // Persist before anything else: the old token is already dead.
+            tokens.whole = self
+                .secrets
+                .put_qbo_refresh_token(&self.secret_name, &tokens.whole, &new_refresh)
+                .await
+                .map_err(|e| ApiError {
+                    fatal: true,
+                    ..ApiError::new("secretsmanager", None, e.to_string())
+                })?;
+            tokens.refresh = new_refresh;
+            tracing::info!(event = "qbo_refresh_token_rotated", secret = %self.secret_name);
+        }
+        let access = Redacted::new(access);
+        tokens.access = Some((
+            access.clone(),
+            Instant::now() + Duration::from_secs(expires_in),
+        ));
+        Ok(access)
+    }
+
+    async fn forget(&self, token: &Redacted) {
+        let mut tokens = self.tokens.lock().await;
+        if tokens.access.as_ref().is_some_and(|(t, _)| t == token) {
+            tokens.access = None;
+        }
+    }
+
+    /// One QBO call; a 401 refreshes the access token once and tries again.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        accept: &str,
+    ) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        for round in 0..2 {
+            let token = self.access_token().await?;
+            let result = self
+                .api
+                .call(
+                    |c| {
+                        let mut r = c
+                            .request(method.clone(), &url)
+                            .bearer_auth(token.expose())
+                            .header("accept", accept)
+                            .query(&[("minorversion", MINOR_VERSION)])
+                            .query(query);
+                        r = match body {
+                            Some(b) => r.json(b),
+                            None if method == Method::POST => {
+                                r.header("content-type", "application/octet-stream")
+                            }
+                            None => r,
+                        };
+                        r
+                    },
+                    fault_of,
+                )
+                .await;
+            match result {
+                Err(e) if e.status == Some(401) && round == 0 => self.forget(&token).await,
+                Err(e) if e.status == Some(401) || e.status == Some(403) => {
+                    return Err(ApiError { fatal: true, ..e });
+                }
+                Err(e) => return Err(e),
+                Ok(answer) => return Ok(answer.body),
+            }
+        }
+        unreachable!("the loop returns on its second round")
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let bytes = self
+            .request(method, path, query, body, "application/json")
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                SERVICE,
+                Some(200),
+                format!("answered with a body that is not JSON ({e})"),
+            )
+        })?;
+        // QBO can answer 200 with a Fault.
+        if v.get("Fault").is_some() || v.get("fault").is_some() {
+            return Err(fault_of(StatusCode::OK, &HeaderMap::new(), &bytes));
+        }
+        Ok(v)
+    }
+
+    /// Every row of `select` (`SELECT * FROM Entity ...` without paging clauses).
+    pub async fn query_all(&self, select: &str) -> Result<Vec<Value>, ApiError> {
+        let entity = entity_of(select);
+        let mut rows = Vec::new();
+        loop {
+            let text = format!(
+                "{select} STARTPOSITION {} MAXRESULTS {PAGE}",
+                rows.len() + 1
+            );
+            let v = self
+                .json(Method::GET, "/query", &[("query", &text)], None)
+                .await?;
+            // The entity key is absent when nothing matches.
+            let page = v["QueryResponse"][entity]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let short = page.len() < PAGE;
+            rows.extend(page);
+            if short {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Runs up to 30 queries in one request; each answer is the rows of its query, or
+    /// the error of that item.
+    pub async fn batch_queries(
+        &self,
+        queries: &[String],
+    ) -> Result<Vec<Result<Vec<Value>, ApiError>>, ApiError> {
+        assert!(
+            queries.len() <= BATCH,
+            "a batch holds at most {BATCH} items"
+        );
+        let items: Vec<Value> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| json!({"bId": i.to_string(), "Query": q}))
+            .collect();
+        let v = self
+            .json(
+                Method::POST,
+                "/batch",
+                &[],
+                Some(&json!({"BatchItemRequest": items})),
+            )
+            .await?;
+        let answers = v["BatchItemResponse"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let a = answers.iter().find(|a| a["bId"] == i.to_string().as_str());
+                match a {
+                    None => Err(ApiError::new(
+                        SERVICE,
+                        Some(200),
+                        "the batch answer misses an item",
+                    )),
+                    Some(a) if a.get("Fault").is_some() => Err(fault_of(
+                        StatusCode::OK,
+                        &HeaderMap::new(),
+                        a.to_string().as_bytes(),
+                    )),
+                    Some(a) => Ok(a["QueryResponse"][entity_of(q)]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()),
+                }
+            })
+            .collect())
+    }
+
+    /// Creates an invoice; a repeated `request_id` gets the first answer back.
+    pub async fn create_invoice(
+        &self,
+        invoice: &Value,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let v = self
+            .json(
+                Method::POST,
+                "/invoice",
+                &[("requestid", request_id)],
+                Some(invoice),
+            )
+            .await?;
+        Ok(v["Invoice"].clone())
+    }
+
+    /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
+    pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
+        let v = self
+            .json(Method::POST, &format!("/invoice/{id}/send"), &[], None)
+            .await?;
+        Ok(v["Invoice"].clone())
+    }
+
+    pub async fn invoice_pdf(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        self.request(
+            Method::GET,
+            &format!("/invoice/{id}/pdf"),
+            &[],
+            None,
+            "application/pdf",
+        )
+        .await
+    }
+}
+
+/// `Invoice` from `select * from Invoice where ...`.
+fn entity_of(select: &str) -> &str {
+    let words: Vec<&str> = select.split_whitespace().collect();
+    words
+        .iter()
+        .position(|w| w.eq_ignore_ascii_case("from"))
+        .and_then(|i| words.get(i + 1))
+        .copied()
+        .unwrap_or("")
+}
+
+/// QBO's Fault, in the usual shape or the lowercase one its 401s use.
+fn fault_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
+    let v: Value = serde_json::from_slice(body).unwrap_or_default();
+    let fault = v.get("Fault").or_else(|| v.get("fault"));
+    let error = fault
+        .and_then(|f| f.get("Error").or_else(|| f.get("error")))
+        .and_then(|e| e.get(0));
+    let field = |k: &str| {
+        error
+            .and_then(|e| e.get(k).or_else(|| e.get(&k.to_ascii_lowercase())))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let code = field("code");
+    let message = match (field("Message"), field("Detail")) {
+        (Some(m), Some(d)) if d != m => format!("{m}: {d}"),
+        (Some(m), _) => m,
+        (None, Some(d)) => d,
+        (None, None) => format!("answered {status}"),
+    };
+    ApiError {
+        code,
+        ..ApiError::new(SERVICE, Some(status.as_u16()), message)
+    }
+}
+
+/// Quotes a value for the QBO query language.
+pub fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_read_in_both_shapes() {
+        let upper = br#"{"Fault":{"Error":[{"Message":"Duplicate Document Number Error","Detail":"DocNumber=1","code":"6210"}],"type":"ValidationFault"}}"#;
+        let e = fault_of(StatusCode::BAD_REQUEST, &HeaderMap::new(), upper);
+        assert_eq!(e.code.as_deref(), Some("6210"));
+        assert!(e.message.contains("DocNumber=1"));
+        let lower = br#"{"fault":{"error":[{"message":"message=AuthenticationFailed; errorCode=003200; statusCode=401","detail":"Token expired","code":"3200"}],"type":"AUTHENTICATION"}}"#;
+        let e = fault_of(StatusCode::UNAUTHORIZED, &HeaderMap::new(), lower);
+        assert_eq!(e.code.as_deref(), Some("3200"));
+        assert!(e.message.contains("Token expired"));
+        assert_eq!(quote("O'Brien"), r"'O\'Brien'");
+        assert_eq!(entity_of("SELECT * FROM Invoice WHERE x = 'y'"), "Invoice");
+    }
+}

@@ -1,0 +1,431 @@
+//! `--create-invoices` against a generated month.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fakes::control::{Action, Fault, Limits};
+use fakes::generate::Outcome;
+use serde_json::Value;
+
+use super::{Run, World, finish, world};
+
+const PERIOD: [&str; 2] = ["--period", "2026-10"];
+
+fn create(extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--create-invoices".to_owned()];
+    args.extend(PERIOD.iter().map(|s| (*s).to_owned()));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+async fn run_create(w: &World, extra: &[&str]) -> Run {
+    let args = create(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.run(&args).await
+}
+
+/// DocNumber -> (quantity, amount in cents) of every invoice in the fake QBO.
+fn invoices(state: &Value) -> BTreeMap<String, (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for inv in state["invoices"].as_array().unwrap() {
+        let line = &inv["Line"][0];
+        let doc = inv["DocNumber"].as_str().unwrap().to_owned();
+        let qty = line["SalesItemLineDetail"]["Qty"].as_u64().unwrap();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let cents = (line["Amount"].as_f64().unwrap() * 100.0).round() as u64;
+        assert!(
+            out.insert(doc.clone(), (qty, cents)).is_none(),
+            "{doc} twice"
+        );
+    }
+    out
+}
+
+fn expected(w: &World) -> BTreeMap<String, (u64, u64)> {
+    w.month
+        .invoiced()
+        .map(|(c, minutes, cents)| (format!("{}-202610", c.client_id), (minutes, cents)))
+        .collect()
+}
+
+/// Description -> duration in ms of every ClickUp time entry; fails on a duplicate.
+fn entries(state: &Value) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in state["time_entries"].as_array().unwrap() {
+        let d = e["description"].as_str().unwrap().to_owned();
+        let ms = e["duration"].as_str().unwrap().parse().unwrap();
+        assert!(out.insert(d.clone(), ms).is_none(), "entry {d} twice");
+    }
+    out
+}
+
+fn expected_entries(w: &World) -> BTreeMap<String, u64> {
+    w.month
+        .invoiced()
+        .map(|(c, minutes, _)| {
+            (
+                format!("Robot minutes 2026-10 ({})", c.client_id),
+                minutes * 60_000,
+            )
+        })
+        .collect()
+}
+
+fn failed_ids(w: &World) -> String {
+    w.month
+        .clients
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.outcome,
+                Outcome::Malformed | Outcome::NoApiKey | Outcome::UnknownCustomer
+            )
+        })
+        .map(|c| c.client_id.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test]
+async fn a_month_is_billed_exactly_once_with_each_failure_named() {
+    let w = world(60, |_| {}).await;
+    let run = run_create(&w, &[]).await;
+    assert_eq!(run.code, 1, "some clients fail: exit 1\n{}", run.stdout);
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w));
+    assert_eq!(entries(&state), expected_entries(&w));
+    // Invoice shape: customer, email, item, status.
+    let inv = state["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["DocNumber"] == "10010-202610")
+        .expect("client 10010 is billed");
+    assert_eq!(inv["CustomerRef"]["name"], "10010 - Client 10010");
+    assert_eq!(inv["EmailStatus"], "NeedToSend");
+    assert_eq!(inv["BillEmail"]["Address"], "billing@client10010.example");
+    assert_eq!(
+        inv["Line"][0]["SalesItemLineDetail"]["ItemRef"]["name"],
+        "Robot Minutes"
+    );
+
+    // Each failure is named with its reason, and in the summary.
+    let failed: BTreeMap<String, String> = run
+        .events("client_failed")
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        failed["10003"].contains("robocorp_workspace_id must be a string"),
+        "{failed:?}"
+    );
+    assert!(
+        failed["10004"].contains("no Control Room API key for workspace ws-10004"),
+        "{failed:?}"
+    );
+    assert!(
+        failed["10005"].contains("no QBO customer has DisplayName \"10005 - Client 10005\""),
+        "{failed:?}"
+    );
+    let done = run.finished();
+    assert_eq!(done["success"], false);
+    assert_eq!(done["failed_ids"], failed_ids(&w));
+    assert_eq!(done["done"], expected(&w).len());
+    assert_eq!(done["skipped"], 2, "excluded 10001 and inactive 10002");
+    assert_eq!(done["no_minutes"], 1, "10006");
+    assert_eq!(done["total"], 60);
+    let unmeasured = run.events("run_unmeasured");
+    assert_eq!(unmeasured.len(), 1);
+    assert_eq!(unmeasured[0]["client_id"], "10009");
+    assert_eq!(unmeasured[0]["level"], "WARN");
+
+    // The rotated refresh token is in the secret.
+    let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
+    assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
+    assert_ne!(current, "rt-0");
+
+    // No secret value reaches the output.
+    let secrets: Vec<String> = {
+        let mut v = vec![
+            "qbo-secret".to_owned(),
+            "rt-0".to_owned(),
+            current.clone(),
+            "pk_fake_token".to_owned(),
+            "graph-secret".to_owned(),
+            "at-1".to_owned(),
+        ];
+        v.extend(
+            w.month.secrets[fakes::generate::SECRET_NAMES[3]]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|k| k.as_str().unwrap().to_owned()),
+        );
+        v
+    };
+    for s in &secrets {
+        assert!(
+            !run.stdout.contains(s.as_str()) && !run.stderr.contains(s.as_str()),
+            "{s} in the output"
+        );
+    }
+
+    // A second run creates nothing new and names the same failures.
+    let again = run_create(&w, &[]).await;
+    assert_eq!(again.code, 1);
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w));
+    assert_eq!(entries(&state), expected_entries(&w));
+    let done = again.finished();
+    assert_eq!(done["done"], 0);
+    assert_eq!(done["already_done"], expected(&w).len());
+    assert_eq!(done["failed_ids"], failed_ids(&w));
+    // Invoiced clients were skipped before any Control Room call.
+    let robocorp_calls = state["stats"]["robocorp"]["calls"].as_u64().unwrap();
+    assert!(
+        robocorp_calls <= 2 * (expected(&w).len() as u64 + 10) * 2,
+        "{robocorp_calls} Control Room calls over two runs"
+    );
+}
+
+#[tokio::test]
+async fn killing_the_job_at_ten_points_and_rerunning_bills_each_client_once() {
+    let w = world(40, |_| {}).await;
+    // Each point holds one call after the fake has done its work; the job is killed
+    // while it waits for the answer.
+    let points: [(&str, &str, u64); 10] = [
+        ("qbo", "/batch", 1),
+        ("robocorp", "process-runs", 1),
+        ("clickup", "GET /clickup", 1),
+        ("clickup", "POST /clickup", 1),
+        ("qbo", "POST /qbo/v3/company/9130000000000001/invoice?", 1),
+        ("robocorp", "process-runs", 6),
+        ("clickup", "POST /clickup", 3),
+        ("qbo", "POST /qbo/v3/company/9130000000000001/invoice?", 2),
+        ("qbo", "POST /qbo/v3/company/9130000000000001/invoice?", 4),
+        ("clickup", "POST /clickup", 2),
+    ];
+    for (i, (service, matching, nth)) in points.into_iter().enumerate() {
+        let before = {
+            let mut c = w.fakes.control.0.lock().unwrap();
+            c.faults.clear();
+            c.add_fault(Fault {
+                service: service.into(),
+                matching: Some(matching.into()),
+                nth,
+                times: 1,
+                fraction: None,
+                action: Action::HangAfter,
+            });
+            c.hung
+        };
+        let args = create(&["--concurrency", "4"]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = w.job(&args).spawn().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+        while w.fakes.control.0.lock().unwrap().hung == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "point {i} ({service} {matching} #{nth}) was never reached"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        child.start_kill().unwrap();
+        let status = child.wait().await.unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        if i == 0 {
+            // Killed right after a token refresh: the new token is already stored.
+            let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
+            assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
+        }
+    }
+    w.fakes.control.0.lock().unwrap().faults.clear();
+    let last = run_create(&w, &[]).await;
+    assert_eq!(last.code, 1, "{}", last.stdout);
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w));
+    assert_eq!(entries(&state), expected_entries(&w));
+    assert_eq!(last.finished()["failed_ids"], failed_ids(&w));
+}
+
+#[tokio::test]
+async fn the_job_keeps_within_the_limits_and_waits_out_429s() {
+    let w = world(70, |m| {
+        m.seed.limits.insert(
+            "qbo".into(),
+            Limits {
+                latency_ms: 30,
+                ..Limits::QBO
+            },
+        );
+        m.seed.limits.insert(
+            "robocorp".into(),
+            Limits {
+                latency_ms: 10,
+                ..Limits::default()
+            },
+        );
+        // ClickUp's lowest plan: 100 per token per window.
+        m.seed.limits.insert(
+            "clickup".into(),
+            Limits {
+                latency_ms: 10,
+                max_in_flight: None,
+                per_minute: Some(100),
+            },
+        );
+    })
+    .await;
+    // The window lasts 3 s here instead of a minute, so the reset comes quickly; the
+    // job makes about 110 ClickUp calls, so it must wait for one reset.
+    w.fakes.clickup.lock().unwrap().window_length = Duration::from_secs(3);
+    {
+        let mut c = w.fakes.control.0.lock().unwrap();
+        c.add_fault(Fault {
+            action: Action::Status {
+                status: 429,
+                retry_after: Some(1),
+            },
+            ..Fault::status("robocorp", Some("ws-10012/process-runs"), 1, 429)
+        });
+        c.add_fault(Fault {
+            action: Action::Status {
+                status: 429,
+                retry_after: Some(1),
+            },
+            ..Fault::status("qbo", Some(r#""DocNumber":"10020-202610""#), 1, 429)
+        });
+    }
+    let run = run_create(&w, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let state = w.state().await;
+    assert_eq!(
+        invoices(&state),
+        expected(&w),
+        "429s are waited out, not failures"
+    );
+    assert_eq!(entries(&state), expected_entries(&w));
+    let qbo = &state["stats"]["qbo"];
+    assert!(qbo["max_in_flight"].as_u64().unwrap() <= 10, "{qbo}");
+    assert!(
+        qbo["max_in_flight"].as_u64().unwrap() > 1,
+        "QBO calls overlap: {qbo}"
+    );
+    assert_eq!(qbo["throttled"], 1, "only the injected 429: {qbo}");
+    // ClickUp: the job reads the budget from X-RateLimit-* and waits for the reset
+    // rather than going over it.
+    let clickup = &state["stats"]["clickup"];
+    assert!(clickup["calls"].as_u64().unwrap() > 100, "{clickup}");
+    assert_eq!(clickup["throttled"], 0, "{clickup}");
+    // The Control Room call answered 429 with Retry-After: 1 came back a second later.
+    let calls = state["calls"].as_array().unwrap();
+    let path = "/robocorp/api/v1/workspaces/ws-10012/process-runs";
+    let tries: Vec<(u64, u64)> = calls
+        .iter()
+        .filter(|c| c["path"] == path)
+        .map(|c| (c["at_ms"].as_u64().unwrap(), c["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(tries[0].1, 429, "{tries:?}");
+    assert!(
+        tries[1].0 - tries[0].0 >= 1000,
+        "retried after {} ms",
+        tries[1].0 - tries[0].0
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_but_the_rotated_token() {
+    let w = world(20, |_| {}).await;
+    let run = run_create(&w, &["--dry-run"]).await;
+    assert_eq!(run.code, 1, "the failures are still reported");
+    let state = w.state().await;
+    assert!(state["invoices"].as_array().unwrap().is_empty());
+    assert!(state["time_entries"].as_array().unwrap().is_empty());
+    let would: BTreeMap<String, (u64, String)> = run
+        .events("would_create_invoice")
+        .iter()
+        .map(|e| {
+            (
+                e["doc_number"].as_str().unwrap().to_owned(),
+                (
+                    e["minutes"].as_u64().unwrap(),
+                    e["amount"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, (u64, String)> = expected(&w)
+        .into_iter()
+        .map(|(doc, (m, cents))| (doc, (m, format!("{}.{:02}", cents / 100, cents % 100))))
+        .collect();
+    assert_eq!(would, want);
+    assert_eq!(run.finished()["would"], want.len());
+    let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
+    assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
+}
+
+#[tokio::test]
+async fn bad_configuration_and_rejected_credentials_stop_with_a_fix() {
+    let w = world(9, |_| {}).await;
+    let mut cmd = w.job(&create(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    cmd.env("BILLING_TIMEZONE", "Mars/Olympus")
+        .env("LOWER_CLIENT_ID", "ten");
+    let run = finish(cmd.spawn().unwrap()).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("BILLING_TIMEZONE: \"Mars/Olympus\" is not an IANA time zone"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("LOWER_CLIENT_ID"), "{}", run.stderr);
+    assert_eq!(run.finished()["success"], false);
+
+    let run = run_create(&w, &["--shard", "3/2"]).await;
+    assert_eq!(run.code, 2, "clap rejects a bad shard");
+    assert!(run.stderr.contains("K/N"), "{}", run.stderr);
+
+    // A stale refresh token: exit 3, saying how to reconnect; nothing written.
+    let sm = aws_sdk_secretsmanager::Client::new(&w.sdk);
+    let mut secret = w.qbo_secret().await;
+    secret["refresh_token"] = "rt-stale".into();
+    sm.put_secret_value()
+        .secret_id(fakes::generate::SECRET_NAMES[0])
+        .secret_string(secret.to_string())
+        .send()
+        .await
+        .unwrap();
+    let run = run_create(&w, &[]).await;
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("invalid_grant") && run.stderr.contains("reconnect the QBO app"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("rt-stale") && !run.stdout.contains("rt-stale"));
+    assert!(w.state().await["invoices"].as_array().unwrap().is_empty());
+
+    // A secret that is not the JSON the job expects: exit 2, naming the field only.
+    sm.put_secret_value()
+        .secret_id(fakes::generate::SECRET_NAMES[2])
+        .secret_string(r#"{"api_token": 424242}"#)
+        .send()
+        .await
+        .unwrap();
+    let run = run_create(&w, &[]).await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("ClickUp/10000") && run.stderr.contains("api_token"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("424242"));
+}
