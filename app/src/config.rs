@@ -42,13 +42,13 @@ pub struct Config {
     /// `LOWER_CLIENT_ID..=UPPER_CLIENT_ID`, either end optional.
     pub client_range: (Option<u64>, Option<u64>),
     pub timezone: TimeZone,
-    pub timezone_name: String,
     pub item_name: String,
     pub urls: Urls,
 }
 
 /// One thing wrong with the environment: the variable, what is wrong, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::struct_field_names)] // `problem` reads best in messages.
 pub struct Problem {
     pub var: &'static str,
     pub problem: String,
@@ -88,17 +88,15 @@ impl Config {
         let sender_email = email("SENDER_EMAIL");
         let mut id = |name: &'static str| {
             let v = get(name)?;
-            match v.parse::<u64>() {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    problems.push(Problem {
-                        var: name,
-                        problem: format!("{v:?} is not a client id"),
-                        fix: format!("set {name} to a number such as 10001, or unset it"),
-                    });
-                    None
-                }
+            let n = v.parse::<u64>().ok();
+            if n.is_none() {
+                problems.push(Problem {
+                    var: name,
+                    problem: format!("{v:?} is not a client id"),
+                    fix: format!("set {name} to a number such as 10001, or unset it"),
+                });
             }
+            n
         };
         let client_range = (id("LOWER_CLIENT_ID"), id("UPPER_CLIENT_ID"));
         if let (Some(lo), Some(hi)) = client_range
@@ -172,7 +170,6 @@ impl Config {
             sharepoint_site_path: get("SHAREPOINT_SITE_PATH"),
             client_range,
             timezone,
-            timezone_name,
             item_name: or("QBO_ITEM_NAME", "Robot Minutes"),
             urls,
         };
@@ -243,7 +240,7 @@ mod tests {
         assert_eq!(c.secrets.qbo, "QBO/10000");
         assert_eq!(c.secrets.robocorp, "RoboCorp/10000/ClientAPIKeys");
         assert_eq!(c.table, "Robocorp_Client_Org_Workspace_IDs");
-        assert_eq!(c.timezone_name, "America/Los_Angeles");
+        assert_eq!(c.timezone.iana_name(), Some("America/Los_Angeles"));
         assert_eq!(c.urls.clickup, "https://api.clickup.com/api/v2");
         assert!(c.urls.qbo_api.is_none());
     }

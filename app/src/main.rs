@@ -98,7 +98,8 @@ async fn main() -> ExitCode {
         "send-invoices"
     };
     let started = Instant::now();
-    let result = run(&cli).await;
+    // Boxed: the jobs' futures are large, and main's stack need not hold them.
+    let result = Box::pin(run(&cli)).await;
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(summary) => {
@@ -146,8 +147,14 @@ async fn run(cli: &Cli) -> Result<Summary, Error> {
             selection,
             concurrency: usize::from(cli.concurrency),
         };
-        jobs::create::run(&ctx, &opts).await
+        Box::pin(jobs::create::run(&ctx, &opts)).await
     } else {
-        jobs::send::run(&ctx, cli.dry_run, &cli.email_out).await
+        jobs::send::run(
+            &ctx,
+            cli.dry_run,
+            &cli.email_out,
+            usize::from(cli.concurrency),
+        )
+        .await
     }
 }

@@ -130,11 +130,7 @@ impl Progress {
         if let Some(bar) = BAR.get() {
             bar.set_position(done);
         }
-        let decile = if self.total == 0 {
-            10
-        } else {
-            done * 10 / self.total
-        };
+        let decile = (done * 10).checked_div(self.total).unwrap_or(10);
         if self.last_decile.fetch_max(decile, Ordering::Relaxed) < decile && done < self.total {
             self.log();
         }
@@ -143,12 +139,11 @@ impl Progress {
     fn log(&self) {
         let done = self.done.load(Ordering::Relaxed);
         let elapsed = self.started.elapsed();
-        let eta_s = if done == 0 {
-            None
-        } else {
-            let per = elapsed.as_secs_f64() / done as f64;
-            Some((per * (self.total.saturating_sub(done)) as f64).round() as u64)
-        };
+        // Whole milliseconds per unit so far, times the units left.
+        let per_ms = u64::try_from(elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .checked_div(done);
+        let eta_s = per_ms.map(|ms| ms.saturating_mul(self.total.saturating_sub(done)) / 1000);
         tracing::info!(
             event = "progress",
             job = self.job,
@@ -159,6 +154,7 @@ impl Progress {
         );
     }
 
+    #[allow(clippy::unused_self)] // The bar is global; `finish` reads as the run's end.
     pub fn finish(&self) {
         if let Some(bar) = BAR.get() {
             bar.finish_and_clear();

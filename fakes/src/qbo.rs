@@ -99,6 +99,20 @@ impl Qbo {
     pub fn invoices(&self) -> &[Value] {
         &self.invoices
     }
+
+    /// Adds an invoice as a create call would (for tests and the demo); `Err` is the
+    /// fault's HTTP status.
+    pub fn insert_invoice(&mut self, body: Value) -> Result<Value, u16> {
+        new_invoice(self, body).map_err(|r| r.status().as_u16())
+    }
+
+    /// The customer's Id, by DisplayName.
+    pub fn customer_id(&self, display_name: &str) -> Option<String> {
+        self.customers
+            .iter()
+            .find(|c| c["DisplayName"] == display_name)
+            .and_then(|c| c["Id"].as_str().map(str::to_owned))
+    }
 }
 
 pub fn router(state: Shared) -> Router {

@@ -45,7 +45,7 @@ pub struct ControlRoom {
 impl ControlRoom {
     pub fn new(base: &str) -> Self {
         Self {
-            api: Api::new(SERVICE, Duration::from_secs(60), Limiter::default()),
+            api: Api::new(SERVICE, Duration::from_mins(1), Limiter::default()),
             base: base.to_owned(),
         }
     }

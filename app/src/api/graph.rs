@@ -21,7 +21,8 @@ const PATH: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'_')
     .remove(b'~')
-    .remove(b'/');
+    .remove(b'/')
+    .remove(b'@');
 
 #[derive(Debug)]
 pub struct Graph {
@@ -36,11 +37,7 @@ impl Graph {
     pub fn new(secret: &GraphSecret, base: &str, login: &str) -> Self {
         Self {
             // Outlook allows 4 concurrent requests per mailbox.
-            api: Api::new(
-                SERVICE,
-                Duration::from_secs(60),
-                Limiter::new(Some(4), None),
-            ),
+            api: Api::new(SERVICE, Duration::from_mins(1), Limiter::new(Some(4), None)),
             base: base.to_owned(),
             token_url: format!("{login}/{}/oauth2/v2.0/token", secret.tenant_id),
             secret: secret.clone(),

@@ -75,7 +75,6 @@ pub struct Api {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
-    pub headers: HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -111,10 +110,6 @@ impl Api {
         }
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// Sends the request `build` makes (again on each attempt) and returns the first
     /// 2xx answer; `error` turns a non-2xx answer into the service's error.
     pub async fn call(
@@ -137,11 +132,7 @@ impl Api {
                     drop(permit);
                     match body {
                         Ok(body) if status.is_success() => {
-                            return Ok(Answer {
-                                status,
-                                headers,
-                                body,
-                            });
+                            return Ok(Answer { status, body });
                         }
                         Ok(body) => {
                             let err = error(status, &headers, &body);

@@ -63,7 +63,7 @@ impl Qbo {
         Self {
             api: Api::new(
                 SERVICE,
-                Duration::from_secs(120),
+                Duration::from_mins(2),
                 Limiter::new(Some(10), Some(500)),
             ),
             auth: Api::new("qbo-oauth", Duration::from_secs(30), Limiter::default()),
@@ -366,7 +366,7 @@ fn fault_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
         .and_then(|e| e.get(0));
     let field = |k: &str| {
         error
-            .and_then(|e| e.get(k).or_else(|| e.get(&k.to_ascii_lowercase())))
+            .and_then(|e| e.get(k).or_else(|| e.get(k.to_ascii_lowercase())))
             .and_then(Value::as_str)
             .map(str::to_owned)
     };

@@ -189,7 +189,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
             ),
             Ok(row) if !row.active => summary.skip(&row.client_id, "inactive"),
             Ok(row) if config.excluded.contains(&row.display_name()) => {
-                summary.skip(&row.client_id, "excluded customer")
+                summary.skip(&row.client_id, "excluded customer");
             }
             Ok(row) => ready.push(row),
         }
@@ -206,7 +206,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     );
     let looked_up = look_up(&qbo, &ready, &period, &config.item_name)
         .await
-        .map_err(api_fatal)?;
+        .map_err(super::fatal)?;
     let Some(item) = looked_up.item else {
         return Err(Error::Usage(
             format!("QBO has no active item named {:?}", config.item_name),
@@ -307,24 +307,9 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     ticker.abort();
     progress.finish();
     match fatal {
-        Some(e) => Err(api_fatal(e)),
+        Some(e) => Err(super::fatal(e)),
         None => Ok(summary),
     }
-}
-
-fn api_fatal(e: ApiError) -> Error {
-    let fix = match (e.service, e.code.as_deref()) {
-        ("qbo-oauth", Some("invalid_grant")) => {
-            "reconnect the QBO app (authorization code flow) and put the new refresh_token in the QBO secret"
-        }
-        ("qbo-oauth", _) => "check client_id and client_secret in the QBO secret",
-        ("clickup", _) => "check api_token and team_id in the ClickUp secret",
-        ("secretsmanager", _) => {
-            "let the task role call secretsmanager:PutSecretValue on the QBO secret"
-        }
-        _ => "check the service's status and the credentials in its secret, then run the job again",
-    };
-    Error::Fatal(e.to_string(), fix.into())
 }
 
 fn doc_number(row: &ClientRow, period: &Period) -> String {
@@ -487,7 +472,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
             .await
         {
             Ok(id) => {
-                tracing::info!(event = "time_entry_created", client_id = %row.client_id, task_id = %row.clickup_task_id, entry_id = %id, minutes)
+                tracing::info!(event = "time_entry_created", client_id = %row.client_id, task_id = %row.clickup_task_id, entry_id = %id, minutes);
             }
             Err(e) => return soft(e),
         }

@@ -4,6 +4,7 @@
 pub mod create;
 pub mod send;
 
+use crate::api::ApiError;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::secrets::Secrets;
@@ -34,6 +35,26 @@ impl Context {
             db: aws_sdk_dynamodb::Client::new(&sdk),
         })
     }
+}
+
+/// An error that stops the whole run, with the fix for its service.
+#[allow(clippy::needless_pass_by_value)] // Reads best as `.map_err(fatal)`.
+pub fn fatal(e: ApiError) -> Error {
+    let fix = match (e.service, e.code.as_deref()) {
+        ("qbo-oauth", Some("invalid_grant")) => {
+            "reconnect the QBO app (authorization code flow) and put the new refresh_token in the QBO secret"
+        }
+        ("qbo-oauth", _) => "check client_id and client_secret in the QBO secret",
+        ("clickup", _) => "check api_token and team_id in the ClickUp secret",
+        ("graph", _) => {
+            "check tenant_id, client_id and client_secret in the MsGraph secret, and that the app has Mail.Send (and Sites.ReadWrite.All to archive)"
+        }
+        ("secretsmanager", _) => {
+            "let the task role call secretsmanager:PutSecretValue on the QBO secret"
+        }
+        _ => "check the service's status and the credentials in its secret, then run the job again",
+    };
+    Error::Fatal(e.to_string(), fix.into())
 }
 
 /// Counts of a run, and each failure with its reason.

@@ -3,6 +3,7 @@
 //! the fakes, the secret, the log lines and the exit code.
 
 mod create;
+mod send;
 
 use std::process::Stdio;
 use std::time::Duration;
