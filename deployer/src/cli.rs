@@ -136,7 +136,8 @@ pub struct RunTaskArgs {
     #[arg(long)]
     pub local: bool,
 
-    /// With --local: this executable instead of a release build
+    /// With --local: this executable (default: the qbo-invoice-processor next to this
+    /// deployer, else a release build of the checkout)
     #[arg(long, value_name = "PATH", requires = "local")]
     pub binary: Option<PathBuf>,
 

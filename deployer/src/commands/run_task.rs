@@ -254,9 +254,16 @@ async fn wait(
 /// `--local`: the job binary on this machine, with exactly the task definition's
 /// environment and command; AWS credentials come from this machine's chain.
 fn local(env: &infra::Environment, args: &RunTaskArgs, command: &[String]) -> Result<()> {
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => super::push_image::build_release_in_checkout()?,
+    // The job built next to this deployer (same profile, same checkout), else a
+    // release build of the checkout.
+    let sibling = std::env::current_exe()
+        .ok()
+        .map(|d| d.with_file_name("qbo-invoice-processor"))
+        .filter(|p| p.is_file());
+    let binary = match (&args.binary, sibling) {
+        (Some(b), _) => b.clone(),
+        (None, Some(s)) => s,
+        (None, None) => super::push_image::build_release_in_checkout()?,
     };
     let ctx = infra::Context::offline(env);
     let stack = infra::synthesize(env, &ctx);

@@ -661,3 +661,53 @@ async fn logs_prints_the_groups_lines_readably_or_as_written_and_by_task() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn run_task_local_runs_the_real_job_against_the_fakes_with_the_task_definitions_env() {
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let month = fakes::generate::month(12, 2026, 10);
+    let server = fakes::server::Fakes::start(&month.seed).await.unwrap();
+    fakes::aws_seed::seed(
+        &moto_config(&endpoint).await,
+        &month,
+        fakes::generate::TABLE,
+    )
+    .await
+    .unwrap();
+    // The local environment as shipped, with the fakes on this test's port.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(super::root().join("infra/envs/local.toml")).unwrap();
+    let port = server.url().rsplit(':').next().unwrap().to_owned();
+    std::fs::write(
+        dir.path().join("local.toml"),
+        shipped.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["--env-dir", dir.path().to_str().unwrap()])
+        .args([
+            "run-task", "create", "--env", "local", "--local", "--binary",
+        ])
+        .arg(super::image::job_binary())
+        .args(["--", "--period", "2026-10"])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .unwrap();
+    // The generated month has clients that fail on purpose: the job exits 1, and so
+    // does the deployer.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines = String::from_utf8_lossy(&out.stdout);
+    let finished: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(finished["event"], "run_finished");
+    assert_eq!(finished["job"], "create-invoices");
+    let billed = month.invoiced().count();
+    assert_eq!(finished["done"], billed);
+    let invoices = server.qbo.lock().unwrap().invoices().len();
+    assert_eq!(invoices, billed, "the invoices are in the fake QBO");
+}
