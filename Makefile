@@ -1,5 +1,6 @@
-# Two entry points: `make test` (what CI runs) and `make tools`.
-# Each installs only what is missing: moto in .venv/, Debian's docker-registry.
+# Entry points: `make demo` (the product on local emulators), `make test` (what CI
+# runs), `make bench` and `make tools`. Each installs only what is missing: moto in
+# .venv/, Debian's docker-registry.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -9,10 +10,18 @@ MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
 REGISTRY := /usr/bin/docker-registry
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test tools fmt lint unit
+.PHONY: demo test bench tools fmt lint unit
+
+## demo: moto, the registry and the fakes; push-image, diff, up, run both jobs, status
+demo: tools
+	@bash scripts/demo.sh
 
 ## test: install missing tools, then formatting, lints and every test
 test: tools fmt lint unit
+
+## bench: every script in bench/, then one table of the ratios
+bench: tools
+	@bash bench/all.sh
 
 ## tools: moto (the AWS emulator) in .venv/ and the reference container registry
 tools: $(MOTO_STAMP) $(REGISTRY)

@@ -32,4 +32,5 @@ print(f"{'second push, unchanged':<34} {mib(b['compressed_bytes']):8.2f} {b['sec
 for l in a["layers"]:
     print(f"  {l['name']:<6} layer {mib(l['bytes']):8.2f} MiB")
 print(f"same digest both times: {a['digest'] == b['digest']}")
+print(f"\nratio first push / unchanged second push: {a['seconds'] / max(b['seconds'], 0.001):.1f}x")
 PY

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "deployer",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("DEPLOYER_GIT_COMMIT"), ")"),
     propagate_version = true,
     max_term_width = 100
 )]
@@ -105,6 +105,43 @@ pub enum Command {
     /// and exits with the job's own exit code. --local runs the binary on this machine
     /// with the task definition's environment instead.
     RunTask(RunTaskArgs),
+    /// Estimate the stack's monthly AWS cost, without touching AWS
+    ///
+    /// Fargate time from the schedules (runs in an average month) and the task size,
+    /// plus secrets, alarms, metrics, logs and image storage, at public list prices.
+    /// How long each job runs is an assumption: set it from `deployer status`.
+    Cost(CostArgs),
+    /// Print a shell completion script
+    ///
+    /// bash: `deployer completions bash > ~/.local/share/bash-completion/completions/deployer`;
+    /// zsh: `deployer completions zsh > ~/.zfunc/_deployer`; fish: `deployer completions
+    /// fish > ~/.config/fish/completions/deployer.fish`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Minutes one create-invoices run takes
+    #[arg(long, default_value_t = 30.0, value_name = "MIN")]
+    pub create_minutes: f64,
+
+    /// Minutes one send-invoices run takes
+    #[arg(long, default_value_t = 5.0, value_name = "MIN")]
+    pub send_minutes: f64,
+
+    /// Log volume of one run, in MB
+    #[arg(long, default_value_t = 1.0, value_name = "MB")]
+    pub log_mb_per_run: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

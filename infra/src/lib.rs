@@ -3,6 +3,7 @@
 //! state: a graph of typed resources. No I/O besides reading the file.
 
 pub mod context;
+pub mod cost;
 pub mod cron;
 pub mod env;
 mod error;

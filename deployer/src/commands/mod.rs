@@ -12,6 +12,7 @@ use crate::cli::{Cli, Command, EnvArg};
 use crate::engine::{self, Plan};
 use crate::error::{Error, Result};
 
+pub mod cost;
 pub mod destroy;
 pub mod diff;
 pub mod logs;
@@ -33,6 +34,13 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Rollback(args) => rollback::run(cli, args).await,
         Command::Logs(args) => logs::run(cli, args).await,
         Command::RunTask(args) => run_task::run(cli, args).await,
+        Command::Cost(args) => cost::run(cli, args),
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(args.shell, &mut Cli::command(), "deployer", &mut out);
+            Ok(())
+        }
     }
 }
 

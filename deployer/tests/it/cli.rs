@@ -118,6 +118,11 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn help_snapshots() {
+    let version = stdout(&deployer(&["--version"]));
+    assert!(
+        version.starts_with("deployer 0.1.0 (commit "),
+        "--version names the commit: {version}"
+    );
     insta::assert_snapshot!("help", stdout(&deployer(&["--help"])));
     for command in [
         "synth",
@@ -127,10 +132,53 @@ fn help_snapshots() {
         "push-image",
         "status",
         "rollback",
+        "logs",
+        "run-task",
+        "cost",
+        "completions",
     ] {
         insta::assert_snapshot!(
             format!("{command}_help"),
             stdout(&deployer(&[command, "--help"]))
         );
     }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F _deployer"),
+        ("zsh", "#compdef deployer"),
+        ("fish", "complete -c deployer"),
+    ] {
+        let out = deployer(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = stdout(&out);
+        assert!(
+            text.contains(marker),
+            "{shell}: {}",
+            &text[..text.len().min(200)]
+        );
+        assert!(
+            text.contains("run-task") && text.contains("rollback"),
+            "{shell} completes the subcommands"
+        );
+    }
+}
+
+#[test]
+fn cost_prints_the_monthly_estimate_for_the_environment() {
+    let out = deployer(&["cost", "--env", "prod", "--send-minutes", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Monthly cost of prod (us-west-2)"), "{text}");
+    assert!(
+        text.contains("qbo-send-invoices-daily: 30.4 runs a month of 10 min each"),
+        "{text}"
+    );
+    // 30.4 x 10 min + 30 min = 5.57 h at 2 vCPU: 11.1 vCPU-h, $0.45; with 4 GB ($0.10),
+    // 4 secrets ($1.60), 3 alarms ($0.30), 2 metrics ($0.60), logs and images ($0.06).
+    assert!(text.contains("11.1 vCPU-h"), "{text}");
+    let total = text.lines().find(|l| l.starts_with("total")).unwrap();
+    assert!(total.trim_end().ends_with("$3.11"), "{total}");
 }
