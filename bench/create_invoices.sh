@@ -9,8 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/moto_server ] || make tools >/dev/null
-# Release builds, as the image ships: the first one takes a few minutes.
-cargo build --release --quiet -p qbo-invoice-processor -p fakes
+# Release builds, as the image ships: the first one takes a few minutes. One package
+# at a time, so the job is built exactly as push-image builds it (and not twice).
+cargo build --release --quiet -p qbo-invoice-processor
+cargo build --release --quiet -p fakes
 bin=${CARGO_TARGET_DIR:-target}/release
 clients=${CLIENTS:-300}
 latency=${LATENCY_MS:-50}

@@ -13,7 +13,7 @@ deployer=${CARGO_TARGET_DIR:-target}/debug/deployer
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null' EXIT
+trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
   AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 until curl -s "$AWS_ENDPOINT_URL/moto-api/" >/dev/null; do sleep 0.1; done

@@ -435,3 +435,77 @@ async fn graph_sends_mail_with_202_keeps_it_throttles_with_retry_after_and_takes
         "Invoices/2026-10/10001-202610.pdf"
     );
 }
+
+#[tokio::test]
+async fn limits_answer_the_services_own_429_and_faults_fail_or_hold_the_chosen_call() {
+    let mut s = seed();
+    s.limits.insert(
+        "qbo".into(),
+        fakes::control::Limits {
+            latency_ms: 200,
+            max_in_flight: Some(2),
+            per_minute: Some(5),
+        },
+    );
+    let fakes = Fakes::start(&s).await.unwrap();
+    let access = token(&fakes, "rt-0").await.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let query = |q: &'static str| {
+        reqwest::Client::new()
+            .get(api(&fakes, "/query"))
+            .header("authorization", format!("Bearer {access}"))
+            .query(&[("query", q)])
+            .send()
+    };
+    // Three at once against two in flight: one 429 with QBO's throttle fault.
+    let (a, b, c) = tokio::join!(
+        query("select * from Item"),
+        query("select * from Item"),
+        query("select * from Item")
+    );
+    let mut statuses: Vec<u16> = [a, b, c]
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 200, 429]);
+    // Per minute: 2 admitted so far; 3 more pass, the sixth is refused with Retry-After.
+    for _ in 0..3 {
+        assert_eq!(query("select * from Item").await.unwrap().status(), 200);
+    }
+    let refused = query("select * from Item").await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["Fault"]["Error"][0]["code"], "003001");
+
+    // Faults through the HTTP control endpoint: the 2nd matching Control Room call fails.
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_fakes/faults", fakes.url()))
+        .json(&json!({"service": "robocorp", "matching": "ws-1", "nth": 2, "action": {"status": {"status": 503}}}))
+        .send()
+        .await
+        .unwrap();
+    let ws = || {
+        http.get(format!("{}/robocorp/api/v1/workspaces/ws-1", fakes.url()))
+            .header("authorization", "RC-WSKEY key-1")
+            .send()
+    };
+    assert_eq!(ws().await.unwrap().status(), 200);
+    assert_eq!(ws().await.unwrap().status(), 503);
+    assert_eq!(ws().await.unwrap().status(), 200);
+
+    let state: Value = http
+        .get(format!("{}/_fakes/state", fakes.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["stats"]["qbo"]["max_in_flight"], 2);
+    assert_eq!(state["stats"]["qbo"]["throttled"], 2);
+    assert_eq!(state["stats"]["robocorp"]["calls"], 3);
+}
