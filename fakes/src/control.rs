@@ -1,6 +1,7 @@
 //! What every fake shares, as one axum middleware: per-service latency, in-flight and
 //! per-minute limits answered with the service's own 429, fault injection (fail or hang
-//! a given call, a client's calls, or a fraction of them) and the statistics tests and
+//! a given call, a client's calls, or a fraction of them; or lose the answer of a call
+//! that did its work) and the statistics tests and
 //! benches read back (calls, most in flight, most in any minute, every call's status).
 
 use std::collections::BTreeMap;
@@ -92,6 +93,9 @@ pub enum Action {
     /// Run the call (its effect happens), then never answer: the moment a crash hurts
     /// most. Released when the server stops.
     HangAfter,
+    /// Run the call (its effect happens), then answer this status as if it failed: a
+    /// lost answer, which a blind retry would repeat.
+    StatusAfter { status: u16 },
 }
 
 impl Fault {
@@ -183,7 +187,10 @@ impl Control {
 
 /// What the middleware decided before running the call.
 enum Verdict {
-    Run { hang: bool },
+    Run {
+        hang: bool,
+        status_after: Option<u16>,
+    },
     Answer(Response),
 }
 
@@ -223,14 +230,14 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
             at_ms,
         });
     };
-    let hang = match verdict {
+    let (hang, status_after) = match verdict {
         Verdict::Answer(response) => {
             tokio::time::sleep(Duration::from_millis(latency)).await;
             let status = response.status().as_u16();
             record(status, status == 429);
             return response;
         }
-        Verdict::Run { hang } => hang,
+        Verdict::Run { hang, status_after } => (hang, status_after),
     };
     tokio::time::sleep(Duration::from_millis(latency)).await;
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
@@ -242,6 +249,10 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
         if hang {
             c.hung += 1;
         }
+    }
+    if let Some(status) = status_after {
+        record(status, false);
+        return error(service, status, None);
     }
     let status = response.status().as_u16();
     record(status, status == 429);
@@ -276,7 +287,10 @@ fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> 
             .map_or(60, |t| 60 - now.duration_since(*t).as_secs().min(59));
         return Verdict::Answer(throttled(service, Some(wait)));
     }
-    let mut verdict = Verdict::Run { hang: false };
+    let mut verdict = Verdict::Run {
+        hang: false,
+        status_after: None,
+    };
     for (fault, seen) in &mut c.faults {
         if fault.service != service || fault.matching.as_deref().is_some_and(|m| !text.contains(m))
         {
@@ -291,7 +305,14 @@ fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> 
                 status,
                 retry_after,
             } => Verdict::Answer(error(service, *status, *retry_after)),
-            Action::HangAfter => Verdict::Run { hang: true },
+            Action::HangAfter => Verdict::Run {
+                hang: true,
+                status_after: None,
+            },
+            Action::StatusAfter { status } => Verdict::Run {
+                hang: false,
+                status_after: Some(*status),
+            },
         };
         break;
     }

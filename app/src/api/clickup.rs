@@ -22,6 +22,13 @@ pub struct ClickUp {
     token: Redacted,
 }
 
+/// What [`ClickUp::ensure_entry`] found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    Existing(Entry),
+    Created(String),
+}
+
 /// One time entry, as far as the job reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -69,24 +76,61 @@ impl ClickUp {
             )
             .await?;
         let v = answer.json(SERVICE)?;
-        Ok(v["data"]
-            .as_array()
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|e| Entry {
-                        id: text(&e["id"]),
-                        description: e["description"].as_str().unwrap_or_default().to_owned(),
-                        // Durations come as strings of milliseconds.
-                        duration_ms: text(&e["duration"]).parse().unwrap_or(0),
-                    })
-                    .collect()
+        let Some(entries) = v["data"].as_array() else {
+            // Taking a malformed answer as "no entries" would bill twice.
+            return Err(ApiError::new(
+                SERVICE,
+                Some(200),
+                "the time-entry list has no `data` array",
+            ));
+        };
+        Ok(entries
+            .iter()
+            .map(|e| Entry {
+                id: text(&e["id"]),
+                description: e["description"].as_str().unwrap_or_default().to_owned(),
+                // Durations come as strings of milliseconds.
+                duration_ms: text(&e["duration"]).parse().unwrap_or(0),
             })
-            .unwrap_or_default())
+            .collect())
     }
 
-    /// A billable entry on `task`; ClickUp has no idempotency key, so callers list first.
-    pub async fn create_entry(
+    /// The entry `description` on `task` in `[start_ms, end_ms]`: the one already
+    /// there, or a new billable one starting at `start_ms`. ClickUp has no idempotency
+    /// key, so the task's entries are the ledger: read before the first try, and again
+    /// whenever a try may have gone through without an answer.
+    pub async fn ensure_entry(
+        &self,
+        task: &str,
+        (start_ms, end_ms): (i64, i64),
+        duration_ms: i64,
+        description: &str,
+    ) -> Result<Ensured, ApiError> {
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let entries = self.entries(task, start_ms, end_ms).await?;
+            if let Some(e) = entries.into_iter().find(|e| e.description == description) {
+                return Ok(if attempt == 1 {
+                    Ensured::Existing(e)
+                } else {
+                    Ensured::Created(e.id)
+                });
+            }
+            match self
+                .create_entry(task, start_ms, duration_ms, description)
+                .await
+            {
+                Ok(id) => return Ok(Ensured::Created(id)),
+                Err(e) if e.is_ambiguous() && attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn create_entry(
         &self,
         task: &str,
         start_ms: i64,
@@ -103,7 +147,7 @@ impl ClickUp {
         });
         let answer = self
             .api
-            .call(
+            .call_unsure(
                 |c| {
                     c.post(&url)
                         .header("authorization", self.token.expose())

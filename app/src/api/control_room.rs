@@ -78,7 +78,17 @@ impl ControlRoom {
             })?;
             runs.extend(page.data);
             match page.next {
-                Some(next) if page.has_more => url = next,
+                // The key goes with every page: follow `next` only on the same service.
+                Some(next) if page.has_more && same_origin(&next, &self.base) => url = next,
+                Some(next) if page.has_more => {
+                    return Err(ApiError::new(
+                        SERVICE,
+                        Some(200),
+                        format!(
+                            "the next page of {workspace} points at another host ({next}); not sending the key there"
+                        ),
+                    ));
+                }
                 _ => return Ok(runs),
             }
         }
@@ -96,6 +106,14 @@ impl ControlRoom {
             )
             .await?;
         answer.json(SERVICE)
+    }
+}
+
+/// Whether `url` is on the scheme, host and port of `base`.
+fn same_origin(url: &str, base: &str) -> bool {
+    match (reqwest::Url::parse(url), reqwest::Url::parse(base)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
     }
 }
 

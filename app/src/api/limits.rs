@@ -21,6 +21,11 @@ struct Window {
     /// The budget the service last reported: requests left, and when it refills.
     /// Once the service has reported one, it replaces the local count for good.
     budget: Option<(u64, Instant)>,
+    /// The latest reset time the service reported.
+    last_reset: Option<Instant>,
+    /// Requests sent and not yet answered: the service may not have counted them in
+    /// the budget it reports.
+    in_flight: u64,
     reported: bool,
     /// Nothing goes out before then (after a 429).
     paused_until: Option<Instant>,
@@ -34,7 +39,19 @@ pub struct Limiter {
 
 /// Held while a request is in flight.
 #[derive(Debug)]
-pub struct Permit(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Permit {
+    _slot: Option<OwnedSemaphorePermit>,
+    window: Option<Arc<Mutex<Window>>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(w) = &self.window {
+            let mut w = w.lock().expect("limiter");
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+    }
+}
 
 impl Limiter {
     pub fn new(in_flight: Option<usize>, per_minute: Option<usize>) -> Self {
@@ -45,6 +62,8 @@ impl Limiter {
                     limit,
                     sent: VecDeque::new(),
                     budget: None,
+                    last_reset: None,
+                    in_flight: 0,
                     reported: false,
                     paused_until: None,
                 }))
@@ -77,8 +96,13 @@ impl Limiter {
                                 *left -= 1;
                                 None
                             }
-                            // A new window: the next answer says how much is left.
-                            _ => None,
+                            // The window has turned: a fresh budget of the known limit,
+                            // until an answer says how much is left.
+                            _ => {
+                                let fresh = u64::try_from(w.limit).unwrap_or(u64::MAX);
+                                w.budget = Some((fresh.saturating_sub(1), now + WINDOW));
+                                None
+                            }
                         }
                     } else {
                         match w.paused_until {
@@ -100,8 +124,12 @@ impl Limiter {
                     Some(d) => tokio::time::sleep(d.max(Duration::from_millis(5))).await,
                 }
             }
+            window.lock().expect("limiter").in_flight += 1;
         }
-        Permit(permit)
+        Permit {
+            _slot: permit,
+            window: self.window.clone(),
+        }
     }
 
     /// Learns from `X-RateLimit-Limit/Remaining/Reset` (Unix seconds).
@@ -121,16 +149,22 @@ impl Limiter {
         {
             // Reset is in whole seconds: wait for the second after it.
             let reset = Instant::now() + until_unix(reset + 1);
+            // Besides this one, the requests still out may not be in the count.
+            let left = left.saturating_sub(w.in_flight.saturating_sub(1));
+            let slack = Duration::from_millis(1500);
+            // A late answer from a window that has already turned says nothing now.
+            if w.last_reset.is_some_and(|last| reset + slack < last) {
+                return;
+            }
             // Answers overtake each other: within one window, the lowest count wins, as
             // calls sent since an answer left the service are not in it.
-            w.budget = Some(match w.budget {
-                Some((mine, known))
-                    if known.max(reset) - known.min(reset) < Duration::from_millis(1500) =>
-                {
+            w.budget = Some(match (w.budget, w.last_reset) {
+                (Some((mine, known)), Some(last)) if last.max(reset) - last.min(reset) < slack => {
                     (mine.min(left), known)
                 }
                 _ => (left, reset),
             });
+            w.last_reset = Some(w.last_reset.map_or(reset, |l| l.max(reset)));
             w.reported = true;
         }
     }

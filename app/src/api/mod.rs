@@ -31,6 +31,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The call may have taken effect: no answer, a broken one, or a 5xx.
+    pub fn is_ambiguous(&self) -> bool {
+        self.status.is_none_or(|s| s >= 500)
+    }
+
     pub fn new(service: &'static str, status: Option<u16>, message: impl Into<String>) -> Self {
         Self {
             service,
@@ -69,6 +74,8 @@ pub struct Api {
     http: reqwest::Client,
     pub limiter: Limiter,
     retry: Retry,
+    /// How long to wait after a 429 that names no time (QBO says a minute).
+    throttle_wait: Option<Duration>,
 }
 
 /// A successful answer.
@@ -107,7 +114,14 @@ impl Api {
             http,
             limiter,
             retry: Retry::default(),
+            throttle_wait: None,
         }
+    }
+
+    /// Waits `wait` after a 429 that names no time, instead of the backoff.
+    pub fn with_throttle_wait(mut self, wait: Duration) -> Self {
+        self.throttle_wait = Some(wait);
+        self
     }
 
     /// Sends the request `build` makes (again on each attempt) and returns the first
@@ -116,6 +130,26 @@ impl Api {
         &self,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
         error: impl Fn(StatusCode, &HeaderMap, &[u8]) -> ApiError,
+    ) -> Result<Answer, ApiError> {
+        self.attempts(build, error, true).await
+    }
+
+    /// As [`Api::call`] for a write with no idempotency key: retries only what surely
+    /// did not happen (a 429, a refused connection); a timeout, a broken answer or a
+    /// 5xx comes back at once, for the caller to check whether the write took effect.
+    pub async fn call_unsure(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        error: impl Fn(StatusCode, &HeaderMap, &[u8]) -> ApiError,
+    ) -> Result<Answer, ApiError> {
+        self.attempts(build, error, false).await
+    }
+
+    async fn attempts(
+        &self,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+        error: impl Fn(StatusCode, &HeaderMap, &[u8]) -> ApiError,
+        replay: bool,
     ) -> Result<Answer, ApiError> {
         let started = Instant::now();
         let mut attempt = 0;
@@ -137,8 +171,9 @@ impl Api {
                         Ok(body) => {
                             let err = error(status, &headers, &body);
                             if status == StatusCode::TOO_MANY_REQUESTS {
-                                let wait =
-                                    server_wait(&headers).unwrap_or_else(|| self.backoff(attempt));
+                                let wait = server_wait(&headers)
+                                    .or(self.throttle_wait)
+                                    .unwrap_or_else(|| self.backoff(attempt));
                                 self.limiter.pause(wait);
                                 tracing::info!(
                                     event = "throttled",
@@ -146,6 +181,8 @@ impl Api {
                                     wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
                                 );
                                 (wait, err)
+                            } else if status.is_server_error() && !replay {
+                                return Err(err);
                             } else if status.is_server_error() {
                                 (
                                     server_wait(&headers).unwrap_or_else(|| self.backoff(attempt)),
@@ -155,14 +192,17 @@ impl Api {
                                 return Err(err);
                             }
                         }
-                        Err(e) => (
-                            self.backoff(attempt),
-                            ApiError::new(
+                        Err(e) => {
+                            let err = ApiError::new(
                                 self.service,
-                                Some(status.as_u16()),
+                                None,
                                 format!("the answer broke off: {e}"),
-                            ),
-                        ),
+                            );
+                            if !replay {
+                                return Err(err);
+                            }
+                            (self.backoff(attempt), err)
+                        }
                     }
                 }
                 Err(e) => {
@@ -174,14 +214,16 @@ impl Api {
                     } else {
                         "failed"
                     };
-                    (
-                        self.backoff(attempt),
-                        ApiError::new(
-                            self.service,
-                            None,
-                            format!("the request {what}: {}", without_url(&e)),
-                        ),
-                    )
+                    let err = ApiError::new(
+                        self.service,
+                        None,
+                        format!("the request {what}: {}", without_url(&e)),
+                    );
+                    // A refused connection never reached the service.
+                    if !replay && !e.is_connect() {
+                        return Err(err);
+                    }
+                    (self.backoff(attempt), err)
                 }
             };
             if attempt >= self.retry.attempts || started.elapsed() + wait > self.retry.budget {

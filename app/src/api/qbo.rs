@@ -61,11 +61,13 @@ impl Qbo {
             str::to_owned,
         );
         Self {
+            // Intuit: after a 429, wait a minute.
             api: Api::new(
                 SERVICE,
                 Duration::from_mins(2),
                 Limiter::new(Some(10), Some(500)),
-            ),
+            )
+            .with_throttle_wait(Duration::from_mins(1)),
             auth: Api::new("qbo-oauth", Duration::from_secs(30), Limiter::default()),
             base: format!("{host}/v3/company/{}", secret.realm_id),
             token_url: token_url.to_owned(),
@@ -94,8 +96,11 @@ impl Qbo {
             self.client_id,
             self.client_secret.expose()
         ));
-        let refresh = tokens.refresh.clone();
-        let answer = self
+        let mut round = 0;
+        let answer = loop {
+            round += 1;
+            let refresh = tokens.refresh.clone();
+            let result = self
             .auth
             .call(
                 |c| {
@@ -118,7 +123,26 @@ impl Qbo {
                     ApiError { code: Some(code), fatal: true, ..ApiError::new("qbo-oauth", Some(status.as_u16()), message) }
                 },
             )
-            .await?;
+            .await;
+            match result {
+                Ok(answer) => break answer,
+                // Another run (a shard, the other job) may have rotated the token and
+                // stored the new one: take it from the secret and try again.
+                Err(e) if e.code.as_deref() == Some("invalid_grant") && round < 3 => {
+                    let stored = self.secrets.qbo(&self.secret_name).await.ok();
+                    match stored {
+                        Some((secret, whole)) if secret.refresh_token != tokens.refresh => {
+                            tracing::info!(event = "qbo_refresh_token_reloaded", secret = %self.secret_name);
+                            tokens.refresh = secret.refresh_token;
+                            tokens.whole = whole;
+                        }
+                        _ => return Err(e),
+                    }
+                }
+                // Without a token nothing else can be done: every failure is fatal.
+                Err(e) => return Err(ApiError { fatal: true, ..e }),
+            }
+        };
         let v = answer.json("qbo-oauth")?;
         let (Some(access), Some(new_refresh)) =
             (v["access_token"].as_str(), v["refresh_token"].as_str())
@@ -170,32 +194,32 @@ impl Qbo {
         query: &[(&str, &str)],
         body: Option<&Value>,
         accept: &str,
+        replay: bool,
     ) -> Result<Vec<u8>, ApiError> {
         let url = format!("{}{path}", self.base);
         for round in 0..2 {
             let token = self.access_token().await?;
-            let result = self
-                .api
-                .call(
-                    |c| {
-                        let mut r = c
-                            .request(method.clone(), &url)
-                            .bearer_auth(token.expose())
-                            .header("accept", accept)
-                            .query(&[("minorversion", MINOR_VERSION)])
-                            .query(query);
-                        r = match body {
-                            Some(b) => r.json(b),
-                            None if method == Method::POST => {
-                                r.header("content-type", "application/octet-stream")
-                            }
-                            None => r,
-                        };
-                        r
-                    },
-                    fault_of,
-                )
-                .await;
+            let call = |c: &reqwest::Client| {
+                let mut r = c
+                    .request(method.clone(), &url)
+                    .bearer_auth(token.expose())
+                    .header("accept", accept)
+                    .query(&[("minorversion", MINOR_VERSION)])
+                    .query(query);
+                r = match body {
+                    Some(b) => r.json(b),
+                    None if method == Method::POST => {
+                        r.header("content-type", "application/octet-stream")
+                    }
+                    None => r,
+                };
+                r
+            };
+            let result = if replay {
+                self.api.call(call, fault_of).await
+            } else {
+                self.api.call_unsure(call, fault_of).await
+            };
             match result {
                 Err(e) if e.status == Some(401) && round == 0 => self.forget(&token).await,
                 Err(e) if e.status == Some(401) || e.status == Some(403) => {
@@ -214,9 +238,10 @@ impl Qbo {
         path: &str,
         query: &[(&str, &str)],
         body: Option<&Value>,
+        replay: bool,
     ) -> Result<Value, ApiError> {
         let bytes = self
-            .request(method, path, query, body, "application/json")
+            .request(method, path, query, body, "application/json", replay)
             .await?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
@@ -242,7 +267,7 @@ impl Qbo {
                 rows.len() + 1
             );
             let v = self
-                .json(Method::GET, "/query", &[("query", &text)], None)
+                .json(Method::GET, "/query", &[("query", &text)], None, true)
                 .await?;
             // The entity key is absent when nothing matches.
             let page = v["QueryResponse"][entity]
@@ -278,6 +303,7 @@ impl Qbo {
                 "/batch",
                 &[],
                 Some(&json!({"BatchItemRequest": items})),
+                true,
             )
             .await?;
         let answers = v["BatchItemResponse"]
@@ -321,17 +347,44 @@ impl Qbo {
                 "/invoice",
                 &[("requestid", request_id)],
                 Some(invoice),
+                true,
             )
             .await?;
         Ok(v["Invoice"].clone())
     }
 
-    /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
-    pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
+    pub async fn invoice(&self, id: &str) -> Result<Value, ApiError> {
         let v = self
-            .json(Method::POST, &format!("/invoice/{id}/send"), &[], None)
+            .json(Method::GET, &format!("/invoice/{id}"), &[], None, true)
             .await?;
         Ok(v["Invoice"].clone())
+    }
+
+    /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
+    /// `/send` takes no idempotency key: when an attempt may have gone through (no
+    /// answer, a 5xx), the invoice is read back, and sent again only if it is not.
+    pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/invoice/{id}/send");
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match self.json(Method::POST, &path, &[], None, false).await {
+                Ok(v) => return Ok(v["Invoice"].clone()),
+                Err(e) if e.is_ambiguous() && attempt < 5 => {
+                    let now = self.invoice(id).await?;
+                    if now["EmailStatus"] == "EmailSent" {
+                        tracing::info!(
+                            event = "send_confirmed",
+                            invoice_id = id,
+                            "the send went through although its answer was lost"
+                        );
+                        return Ok(now);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub async fn invoice_pdf(&self, id: &str) -> Result<Vec<u8>, ApiError> {
@@ -341,6 +394,7 @@ impl Qbo {
             &[],
             None,
             "application/pdf",
+            true,
         )
         .await
     }

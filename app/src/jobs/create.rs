@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Context, Summary};
 use crate::api::ApiError;
-use crate::api::clickup::ClickUp;
+use crate::api::clickup::{ClickUp, Ensured};
 use crate::api::control_room::{ControlRoom, Run};
 use crate::api::qbo::{self, Qbo};
 use crate::clients::{ClientRow, Selection};
@@ -216,7 +216,9 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     };
     let item_price = item["UnitPrice"]
         .as_f64()
-        .and_then(|p| p.to_string().parse::<Decimal>().ok());
+        .and_then(|p| p.to_string().parse::<Decimal>().ok())
+        // An item without a price says 0: billing at 0 would send $0.00 invoices.
+        .filter(|p| *p > Decimal::ZERO);
 
     let mut candidates = Vec::new();
     for row in ready {
@@ -454,33 +456,34 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
         s.period.start.as_millisecond(),
         s.period.end.as_millisecond(),
     );
-    let entries = match s
+    let duration = i64::try_from(minutes * 60_000).unwrap_or(i64::MAX);
+    match s
         .clickup
-        .entries(&row.clickup_task_id, start_ms, end_ms)
+        .ensure_entry(
+            &row.clickup_task_id,
+            (start_ms, end_ms),
+            duration,
+            &description,
+        )
         .await
     {
-        Ok(e) => e,
-        Err(e) => return soft(e),
-    };
-    if entries.iter().any(|e| e.description == description) {
-        tracing::info!(event = "time_entry_exists", client_id = %row.client_id, task_id = %row.clickup_task_id);
-    } else {
-        let duration = i64::try_from(minutes * 60_000).unwrap_or(i64::MAX);
-        match s
-            .clickup
-            .create_entry(&row.clickup_task_id, start_ms, duration, &description)
-            .await
-        {
-            Ok(id) => {
-                tracing::info!(event = "time_entry_created", client_id = %row.client_id, task_id = %row.clickup_task_id, entry_id = %id, minutes);
-            }
-            Err(e) => return soft(e),
+        Ok(Ensured::Created(id)) => {
+            tracing::info!(event = "time_entry_created", client_id = %row.client_id, task_id = %row.clickup_task_id, entry_id = %id, minutes);
         }
+        Ok(Ensured::Existing(e)) if e.duration_ms != duration => {
+            // Runs that arrived after an interrupted run: the entry keeps the earlier
+            // count, the invoice bills this one; someone should look.
+            tracing::warn!(event = "time_entry_differs", client_id = %row.client_id, entry_id = %e.id, entry_minutes = e.duration_ms / 60_000, invoice_minutes = minutes, "the ClickUp entry from an earlier run has other minutes than this invoice");
+        }
+        Ok(Ensured::Existing(_)) => {
+            tracing::info!(event = "time_entry_exists", client_id = %row.client_id, task_id = %row.clickup_task_id);
+        }
+        Err(e) => return soft(e),
     }
 
     match s
         .qbo
-        .create_invoice(&invoice, &request_id(row, &s.period, &invoice))
+        .create_invoice(&invoice, &request_id(row, &s.period, c, minutes))
         .await
     {
         Ok(created) => {
@@ -495,8 +498,22 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
             );
             Ok(Outcome::Invoiced)
         }
-        // Another run got there first (or this one, before a crash).
-        Err(e) if e.code.as_deref() == Some("6210") => Ok(Outcome::AlreadyInvoiced),
+        // A validation fault may be a duplicate DocNumber (another run got there first,
+        // or this one before a crash): QBO's code for it varies by source, so look.
+        Err(e) if e.status == Some(400) && !e.fatal => {
+            match s
+                .qbo
+                .query_all(&format!(
+                    "SELECT * FROM Invoice WHERE DocNumber = {}",
+                    qbo::quote(&doc)
+                ))
+                .await
+            {
+                Ok(found) if !found.is_empty() => Ok(Outcome::AlreadyInvoiced),
+                Ok(_) => Ok(Outcome::Failed(e.to_string())),
+                Err(lookup) => soft(lookup),
+            }
+        }
         Err(e) => soft(e),
     }
 }
@@ -536,10 +553,18 @@ fn invoice(s: &Services, c: &Candidate, minutes: u64, amount: Decimal, doc: &str
     invoice
 }
 
-/// Same client, month and body -> same id (QBO replays the first answer); a changed
-/// body gets a new id, and the DocNumber still stops a duplicate. At most 50 chars.
-fn request_id(row: &ClientRow, period: &Period, invoice: &Value) -> String {
-    let hash = crate::secrets::hex(&Sha256::digest(invoice.to_string().as_bytes()));
+/// The same client, month, customer, minutes and rate give the same id on any day, so
+/// QBO replays the first answer; anything else gets a new id, and the DocNumber still
+/// stops a duplicate. At most 50 characters.
+fn request_id(row: &ClientRow, period: &Period, c: &Candidate, minutes: u64) -> String {
+    let key = format!(
+        "{}|{}|{}|{minutes}|{}",
+        row.client_id,
+        period.compact(),
+        c.customer["Id"].as_str().unwrap_or_default(),
+        c.rate.normalize()
+    );
+    let hash = crate::secrets::hex(&Sha256::digest(key.as_bytes()));
     let id = format!("inv-{}-{}-{}", row.client_id, period.compact(), &hash[..16]);
     id.chars().take(50).collect()
 }

@@ -31,7 +31,7 @@ pub const TEMPLATE: &str = include_str!("../../../assets/sent_invoices_email_tem
 const TEMPLATE_NAME: &str = "sent_invoices_email_template.html";
 
 /// One row of the summary email.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
     pub doc_number: String,
     pub customer: String,
@@ -96,7 +96,8 @@ fn row(invoice: &Value, reason: &str) -> Row {
 /// What became of one invoice.
 #[derive(Debug)]
 enum Sent {
-    Done(Value),
+    /// Sent; the archive error, if archiving failed.
+    Done(Value, Option<String>),
     Would,
     Failed(String),
 }
@@ -181,9 +182,13 @@ pub async fn run(
     let mut fatal_error = None;
     while let Some((id, invoice, outcome)) = results.next().await {
         match outcome {
-            Ok(Sent::Done(sent)) => {
+            Ok(Sent::Done(sent, archive_error)) => {
                 summary.done += 1;
                 email.sent.push(row(&sent, ""));
+                if let Some(why) = archive_error {
+                    summary.fail(&id, why.clone());
+                    email.failed.push(row(&sent, &why));
+                }
             }
             Ok(Sent::Would) => {
                 summary.would += 1;
@@ -202,7 +207,21 @@ pub async fn run(
     drop(results);
     ticker.abort();
     progress.finish();
+    let (_, graph, _) = &*shared;
     if let Some(e) = fatal_error {
+        // What already went out is still reported, if Graph can be reached.
+        if !dry_run && !email.sent.is_empty() {
+            email.failed.push(Row {
+                reason: format!("the run stopped: {e}"),
+                ..Row::default()
+            });
+            let _ = deliver(graph, config, &email, &mut summary).await;
+        }
+        tracing::info!(
+            event = "sent_before_stop",
+            sent = summary.done,
+            failed = summary.failures.len()
+        );
         return Err(super::fatal(e));
     }
     email.sent.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
@@ -218,26 +237,37 @@ pub async fn run(
         );
         return Ok(summary);
     }
-    let html = email.render()?;
-    let (Some(from), Some(to)) = (&config.sender_email, &config.bookkeeper_email) else {
-        unreachable!("checked before the run")
-    };
     if dry_run {
+        let html = email.render()?;
         std::fs::write(email_out, &html).map_err(|e| {
             Error::Usage(
                 format!("cannot write the email to {}: {e}", email_out.display()),
                 "pass --email-out with a writable path".into(),
             )
         })?;
-        tracing::info!(event = "email_rendered", path = %email_out.display(), to = %to, subject = %email.subject());
+        tracing::info!(event = "email_rendered", path = %email_out.display(), subject = %email.subject());
         return Ok(summary);
     }
+    deliver(graph, config, &email, &mut summary).await?;
+    Ok(summary)
+}
+
+/// Sends the summary email from SENDER_EMAIL to BOOKKEEPER_EMAIL.
+async fn deliver(
+    graph: &Graph,
+    config: &Config,
+    email: &Email,
+    summary: &mut Summary,
+) -> Result<()> {
+    let html = email.render()?;
+    let (Some(from), Some(to)) = (&config.sender_email, &config.bookkeeper_email) else {
+        unreachable!("checked before the run")
+    };
     let message = json!({
         "subject": email.subject(),
         "body": {"contentType": "HTML", "content": html},
         "toRecipients": [{"emailAddress": {"address": to}}],
     });
-    let (_, graph, _) = &*shared;
     match graph.send_mail(from, &message).await {
         Ok(()) => {
             summary.emailed = true;
@@ -249,26 +279,36 @@ pub async fn run(
             format!("the summary email to {to} was not sent: {e}"),
         ),
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// Every NeedToSend invoice; if QBO refuses the filter, every invoice filtered here.
 async fn waiting(qbo: &Qbo) -> Result<Vec<Value>, ApiError> {
     match qbo
-        .query_all("SELECT * FROM Invoice WHERE EmailStatus = 'NeedToSend'")
+        .query_all("SELECT * FROM Invoice WHERE EmailStatus = 'NeedToSend' ORDERBY Id")
         .await
     {
-        Ok(rows) => Ok(rows),
+        // Pages are read by position: an invoice that moves between two reads could
+        // show up twice, and must still be sent once.
+        Ok(rows) => Ok(unique(rows)),
         Err(e) if !e.fatal && e.status == Some(400) => {
             tracing::warn!(event = "filter_refused", error = %e, "QBO refused the EmailStatus filter; filtering every invoice locally");
-            let all = qbo.query_all("SELECT * FROM Invoice").await?;
-            Ok(all
-                .into_iter()
-                .filter(|i| i["EmailStatus"] == "NeedToSend")
-                .collect())
+            let all = qbo.query_all("SELECT * FROM Invoice ORDERBY Id").await?;
+            Ok(unique(
+                all.into_iter()
+                    .filter(|i| i["EmailStatus"] == "NeedToSend")
+                    .collect(),
+            ))
         }
         Err(e) => Err(e),
     }
+}
+
+fn unique(rows: Vec<Value>) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    rows.into_iter()
+        .filter(|r| seen.insert(r["Id"].as_str().unwrap_or_default().to_owned()))
+        .collect()
 }
 
 async fn send(
@@ -311,17 +351,20 @@ async fn send(
             let file = format!("Invoices/{month}/{}.pdf", doc.replace(['/', '\\'], "-"));
             graph.upload(site_id, &file, pdf).await.map(|()| file)
         };
+        // The invoice went out either way: an archive error is reported, never fatal.
         match archived.await {
             Ok(file) => tracing::info!(event = "invoice_archived", doc_number = doc, path = %file),
-            Err(e) if e.fatal => return Err(e),
             Err(e) => {
-                return Ok(Sent::Failed(format!(
-                    "sent, but archiving the PDF to SharePoint failed: {e}"
-                )));
+                return Ok(Sent::Done(
+                    sent,
+                    Some(format!(
+                        "sent, but archiving the PDF to SharePoint failed: {e}"
+                    )),
+                ));
             }
         }
     }
-    Ok(Sent::Done(sent))
+    Ok(Sent::Done(sent, None))
 }
 
 #[cfg(test)]

@@ -303,6 +303,21 @@ async fn the_job_keeps_within_the_limits_and_waits_out_429s() {
             },
             ..Fault::status("qbo", Some(r#""DocNumber":"10020-202610""#), 1, 429)
         });
+        // Writes that happen but whose answer is lost (a 5xx after the work): no
+        // second entry or invoice may follow.
+        c.add_fault(Fault {
+            action: Action::StatusAfter { status: 502 },
+            ..Fault::status(
+                "clickup",
+                Some(r#""description":"Robot minutes 2026-10 (10015)""#),
+                1,
+                502,
+            )
+        });
+        c.add_fault(Fault {
+            action: Action::StatusAfter { status: 503 },
+            ..Fault::status("qbo", Some(r#""DocNumber":"10016-202610""#), 1, 503)
+        });
     }
     let run = run_create(&w, &[]).await;
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -320,6 +335,12 @@ async fn the_job_keeps_within_the_limits_and_waits_out_429s() {
         "QBO calls overlap: {qbo}"
     );
     assert_eq!(qbo["throttled"], 1, "only the injected 429: {qbo}");
+    assert!(
+        run.events("client_failed")
+            .iter()
+            .all(|e| e["id"] != "10015" && e["id"] != "10016"),
+        "lost answers are not failures"
+    );
     // ClickUp: the job reads the budget from X-RateLimit-* and waits for the reset
     // rather than going over it.
     let clickup = &state["stats"]["clickup"];

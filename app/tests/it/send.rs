@@ -124,6 +124,18 @@ async fn waiting_invoices_go_out_once_and_the_bookkeeper_gets_the_summary() {
         .as_str()
         .unwrap()
         .to_owned();
+    let lost_id = w
+        .fakes
+        .qbo
+        .lock()
+        .unwrap()
+        .invoices()
+        .iter()
+        .find(|i| i["DocNumber"] == "S00030")
+        .unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let throttled_id = w
         .fakes
         .qbo
@@ -141,6 +153,11 @@ async fn waiting_invoices_go_out_once_and_the_bookkeeper_gets_the_summary() {
         c.add_fault(Fault {
             times: 100,
             ..Fault::status("qbo", Some(&format!("/invoice/{refused_id}/send")), 1, 400)
+        });
+        // The send goes through but its answer is lost: it must not go out twice.
+        c.add_fault(Fault {
+            action: Action::StatusAfter { status: 502 },
+            ..Fault::status("qbo", Some(&format!("/invoice/{lost_id}/send")), 1, 502)
         });
         c.add_fault(Fault {
             action: Action::Status {
