@@ -128,3 +128,23 @@ fn error_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
         ..ApiError::new(SERVICE, Some(status.as_u16()), message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_only_follows_next_pages_on_the_same_service() {
+        let base = "https://cloud.robocorp.com/api/v1";
+        assert!(same_origin(
+            "https://cloud.robocorp.com/api/v1/workspaces/w/process-runs?cursor=2",
+            base
+        ));
+        assert!(!same_origin(
+            "https://evil.example/api/v1/workspaces/w/process-runs",
+            base
+        ));
+        assert!(!same_origin("http://cloud.robocorp.com/api/v1/x", base));
+        assert!(!same_origin("not a url", base));
+    }
+}

@@ -638,6 +638,34 @@ mod tests {
     }
 
     #[test]
+    fn the_request_id_is_the_same_on_any_day_and_changes_with_what_is_billed() {
+        let row = ClientRow {
+            client_id: "10002".into(),
+            client_name: "Acme".into(),
+            robocorp_org_id: "o".into(),
+            robocorp_workspace_id: "w".into(),
+            clickup_task_id: "t".into(),
+            qbo_customer_id: None,
+            rate_per_minute: None,
+            active: true,
+        };
+        let la = TimeZone::get("America/Los_Angeles").unwrap();
+        let p = Period::of(date(2026, 10, 1), &la).unwrap();
+        let c = Candidate {
+            row: row.clone(),
+            customer: json!({"Id": "58"}),
+            rate: "1.25".parse().unwrap(),
+        };
+        let id = request_id(&row, &p, &c, 90);
+        assert!(
+            id.starts_with("inv-10002-202610-") && id.len() <= 50,
+            "{id}"
+        );
+        assert_eq!(id, request_id(&row, &p, &c, 90));
+        assert_ne!(id, request_id(&row, &p, &c, 91));
+    }
+
+    #[test]
     fn amounts_round_half_up_to_cents_in_decimal() {
         assert_eq!(amount(7, "0.875".parse().unwrap()).to_string(), "6.13");
         assert_eq!(amount(3, "0.335".parse().unwrap()).to_string(), "1.01");
