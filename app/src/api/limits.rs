@@ -99,8 +99,11 @@ impl Limiter {
                             // The window has turned: a fresh budget of the known limit,
                             // until an answer says how much is left.
                             _ => {
-                                let fresh = u64::try_from(w.limit).unwrap_or(u64::MAX);
-                                w.budget = Some((fresh.saturating_sub(1), now + WINDOW));
+                                // Requests still out may land in the new window.
+                                let fresh = u64::try_from(w.limit)
+                                    .unwrap_or(u64::MAX)
+                                    .saturating_sub(w.in_flight + 1);
+                                w.budget = Some((fresh, now + WINDOW));
                                 None
                             }
                         }
