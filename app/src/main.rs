@@ -54,7 +54,7 @@ struct Cli {
     /// Take only shard K of N (clients whose id mod N is K-1), e.g. 2/4
     #[arg(long, value_name = "K/N")]
     shard: Option<Shard>,
-    /// Clients billed at once; each service's own limits hold regardless
+    /// Clients billed (or invoices sent) at once; each service's own limits hold regardless
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     concurrency: u16,
     /// Where --send-invoices --dry-run writes the summary email it would send
