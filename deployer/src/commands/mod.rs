@@ -37,9 +37,10 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Cost(args) => cost::run(cli, args),
         Command::Completions(args) => {
             use clap::CommandFactory as _;
-            let mut out = std::io::stdout().lock();
-            clap_complete::generate(args.shell, &mut Cli::command(), "deployer", &mut out);
-            Ok(())
+            // Into a buffer first: the generator panics on a closed pipe (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "deployer", &mut script);
+            crate::output::text(&String::from_utf8_lossy(&script))
         }
     }
 }

@@ -164,6 +164,18 @@ fn completions_are_printed_for_each_shell() {
             "{shell} completes the subcommands"
         );
     }
+    // A closed pipe (`| head -1`) is not an error: the reading end is closed before
+    // the deployer writes.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deployer"))
+        .args(["completions", "fish"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
 #[test]
