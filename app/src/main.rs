@@ -76,16 +76,10 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
 }
 
 fn parse_period(s: &str) -> Result<Date, String> {
-    let bad = || format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10");
-    let (y, m) = s.split_once('-').ok_or_else(bad)?;
-    let (y, m) = (
-        y.parse::<i16>().map_err(|_| bad())?,
-        m.parse::<i8>().map_err(|_| bad())?,
-    );
-    if !(2000..=2100).contains(&y) {
-        return Err(bad());
-    }
-    Date::new(y, m, 1).map_err(|_| bad())
+    Date::strptime("%Y-%m-%d", format!("{}-01", s.trim()))
+        .ok()
+        .filter(|d| (2000..=2100).contains(&d.year()))
+        .ok_or_else(|| format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10"))
 }
 
 #[tokio::main]

@@ -19,6 +19,8 @@ static BAR: OnceLock<ProgressBar> = OnceLock::new();
 /// whatever `RUST_LOG` says, so no token or secret reaches the log.
 const CAPS: &str = "aws_smithy_runtime=info,aws_smithy_runtime_api=info,aws_smithy_http=info,aws_sigv4=info,hyper=info,hyper_util=info,reqwest=info,rustls=info,h2=info";
 
+const DEFAULT: &str = "info,aws_config=error";
+
 pub fn init() {
     if std::io::stdout().is_terminal() {
         let bar = ProgressBar::new(0);
@@ -31,9 +33,11 @@ pub fn init() {
         );
         let _ = BAR.set(bar);
     }
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".into());
+    // The SDK's own chatter (e.g. no region from IMDS off EC2) is left out by default:
+    // the job says what is wrong, with the fix, when it matters.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT.into());
     let filter = EnvFilter::try_new(format!("{directives},{CAPS}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,aws=warn,{CAPS}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{DEFAULT},{CAPS}")));
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)

@@ -200,14 +200,18 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
     let path = request.uri().path().to_owned();
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 8 * 1024 * 1024).await.unwrap_or_default();
-    let text = format!(
-        "{method} {}?{} {}",
-        path,
-        parts.uri.query().unwrap_or_default(),
-        String::from_utf8_lossy(&body)
-    );
     let (verdict, latency, at_ms) = {
         let mut c = shared.0.lock().expect("control state");
+        // What faults match against; only built when there are faults.
+        let text = if c.faults.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "{method} {path}?{} {}",
+                parts.uri.query().unwrap_or_default(),
+                String::from_utf8_lossy(&body)
+            )
+        };
         let at_ms = c.started.map_or(0, |s| {
             u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
         });

@@ -103,14 +103,9 @@ async fn main() -> ExitCode {
 }
 
 fn parse_period(s: &str) -> Result<(i16, i8), String> {
-    let bad = || format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10");
-    let (y, m) = s.split_once('-').ok_or_else(bad)?;
-    let (y, m) = (
-        y.parse::<i16>().map_err(|_| bad())?,
-        m.parse::<i8>().map_err(|_| bad())?,
-    );
-    if !(1..=12).contains(&m) || !(2000..=2100).contains(&y) {
-        return Err(bad());
-    }
-    Ok((y, m))
+    jiff::civil::Date::strptime("%Y-%m-%d", format!("{}-01", s.trim()))
+        .ok()
+        .filter(|d| (2000..=2100).contains(&d.year()))
+        .map(|d| (d.year(), d.month()))
+        .ok_or_else(|| format!("{s:?} is not a month; write YYYY-MM, e.g. 2026-10"))
 }

@@ -141,6 +141,29 @@ fn fault(status: StatusCode, kind: &str, code: &str, message: &str, detail: &str
         .into_response()
 }
 
+/// QBO's 610: the object does not exist or is inactive.
+fn not_found(what: &str) -> Response {
+    fault(
+        StatusCode::BAD_REQUEST,
+        "ValidationFault",
+        "610",
+        "Object Not Found",
+        &format!("{what} not found"),
+    )
+}
+
+/// The first answer given to this `requestid`, if it was seen before.
+fn replayed(q: &Qbo, rid: &RequestId) -> Option<Response> {
+    let (status, body) = q.replays.get(rid.requestid.as_ref()?)?;
+    Some(
+        (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+            Json(body.clone()),
+        )
+            .into_response(),
+    )
+}
+
 /// QBO's 401 uses lowercase keys.
 fn unauthorized() -> Response {
     (
@@ -301,12 +324,8 @@ async fn batch(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
-    if let Some((status, replay)) = rid.requestid.as_ref().and_then(|r| q.replays.get(r)) {
-        return (
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-            Json(replay.clone()),
-        )
-            .into_response();
+    if let Some(r) = replayed(&q, &rid) {
+        return r;
     }
     let items = body["BatchItemRequest"]
         .as_array()
@@ -367,13 +386,7 @@ async fn invoice_pdf(
             ),
         )
             .into_response(),
-        None => fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
-            "610",
-            "Object Not Found",
-            "Invoice not found",
-        ),
+        None => not_found("Invoice"),
     }
 }
 
@@ -547,12 +560,8 @@ async fn create_invoice(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
-    if let Some((status, replay)) = rid.requestid.as_ref().and_then(|r| q.replays.get(r)) {
-        return (
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-            Json(replay.clone()),
-        )
-            .into_response();
+    if let Some(r) = replayed(&q, &rid) {
+        return r;
     }
     let (status, response) = match new_invoice(&mut q, body) {
         Ok(invoice) => (
@@ -573,13 +582,7 @@ fn new_invoice(q: &mut Qbo, mut body: Value) -> Result<Value, Response> {
         .unwrap_or_default()
         .to_owned();
     if !q.customers.iter().any(|c| c["Id"] == customer.as_str()) {
-        return Err(fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
-            "610",
-            "Object Not Found",
-            "Customer not found",
-        ));
+        return Err(not_found("Customer"));
     }
     if let Some(doc) = body["DocNumber"].as_str()
         && q.invoices.iter().any(|i| i["DocNumber"] == doc)
@@ -644,13 +647,7 @@ async fn read_invoice(
     }
     match q.invoices.iter().find(|i| i["Id"] == id.as_str()) {
         Some(inv) => Json(json!({"Invoice": inv})).into_response(),
-        None => fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
-            "610",
-            "Object Not Found",
-            "Invoice not found",
-        ),
+        None => not_found("Invoice"),
     }
 }
 
@@ -672,13 +669,7 @@ async fn send_invoice(
         return r;
     }
     let Some(inv) = q.invoices.iter_mut().find(|i| i["Id"] == id.as_str()) else {
-        return fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
-            "610",
-            "Object Not Found",
-            "Invoice not found",
-        );
+        return not_found("Invoice");
     };
     if let Some(address) = to.send_to {
         inv["BillEmail"] = json!({"Address": address});
