@@ -34,7 +34,7 @@ run() {
   local name=$1; shift
   local port; port=$(free_port)
   "$bin/fakes" --port "$port" --clients "$clients" --period 2026-10 --latency-ms "$latency" \
-    --real-limits --seed-aws "$AWS_ENDPOINT_URL" >"$state/$name.fakes" 2>&1 &
+    --clickup-per-minute 1000 --seed-aws "$AWS_ENDPOINT_URL" >"$state/$name.fakes" 2>&1 &
   fakes=$!
   until curl -s "http://127.0.0.1:$port/_fakes/state" >/dev/null; do sleep 0.05; done
   local url=http://127.0.0.1:$port

@@ -23,6 +23,44 @@ fn fail(what: impl Into<String>, e: impl std::error::Error) -> SeedError {
     }
 }
 
+/// Creates the job-state table the stack provisions (`deployer up` does it on a
+/// deployment), for tests that run the job without deploying.
+pub async fn state_table(config: &SdkConfig, table: &str) -> Result<(), SeedError> {
+    create_table(&aws_sdk_dynamodb::Client::new(config), table, "pk").await
+}
+
+/// An on-demand table keyed by the string `key`, unless it exists.
+async fn create_table(
+    db: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+) -> Result<(), SeedError> {
+    if db.describe_table().table_name(table).send().await.is_ok() {
+        return Ok(());
+    }
+    db.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| fail(table, e))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| fail(table, e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| fail(table, e))?;
+    Ok(())
+}
+
 /// Puts each secret (creating it first if needed) and every table item into `table`.
 pub async fn seed(config: &SdkConfig, month: &Month, table: &str) -> Result<(), SeedError> {
     let sm = aws_sdk_secretsmanager::Client::new(config);
@@ -45,28 +83,7 @@ pub async fn seed(config: &SdkConfig, month: &Month, table: &str) -> Result<(), 
         }
     }
     let db = aws_sdk_dynamodb::Client::new(config);
-    if db.describe_table().table_name(table).send().await.is_err() {
-        db.create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("client_id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .map_err(|e| fail(table, e))?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("client_id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .map_err(|e| fail(table, e))?,
-            )
-            .send()
-            .await
-            .map_err(|e| fail(table, e))?;
-    }
+    create_table(&db, table, "client_id").await?;
     for chunk in month.items.chunks(25) {
         let mut requests = Vec::new();
         for item in chunk {

@@ -1,10 +1,11 @@
-//! What every fake shares, as one axum middleware: per-service latency, in-flight and
-//! per-minute limits answered with the service's own 429, fault injection (fail or hang
-//! a given call, a client's calls, or a fraction of them; or lose the answer of a call
-//! that did its work) and the statistics tests and
-//! benches read back (calls, most in flight, most in any minute, every call's status).
+//! What every fake shares, as one axum middleware: per-service latency, in-flight,
+//! per-second, per-minute and batch-per-minute limits answered with the service's own
+//! 429, the service's own request timeout, fault injection (fail or hang a given call, a
+//! client's calls, or a fraction of them; lose the answer of a call that did its work; or
+//! answer at once and do the work later) and the statistics tests and benches read back
+//! (calls, most in flight, most in any second and minute, every call's status).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,17 +47,36 @@ pub struct Limits {
     pub latency_ms: u64,
     /// More requests than this at once get 429.
     pub max_in_flight: Option<u32>,
+    /// More requests than this in any 1 s get 429.
+    pub per_second: Option<u32>,
     /// More requests than this in any 60 s get 429.
     pub per_minute: Option<u32>,
+    /// More batch requests (paths ending in `/batch`) than this in any 60 s get 429.
+    pub batch_per_minute: Option<u32>,
+    /// The service abandons a request it has not finished after this long: a call a
+    /// fault holds before its work (`hang_before`, `late_run`) never takes effect later.
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl Limits {
-    /// QBO's documented limits per realm: 10 in flight, 500 per minute.
+    /// QBO's documented limits per realm and app (Intuit, "API call limits and
+    /// throttles"): 10 in flight, 10 per second, 500 per minute, 40 batch requests per
+    /// minute; requests time out after 120 s.
     pub const QBO: Self = Self {
         latency_ms: 0,
         max_in_flight: Some(10),
+        per_second: Some(10),
         per_minute: Some(500),
+        batch_per_minute: Some(40),
+        request_timeout_ms: Some(120_000),
     };
+
+    /// The limits every service has unless a test or the fakes' flags say otherwise:
+    /// QBO's documented ones (the rest have no documented limit the fakes enforce here;
+    /// ClickUp's per-token minute is the ClickUp fake's own, 100 by default).
+    pub fn documented() -> BTreeMap<String, Self> {
+        BTreeMap::from([("qbo".to_owned(), Self::QBO)])
+    }
 }
 
 /// Which calls a fault hits: those of `service` whose method and path, or body,
@@ -96,6 +116,13 @@ pub enum Action {
     /// Run the call (its effect happens), then answer this status as if it failed: a
     /// lost answer, which a blind retry would repeat.
     StatusAfter { status: u16 },
+    /// Hold the call without running it, and never answer (a request lost on the way
+    /// in, or stuck before the service acted). Released when the server stops.
+    HangBefore,
+    /// Answer this status at once (a gateway giving up), and run the call `after_ms`
+    /// later, unless that is past the service's request timeout: the effect lands after
+    /// the caller has been told it failed, as when a proxy times out before the backend.
+    LateRun { status: u16, after_ms: u64 },
 }
 
 impl Fault {
@@ -143,11 +170,27 @@ pub struct ServiceStats {
     pub calls: u64,
     pub throttled: u64,
     pub max_in_flight: u32,
+    pub max_per_second: u32,
     pub max_per_minute: u32,
+    pub batches: u64,
+    pub max_batches_per_minute: u32,
     #[serde(skip)]
     in_flight: u32,
+    /// Admitted calls of the last minute (the last second is its tail).
     #[serde(skip)]
-    recent: std::collections::VecDeque<Instant>,
+    recent: VecDeque<Instant>,
+    #[serde(skip)]
+    recent_batches: VecDeque<Instant>,
+}
+
+impl ServiceStats {
+    fn per_second(&self, now: Instant) -> usize {
+        self.recent
+            .iter()
+            .rev()
+            .take_while(|t| now.duration_since(**t) < Duration::from_secs(1))
+            .count()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +234,13 @@ enum Verdict {
         hang: bool,
         status_after: Option<u16>,
     },
+    /// Hold the call, unrun, until the server stops.
+    Hold,
+    /// Answer `status` now and run the call after `after` (if within the timeout).
+    Late {
+        status: u16,
+        after: Duration,
+    },
     Answer(Response),
 }
 
@@ -200,7 +250,7 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
     let path = request.uri().path().to_owned();
     let (parts, body) = request.into_parts();
     let body = to_bytes(body, 8 * 1024 * 1024).await.unwrap_or_default();
-    let (verdict, latency, at_ms) = {
+    let (verdict, limits, at_ms) = {
         let mut c = shared.0.lock().expect("control state");
         // What faults match against; only built when there are faults.
         let text = if c.faults.is_empty() {
@@ -216,9 +266,10 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
             u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
         });
         let limits = c.limits.get(service).copied().unwrap_or_default();
-        let verdict = admit(&mut c, service, &text, limits);
-        (verdict, limits.latency_ms, at_ms)
+        let verdict = admit(&mut c, service, &path, &text, limits);
+        (verdict, limits, at_ms)
     };
+    let latency = Duration::from_millis(limits.latency_ms);
     let record = |status: u16, throttled: bool| {
         let mut c = shared.0.lock().expect("control state");
         let s = c.stats.entry(service).or_default();
@@ -234,18 +285,7 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
             at_ms,
         });
     };
-    let (hang, status_after) = match verdict {
-        Verdict::Answer(response) => {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-            let status = response.status().as_u16();
-            record(status, status == 429);
-            return response;
-        }
-        Verdict::Run { hang, status_after } => (hang, status_after),
-    };
-    tokio::time::sleep(Duration::from_millis(latency)).await;
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
-    {
+    let done = |hang: bool| {
         let mut c = shared.0.lock().expect("control state");
         if let Some(s) = c.stats.get_mut(service) {
             s.in_flight = s.in_flight.saturating_sub(1);
@@ -253,7 +293,40 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
         if hang {
             c.hung += 1;
         }
-    }
+    };
+    let (hang, status_after) = match verdict {
+        Verdict::Answer(response) => {
+            tokio::time::sleep(latency).await;
+            let status = response.status().as_u16();
+            record(status, status == 429);
+            return response;
+        }
+        Verdict::Hold => {
+            done(true);
+            record(0, false);
+            // Never run, never answered: released (dropped) when the server stops.
+            shared.1.notified().await;
+            return error(service, 503, None);
+        }
+        Verdict::Late { status, after } => {
+            done(false);
+            record(status, false);
+            let timeout = limits.request_timeout_ms.map(Duration::from_millis);
+            if timeout.is_none_or(|t| after < t) {
+                let request = Request::from_parts(parts, Body::from(body));
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = next.run(request).await;
+                });
+            }
+            tokio::time::sleep(latency).await;
+            return error(service, status, None);
+        }
+        Verdict::Run { hang, status_after } => (hang, status_after),
+    };
+    tokio::time::sleep(latency).await;
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    done(hang);
     if let Some(status) = status_after {
         record(status, false);
         return error(service, status, None);
@@ -267,29 +340,52 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
 }
 
 /// Counts the call against the limits and faults, in that order.
-fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> Verdict {
+fn admit(
+    c: &mut Control,
+    service: &'static str,
+    path: &str,
+    text: &str,
+    limits: Limits,
+) -> Verdict {
     let now = Instant::now();
+    let minute = Duration::from_mins(1);
     let s = c.stats.entry(service).or_default();
-    while s
-        .recent
-        .front()
-        .is_some_and(|t| now.duration_since(*t) >= Duration::from_mins(1))
-    {
-        s.recent.pop_front();
+    for window in [&mut s.recent, &mut s.recent_batches] {
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            window.pop_front();
+        }
     }
+    let batch = path.ends_with("/batch");
     if limits.max_in_flight.is_some_and(|max| s.in_flight >= max) {
         return Verdict::Answer(throttled(service, None));
     }
+    if limits
+        .per_second
+        .is_some_and(|max| s.per_second(now) >= max as usize)
+    {
+        return Verdict::Answer(throttled(service, None));
+    }
+    let minute_left = |window: &VecDeque<Instant>| {
+        window
+            .front()
+            .map_or(60, |t| 60 - now.duration_since(*t).as_secs().min(59))
+    };
     if service != "clickup"
         && limits
             .per_minute
             .is_some_and(|max| s.recent.len() >= max as usize)
     {
-        let wait = s
-            .recent
-            .front()
-            .map_or(60, |t| 60 - now.duration_since(*t).as_secs().min(59));
-        return Verdict::Answer(throttled(service, Some(wait)));
+        return Verdict::Answer(throttled(service, Some(minute_left(&s.recent))));
+    }
+    if batch
+        && limits
+            .batch_per_minute
+            .is_some_and(|max| s.recent_batches.len() >= max as usize)
+    {
+        return Verdict::Answer(throttled(service, Some(minute_left(&s.recent_batches))));
     }
     let mut verdict = Verdict::Run {
         hang: false,
@@ -317,10 +413,15 @@ fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> 
                 hang: false,
                 status_after: Some(*status),
             },
+            Action::HangBefore => Verdict::Hold,
+            Action::LateRun { status, after_ms } => Verdict::Late {
+                status: *status,
+                after: Duration::from_millis(*after_ms),
+            },
         };
         break;
     }
-    if let Verdict::Run { .. } = verdict {
+    if !matches!(verdict, Verdict::Answer(_)) {
         let s = c.stats.entry(service).or_default();
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
@@ -328,6 +429,16 @@ fn admit(c: &mut Control, service: &'static str, text: &str, limits: Limits) -> 
         s.max_per_minute = s
             .max_per_minute
             .max(u32::try_from(s.recent.len()).unwrap_or(u32::MAX));
+        s.max_per_second = s
+            .max_per_second
+            .max(u32::try_from(s.per_second(now)).unwrap_or(u32::MAX));
+        if batch {
+            s.batches += 1;
+            s.recent_batches.push_back(now);
+            s.max_batches_per_minute = s
+                .max_batches_per_minute
+                .max(u32::try_from(s.recent_batches.len()).unwrap_or(u32::MAX));
+        }
     }
     verdict
 }

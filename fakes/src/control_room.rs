@@ -1,6 +1,12 @@
 //! A stand-in for Robocorp (Sema4.ai) Control Room API v1: workspace keys
 //! (`Authorization: RC-WSKEY KEY`, one workspace each), the workspace resource, and
-//! process runs paginated with `next`/`has_more` (no date filter, as the real API).
+//! process runs paginated with `next`/`has_more` and an opaque cursor (no date filter,
+//! as the real API: robocorp.com/api, "List process runs").
+//!
+//! Runs come newest first (the usual order of such lists; Control Room's own order is
+//! unverified, so the job must not depend on it). The cursor is a position, so a run
+//! started between two page requests shifts the list: the `paging_race` switch makes
+//! that happen on every page. `repeat_next` answers the same `next` again and again.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,12 +15,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// One process run; `duration` is in seconds and may be null.
-#[derive(Debug, Clone)]
+/// The instant a run's time stands for, for ordering.
+fn ts(t: &str) -> Option<jiff::Timestamp> {
+    t.parse().ok()
+}
+
+/// One process run; `duration` is in seconds and may be null. An empty `id` gets one
+/// from its workspace and position when the fake starts.
+#[derive(Debug, Clone, Default)]
 pub struct Run {
+    pub id: String,
     pub state: String,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
@@ -31,9 +44,23 @@ pub struct Workspace {
     pub runs: Vec<Run>,
 }
 
+/// Adversarial modes; `POST /_fakes/settings` `{"control_room": {...}}` sets them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// A new run (in progress, started now) appears at the head of a workspace's list
+    /// after each page it serves.
+    pub paging_race: bool,
+    /// `next` names the page it was given on, forever.
+    pub repeat_next: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct ControlRoom {
     workspaces: Vec<Workspace>,
+    pub settings: Settings,
+    /// Runs started by `paging_race`, for their ids.
+    started: u64,
     /// Largest page a request may ask for.
     page_limit: usize,
     /// Every call, for tests: `(workspace, path)`.
@@ -43,11 +70,25 @@ pub struct ControlRoom {
 pub type Shared = Arc<Mutex<ControlRoom>>;
 
 impl ControlRoom {
-    pub fn new(workspaces: Vec<Workspace>) -> Self {
+    pub fn new(mut workspaces: Vec<Workspace>) -> Self {
+        for w in &mut workspaces {
+            for (i, run) in w.runs.iter_mut().enumerate() {
+                if run.id.is_empty() {
+                    run.id = format!("{}-run-{i}", w.id);
+                }
+            }
+            // Newest first; runs that never started sort as the newest.
+            w.runs.sort_by_key(|r| {
+                (
+                    r.started_at.is_some(),
+                    std::cmp::Reverse(r.started_at.as_deref().and_then(ts)),
+                )
+            });
+        }
         Self {
             workspaces,
             page_limit: 100,
-            calls: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -143,12 +184,11 @@ async fn process_runs(
     let data: Vec<Value> = w
         .runs
         .iter()
-        .enumerate()
         .skip(start)
         .take(limit)
-        .map(|(i, r)| {
+        .map(|r| {
             json!({
-                "id": format!("{}-run-{i}", w.id),
+                "id": r.id,
                 "state": r.state,
                 "created_at": r.started_at,
                 "started_at": r.started_at,
@@ -161,10 +201,32 @@ async fn process_runs(
         .collect();
     let end = start + data.len();
     let has_more = end < w.runs.len();
+    let cursor = if cr.settings.repeat_next && page.cursor.is_some() {
+        start
+    } else {
+        end
+    };
     let next = has_more.then(|| {
         format!(
-            "http://{host}/robocorp/api/v1/workspaces/{ws}/process-runs?limit={limit}&cursor={end}"
+            "http://{host}/robocorp/api/v1/workspaces/{ws}/process-runs?limit={limit}&cursor={cursor}"
         )
     });
+    if cr.settings.paging_race && has_more {
+        cr.started += 1;
+        let id = format!("{ws}-run-new-{}", cr.started);
+        let now = jiff::Timestamp::now().to_string();
+        if let Some(w) = cr.workspaces.iter_mut().find(|w| w.id == ws) {
+            w.runs.insert(
+                0,
+                Run {
+                    id,
+                    state: "in_progress".into(),
+                    started_at: Some(now),
+                    ended_at: None,
+                    duration: None,
+                },
+            );
+        }
+    }
     axum::Json(json!({"next": next, "has_more": has_more, "data": data})).into_response()
 }

@@ -25,6 +25,8 @@ pub const SECRET_NAMES: [&str; 4] = [
     "RoboCorp/10000/ClientAPIKeys",
 ];
 pub const TABLE: &str = "Robocorp_Client_Org_Workspace_IDs";
+/// The job-state table's default name.
+pub const STATE_TABLE: &str = "qbo-invoice-processor-job-state";
 /// QBO item price per minute, and the rate every fifth client has in its table item.
 pub const ITEM_PRICE: &str = "1.25";
 pub const CUSTOM_RATE: &str = "0.875";
@@ -111,6 +113,7 @@ impl Runs {
             .checked_add(Span::new().seconds(i64::try_from(secs).unwrap_or(0)))
             .expect("in range");
         self.runs.push(Run {
+            id: String::new(),
             state: if secs.is_multiple_of(7) {
                 "unresolved"
             } else {
@@ -190,6 +193,7 @@ pub fn month(n: usize, year: i16, month: i8) -> Month {
                 runs.add(at(1, -7200), 900, true, false);
                 runs.add(end, 600, true, false);
                 runs.runs.push(Run {
+                    id: String::new(),
                     state: "in_progress".into(),
                     started_at: Some(at(3, 3600).to_string()),
                     ended_at: None,
@@ -212,6 +216,7 @@ pub fn month(n: usize, year: i16, month: i8) -> Month {
             }
             8 => {
                 runs.runs.push(Run {
+                    id: String::new(),
                     state: "completed".into(),
                     started_at: Some(at(2, 0).to_string()),
                     ended_at: None,

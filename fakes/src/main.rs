@@ -25,10 +25,17 @@ struct Cli {
     /// Latency added to every call, in milliseconds
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
-    /// Enforce the real services' limits: QBO 10 in flight and 500/min, ClickUp
-    /// 1,000/min (Business Plus)
+    /// QBO latency only, in milliseconds (default: --latency-ms)
     #[arg(long)]
-    real_limits: bool,
+    qbo_latency_ms: Option<u64>,
+    /// ClickUp requests per token per minute: 100 (Free to Business plans), 1000
+    /// (Business Plus), 10000 (Enterprise)
+    #[arg(long, default_value_t = 100)]
+    clickup_per_minute: u32,
+    /// Lift QBO's documented limits (10 in flight, 10 per second, 500 per minute, 40
+    /// batches per minute), which are enforced by default
+    #[arg(long)]
+    no_qbo_limits: bool,
     /// Write the month's secrets and client table into this AWS endpoint (moto)
     #[arg(long, value_name = "URL")]
     seed_aws: Option<String>,
@@ -56,15 +63,18 @@ async fn main() -> ExitCode {
     let mut month = fakes::generate::month(cli.clients, year, mon);
     let mut limits = BTreeMap::new();
     for service in fakes::control::SERVICES {
-        let mut l = if cli.real_limits && service == "qbo" {
-            Limits::QBO
-        } else {
-            Limits::default()
+        let mut l = match service {
+            "qbo" if !cli.no_qbo_limits => Limits::QBO,
+            "clickup" => Limits {
+                per_minute: Some(cli.clickup_per_minute),
+                ..Limits::default()
+            },
+            _ => Limits::default(),
         };
-        if cli.real_limits && service == "clickup" {
-            l.per_minute = Some(1000);
-        }
-        l.latency_ms = cli.latency_ms;
+        l.latency_ms = match service {
+            "qbo" => cli.qbo_latency_ms.unwrap_or(cli.latency_ms),
+            _ => cli.latency_ms,
+        };
         limits.insert(service.to_owned(), l);
     }
     month.seed.limits = limits;

@@ -1,11 +1,33 @@
-//! A stateful stand-in for QuickBooks Online: the OAuth token endpoint (refresh tokens
-//! rotate; a stale one gets `invalid_grant`), the query language subset the jobs use
-//! (STARTPOSITION/MAXRESULTS, the entity key absent on no match), invoice create with
-//! `requestid` replay and unique DocNumber, read, send, and QBO's Fault bodies
-//! (including the lowercase 401).
+//! A stateful stand-in for QuickBooks Online, as strict as the real service wherever a
+//! rule can change what the jobs must do. Each rule names its source; "unverified"
+//! marks what no primary source confirmed.
+//!
+//! - OAuth: refresh tokens rotate on every refresh (or daily, Intuit's FAQ: "the refresh
+//!   token value changes every 24 hours"); a superseded one gets `invalid_grant`.
+//! - Queries by `GET ?query=` and by `POST` with `Content-Type: application/text`
+//!   (Intuit, "Data queries"; python-quickbooks), STARTPOSITION/MAXRESULTS with at most
+//!   1000 (node-quickbooks pages by 1000), the entity key absent on no match.
+//! - Invoice create: `requestid` replays the first answer, errors included (Intuit blog
+//!   "Using requestid": "the same response"), at most 50 characters (36 for a batch);
+//!   a DocNumber may not repeat unless the company allows it
+//!   (`include=allowduplicatedocnum`, node-quickbooks) or the `duplicate_doc_numbers`
+//!   setting says so; `Amount` must be `Qty x UnitPrice`; an invoice to be emailed
+//!   (`EmailStatus: NeedToSend`) needs a `BillEmail` (design.md; the fault's code and
+//!   wording are unverified).
+//! - Batch: 1 to 30 items (Intuit, "Batch"; node-quickbooks enforces 30), `bId` at most
+//!   10 characters, each item answered or faulted on its own.
+//! - Send: `EmailStatus` becomes `EmailSent`, `DeliveryInfo` is filled in, the invoice's
+//!   SyncToken and `MetaData.LastUpdatedTime` move; no `BillEmail`, no send.
+//! - Every answer carries QBO's `time`; faults use its shapes (including the lowercase
+//!   401).
+//!
+//! Adversarial switches (off by default): `ignore_requestid`, `duplicate_doc_numbers`,
+//! and `fail_queries_matching` (a query naming that text faults, in a batch that item
+//! only).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,7 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// What the fake company holds at start.
@@ -42,17 +64,46 @@ impl Default for Seed {
     }
 }
 
+/// The company's settings and the adversarial modes; `POST /_fakes/settings`
+/// `{"qbo": {...}}` replaces them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The company lets a DocNumber repeat (its "warn if duplicate number" preference
+    /// off): creates with a used DocNumber succeed.
+    pub duplicate_doc_numbers: bool,
+    /// `requestid` is not honoured: every create runs (a public Intuit SDK issue
+    /// reports a duplicate despite it).
+    pub ignore_requestid: bool,
+    pub refresh_rotation: Rotation,
+    /// A query whose text contains this answers a ValidationFault.
+    pub fail_queries_matching: Option<String>,
+}
+
+/// When a refresh returns a new refresh token (and the old one dies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rotation {
+    /// Every refresh: the strictest reading, and the default.
+    #[default]
+    EveryRefresh,
+    /// Once the token is a day old (Intuit's FAQ); until then the same one comes back.
+    Daily,
+}
+
 #[derive(Debug, Default)]
 pub struct Qbo {
     pub realm_id: String,
+    pub settings: Settings,
     client: (String, String),
     refresh_token: String,
+    refresh_issued: Option<Instant>,
     refreshes: u64,
     access_tokens: Vec<String>,
     customers: Vec<Value>,
     items: Vec<Value>,
     invoices: Vec<Value>,
-    /// `requestid` -> the response first given.
+    /// `requestid` -> the response first given, whatever it was.
     replays: BTreeMap<String, (u16, Value)>,
     next_id: u64,
     /// Every call, for tests: `(method, path)`.
@@ -61,12 +112,22 @@ pub struct Qbo {
 
 pub type Shared = Arc<Mutex<Qbo>>;
 
+/// QBO's clock, as its answers show it: Pacific time with milliseconds.
+pub fn now_text() -> String {
+    let tz = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap_or(jiff::tz::TimeZone::UTC);
+    jiff::Timestamp::now()
+        .to_zoned(tz)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
+}
+
 impl Qbo {
     pub fn new(seed: &Seed) -> Self {
         let mut q = Self {
             realm_id: seed.realm_id.clone(),
             client: (seed.client_id.clone(), seed.client_secret.clone()),
             refresh_token: seed.refresh_token.clone(),
+            refresh_issued: Some(Instant::now()),
             next_id: 1,
             ..Self::default()
         };
@@ -80,7 +141,7 @@ impl Qbo {
         }
         for (name, price) in &seed.items {
             let id = q.id();
-            q.items.push(json!({"Id": id, "Name": name, "UnitPrice": price, "Type": "Service", "Active": true}));
+            q.items.push(json!({"Id": id, "Name": name, "UnitPrice": price, "Type": "Service", "Active": true, "SyncToken": "0"}));
         }
         q
     }
@@ -103,7 +164,7 @@ impl Qbo {
     /// Adds an invoice as a create call would (for tests and the demo); `Err` is the
     /// fault's HTTP status.
     pub fn insert_invoice(&mut self, body: Value) -> Result<Value, u16> {
-        new_invoice(self, body).map_err(|r| r.status().as_u16())
+        new_invoice(self, body, false).map_err(|f| f.status.as_u16())
     }
 
     /// The customer's Id, by DisplayName.
@@ -118,7 +179,10 @@ impl Qbo {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/qbo/oauth2/v1/tokens/bearer", post(token))
-        .route("/qbo/v3/company/{realm}/query", get(query))
+        .route(
+            "/qbo/v3/company/{realm}/query",
+            get(query).post(query_by_post),
+        )
         .route("/qbo/v3/company/{realm}/invoice", post(create_invoice))
         .route("/qbo/v3/company/{realm}/invoice/{id}", get(read_invoice))
         .route(
@@ -130,30 +194,51 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-fn fault(status: StatusCode, kind: &str, code: &str, message: &str, detail: &str) -> Response {
-    (
-        status,
-        Json(json!({
-            "Fault": {"Error": [{"Message": message, "Detail": detail, "code": code, "element": ""}], "type": kind},
-            "time": "2026-11-22T00:00:00.000-08:00",
-        })),
-    )
-        .into_response()
+/// One QBO fault: the HTTP status and the `Fault` object's parts.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+    detail: String,
+}
+
+impl Fault {
+    fn validation(code: &'static str, message: &str, detail: &str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "ValidationFault",
+            code,
+            message: message.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// The `Fault` object, as a body or a batch item carries it.
+    fn object(&self) -> Value {
+        json!({"Error": [{"Message": self.message, "Detail": self.detail, "code": self.code, "element": ""}], "type": self.kind})
+    }
+
+    fn body(&self) -> Value {
+        json!({"Fault": self.object(), "time": now_text()})
+    }
+
+    fn response(&self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
 }
 
 /// QBO's 610: the object does not exist or is inactive.
-fn not_found(what: &str) -> Response {
-    fault(
-        StatusCode::BAD_REQUEST,
-        "ValidationFault",
-        "610",
-        "Object Not Found",
-        &format!("{what} not found"),
-    )
+fn not_found(what: &str) -> Fault {
+    Fault::validation("610", "Object Not Found", &format!("{what} not found"))
 }
 
 /// The first answer given to this `requestid`, if it was seen before.
 fn replayed(q: &Qbo, rid: &RequestId) -> Option<Response> {
+    if q.settings.ignore_requestid {
+        return None;
+    }
     let (status, body) = q.replays.get(rid.requestid.as_ref()?)?;
     Some(
         (
@@ -162,6 +247,29 @@ fn replayed(q: &Qbo, rid: &RequestId) -> Option<Response> {
         )
             .into_response(),
     )
+}
+
+/// Keeps the answer for a later request with the same `requestid`, and gives it.
+fn remember(q: &mut Qbo, rid: &RequestId, status: StatusCode, body: Value) -> Response {
+    if let Some(r) = &rid.requestid
+        && !q.settings.ignore_requestid
+    {
+        q.replays.insert(r.clone(), (status.as_u16(), body.clone()));
+    }
+    (status, Json(body)).into_response()
+}
+
+/// A `requestid` longer than QBO takes (50; 36 for a batch).
+fn bad_request_id(rid: &RequestId, max: usize) -> Option<Response> {
+    let r = rid.requestid.as_ref()?;
+    (r.chars().count() > max).then(|| {
+        Fault::validation(
+            "4000",
+            "Invalid requestid",
+            &format!("requestid is at most {max} characters"),
+        )
+        .response()
+    })
 }
 
 /// QBO's 401 uses lowercase keys.
@@ -217,9 +325,18 @@ async fn token(
         )
             .into_response();
     }
-    // Every refresh rotates the refresh token; the old one dies.
     q.refreshes += 1;
-    q.refresh_token = format!("rt-{}", q.refreshes);
+    let rotate = match q.settings.refresh_rotation {
+        Rotation::EveryRefresh => true,
+        Rotation::Daily => q
+            .refresh_issued
+            .is_none_or(|t| t.elapsed() >= Duration::from_hours(24)),
+    };
+    if rotate {
+        // The old refresh token dies with the rotation.
+        q.refresh_token = format!("rt-{}", q.refreshes);
+        q.refresh_issued = Some(Instant::now());
+    }
     let access = format!("at-{}", q.refreshes);
     q.access_tokens.push(access.clone());
     Json(json!({
@@ -242,13 +359,14 @@ fn authorize(q: &Qbo, headers: &HeaderMap, realm: &str) -> Result<(), Response> 
         return Err(unauthorized());
     }
     if realm != q.realm_id {
-        return Err(fault(
-            StatusCode::FORBIDDEN,
-            "AuthorizationFault",
-            "120",
-            "Authorization Failure",
-            "unknown realm",
-        ));
+        return Err(Fault {
+            status: StatusCode::FORBIDDEN,
+            kind: "AuthorizationFault",
+            code: "120",
+            message: "Authorization Failure".into(),
+            detail: "unknown realm".into(),
+        }
+        .response());
     }
     Ok(())
 }
@@ -264,34 +382,69 @@ async fn query(
     headers: HeaderMap,
     Query(params): Query<QueryParams>,
 ) -> Response {
+    answer_query(&state, &realm, &headers, &params.query)
+}
+
+/// The same query as the SQL text of the body (`Content-Type: application/text`).
+async fn query_by_post(
+    State(state): State<Shared>,
+    Path(realm): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/text") {
+        return Fault {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            kind: "ValidationFault",
+            code: "4000",
+            message: "Unsupported content type".into(),
+            detail: format!("a query is posted as application/text, not {content_type:?}"),
+        }
+        .response();
+    }
+    answer_query(&state, &realm, &headers, &body)
+}
+
+fn answer_query(state: &Shared, realm: &str, headers: &HeaderMap, text: &str) -> Response {
     let mut q = state.lock().expect("qbo state");
     q.calls.push(("GET".into(), "/query".into()));
-    if let Err(r) = authorize(&q, &headers, &realm) {
+    if let Err(r) = authorize(&q, headers, realm) {
         return r;
     }
-    match run_query(&q, &params.query) {
+    match run_query(&q, text) {
         Ok(response) => {
-            Json(json!({"QueryResponse": response, "time": "2026-11-22T00:00:00.000-08:00"}))
-                .into_response()
+            Json(json!({"QueryResponse": response, "time": now_text()})).into_response()
         }
-        Err((code, detail)) => fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
-            code,
-            "Error parsing query",
-            &detail,
-        ),
+        Err(fault) => fault.response(),
     }
 }
 
-/// The `QueryResponse` object, or `(code, detail)` of the fault.
-fn run_query(q: &Qbo, text: &str) -> Result<Value, (&'static str, String)> {
-    let parsed = parse_query(text).map_err(|e| ("4000", e))?;
+/// The `QueryResponse` object, or the fault.
+fn run_query(q: &Qbo, text: &str) -> Result<Value, Fault> {
+    let parse_error = |detail: String| Fault::validation("4000", "Error parsing query", &detail);
+    if let Some(poison) = &q.settings.fail_queries_matching
+        && text.contains(poison.as_str())
+    {
+        return Err(parse_error(format!(
+            "QueryParserError: injected for {poison:?}"
+        )));
+    }
+    let parsed = parse_query(text).map_err(parse_error)?;
     let rows: &[Value] = match parsed.entity.as_str() {
         "Invoice" => &q.invoices,
         "Customer" => &q.customers,
         "Item" => &q.items,
-        other => return Err(("4001", format!("unknown entity {other}"))),
+        other => {
+            return Err(Fault::validation(
+                "4001",
+                "Invalid query",
+                &format!("unknown entity {other}"),
+            ));
+        }
     };
     let matching: Vec<Value> = rows.iter().filter(|r| parsed.matches(r)).cloned().collect();
     if parsed.count {
@@ -311,7 +464,7 @@ fn run_query(q: &Qbo, text: &str) -> Result<Value, (&'static str, String)> {
 }
 
 /// `{"BatchItemRequest":[{"bId","Query"} | {"bId","operation":"create","Invoice"}]}`,
-/// at most 30 items; each item succeeds or faults on its own.
+/// 1 to 30 items, `bId` at most 10 characters; each item succeeds or faults on its own.
 async fn batch(
     State(state): State<Shared>,
     Path(realm): Path<String>,
@@ -324,6 +477,9 @@ async fn batch(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
+    if let Some(r) = bad_request_id(&rid, 36) {
+        return r;
+    }
     if let Some(r) = replayed(&q, &rid) {
         return r;
     }
@@ -332,37 +488,44 @@ async fn batch(
         .cloned()
         .unwrap_or_default();
     if items.is_empty() || items.len() > 30 {
-        return fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
+        let fault = Fault::validation("4002", "Invalid batch", "a batch holds 1 to 30 items");
+        return remember(&mut q, &rid, fault.status, fault.body());
+    }
+    if let Some(long) = items.iter().find(|i| {
+        i["bId"]
+            .as_str()
+            .is_none_or(|b| b.is_empty() || b.len() > 10)
+    }) {
+        let fault = Fault::validation(
             "4002",
             "Invalid batch",
-            "a batch holds 1 to 30 items",
+            &format!("bId must be 1 to 10 characters: {}", long["bId"]),
         );
+        return remember(&mut q, &rid, fault.status, fault.body());
     }
+    let allow_duplicates = rid.allows_duplicates();
     let mut answers = Vec::new();
     for item in items {
         let bid = item["bId"].clone();
-        let item_fault = |code: &str, detail: &str| json!({"bId": bid, "Fault": {"Error": [{"Message": detail, "Detail": detail, "code": code}], "type": "ValidationFault"}});
         if let Some(text) = item["Query"].as_str() {
             answers.push(match run_query(&q, text) {
                 Ok(r) => json!({"bId": bid, "QueryResponse": r}),
-                Err((code, detail)) => item_fault(code, &detail),
+                Err(f) => json!({"bId": bid, "Fault": f.object()}),
             });
         } else if item["operation"] == "create" && item["Invoice"].is_object() {
-            answers.push(match new_invoice(&mut q, item["Invoice"].clone()) {
-                Ok(inv) => json!({"bId": bid, "Invoice": inv}),
-                Err(_) => item_fault("6000", "the invoice was rejected"),
-            });
+            answers.push(
+                match new_invoice(&mut q, item["Invoice"].clone(), allow_duplicates) {
+                    Ok(inv) => json!({"bId": bid, "Invoice": inv}),
+                    Err(f) => json!({"bId": bid, "Fault": f.object()}),
+                },
+            );
         } else {
-            answers.push(item_fault("4003", "unsupported batch item"));
+            let f = Fault::validation("4003", "Unsupported batch item", "unsupported batch item");
+            answers.push(json!({"bId": bid, "Fault": f.object()}));
         }
     }
-    let response = json!({"BatchItemResponse": answers, "time": "2026-11-22T00:00:00.000-08:00"});
-    if let Some(r) = rid.requestid {
-        q.replays.insert(r, (200, response.clone()));
-    }
-    Json(response).into_response()
+    let response = json!({"BatchItemResponse": answers, "time": now_text()});
+    remember(&mut q, &rid, StatusCode::OK, response)
 }
 
 /// A small, valid-looking PDF naming the invoice.
@@ -386,7 +549,7 @@ async fn invoice_pdf(
             ),
         )
             .into_response(),
-        None => not_found("Invoice"),
+        None => not_found("Invoice").response(),
     }
 }
 
@@ -394,28 +557,71 @@ async fn invoice_pdf(
 struct ParsedQuery {
     entity: String,
     count: bool,
-    /// `(field, allowed values)`, all of which must hold.
-    conditions: Vec<(String, Vec<String>)>,
+    /// All of which must hold.
+    conditions: Vec<Condition>,
     start: usize,
     max: usize,
 }
 
-impl ParsedQuery {
-    fn matches(&self, row: &Value) -> bool {
-        self.conditions.iter().all(|(field, values)| {
-            let v = field.split('.').fold(row, |v, k| &v[k]);
-            let text = match v {
-                Value::String(s) => s.clone(),
-                Value::Null => return false,
-                other => other.to_string(),
-            };
-            values.contains(&text)
-        })
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Condition {
+    field: String,
+    op: Op,
+    values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    In,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Condition {
+    fn holds(&self, row: &Value) -> bool {
+        let v = self.field.split('.').fold(row, |v, k| &v[k]);
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => return false,
+            other => other.to_string(),
+        };
+        if self.op == Op::In {
+            return self.values.contains(&text);
+        }
+        let Some(bound) = self.values.first() else {
+            return false;
+        };
+        // Times compare as instants, numbers as numbers, the rest as text.
+        let order = match (
+            text.parse::<jiff::Timestamp>(),
+            bound.parse::<jiff::Timestamp>(),
+        ) {
+            (Ok(a), Ok(b)) => a.cmp(&b),
+            _ => match (text.parse::<f64>(), bound.parse::<f64>()) {
+                (Ok(a), Ok(b)) => a.total_cmp(&b),
+                _ => text.as_str().cmp(bound.as_str()),
+            },
+        };
+        match self.op {
+            Op::Gt => order.is_gt(),
+            Op::Ge => order.is_ge(),
+            Op::Lt => order.is_lt(),
+            Op::Le => order.is_le(),
+            Op::In => unreachable!("handled above"),
+        }
     }
 }
 
-/// `SELECT * | count(*) FROM Entity [WHERE f = 'v' AND f IN ('a','b')] [STARTPOSITION n]
-/// [MAXRESULTS n]`: the subset the jobs send.
+impl ParsedQuery {
+    fn matches(&self, row: &Value) -> bool {
+        self.conditions.iter().all(|c| c.holds(row))
+    }
+}
+
+/// `SELECT * | count(*) FROM Entity [WHERE f = 'v' AND f IN ('a','b') AND f > 'v']
+/// [STARTPOSITION n] [MAXRESULTS n]`: the subset the jobs send (QBO has no `OR`).
 fn parse_query(text: &str) -> Result<ParsedQuery, String> {
     let tokens = tokenize(text);
     let upper = |i: usize| tokens.get(i).map(|t| t.to_ascii_uppercase());
@@ -442,26 +648,28 @@ fn parse_query(text: &str) -> Result<ParsedQuery, String> {
             Some("WHERE" | "AND") => {
                 let field = tokens.get(i + 1).cloned().ok_or("expected a field")?;
                 let op = upper(i + 2).ok_or("expected an operator")?;
-                match op.as_str() {
-                    "=" => {
-                        let v = tokens.get(i + 3).ok_or("expected a value")?;
-                        q.conditions.push((field, vec![unquote(v)]));
-                        i += 4;
-                    }
+                let operand = tokens.get(i + 3).ok_or("expected a value")?;
+                let (op, values) = match op.as_str() {
+                    "=" => (Op::In, vec![unquote(operand)]),
                     "IN" => {
-                        let list = tokens.get(i + 3).ok_or("expected a list")?;
-                        let inner = list.trim_start_matches('(').trim_end_matches(')');
-                        q.conditions.push((field, split_list(inner)));
-                        i += 4;
+                        let inner = operand.trim_start_matches('(').trim_end_matches(')');
+                        (Op::In, split_list(inner))
                     }
-                    other => return Err(format!("operator {other} is not supported here")),
-                }
+                    ">" => (Op::Gt, vec![unquote(operand)]),
+                    ">=" => (Op::Ge, vec![unquote(operand)]),
+                    "<" => (Op::Lt, vec![unquote(operand)]),
+                    "<=" => (Op::Le, vec![unquote(operand)]),
+                    other => return Err(format!("operator {other} is not supported")),
+                };
+                q.conditions.push(Condition { field, op, values });
+                i += 4;
             }
             Some("STARTPOSITION") => {
                 q.start = tokens
                     .get(i + 1)
                     .and_then(|n| n.parse().ok())
-                    .ok_or("bad STARTPOSITION")?;
+                    .filter(|n| *n >= 1)
+                    .ok_or("STARTPOSITION starts at 1")?;
                 i += 2;
             }
             Some("MAXRESULTS") => {
@@ -541,6 +749,16 @@ fn split_list(inner: &str) -> Vec<String> {
 #[derive(Deserialize)]
 struct RequestId {
     requestid: Option<String>,
+    include: Option<String>,
+}
+
+impl RequestId {
+    /// `include=allowduplicatedocnum` lets this request reuse a DocNumber.
+    fn allows_duplicates(&self) -> bool {
+        self.include
+            .as_deref()
+            .is_some_and(|i| i.split(',').any(|x| x.trim() == "allowduplicatedocnum"))
+    }
 }
 
 fn cents(v: &Value) -> Option<i64> {
@@ -560,36 +778,50 @@ async fn create_invoice(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
+    if let Some(r) = bad_request_id(&rid, 50) {
+        return r;
+    }
     if let Some(r) = replayed(&q, &rid) {
         return r;
     }
-    let (status, response) = match new_invoice(&mut q, body) {
+    let (status, response) = match new_invoice(&mut q, body, rid.allows_duplicates()) {
         Ok(invoice) => (
-            200,
-            json!({"Invoice": invoice, "time": "2026-11-22T00:00:00.000-08:00"}),
+            StatusCode::OK,
+            json!({"Invoice": invoice, "time": now_text()}),
         ),
-        Err(resp) => return resp,
+        Err(fault) => (fault.status, fault.body()),
     };
-    if let Some(r) = rid.requestid {
-        q.replays.insert(r, (status, response.clone()));
-    }
-    Json(response).into_response()
+    remember(&mut q, &rid, status, response)
 }
 
-fn new_invoice(q: &mut Qbo, mut body: Value) -> Result<Value, Response> {
+fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Value, Fault> {
     let customer = body["CustomerRef"]["value"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    if !q.customers.iter().any(|c| c["Id"] == customer.as_str()) {
+    if !q
+        .customers
+        .iter()
+        .any(|c| c["Id"] == customer.as_str() && c["Active"] == true)
+    {
         return Err(not_found("Customer"));
     }
+    if body["EmailStatus"] == "NeedToSend"
+        && body["BillEmail"]["Address"]
+            .as_str()
+            .is_none_or(|a| a.trim().is_empty())
+    {
+        return Err(Fault::validation(
+            "6000",
+            "A business validation error has occurred while processing your request",
+            "Business Validation Error: an invoice set to be emailed (EmailStatus NeedToSend) needs a BillEmail address.",
+        ));
+    }
     if let Some(doc) = body["DocNumber"].as_str()
+        && !(allow_duplicate || q.settings.duplicate_doc_numbers)
         && q.invoices.iter().any(|i| i["DocNumber"] == doc)
     {
-        return Err(fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
+        return Err(Fault::validation(
             "6210",
             "Duplicate Document Number Error",
             &format!(
@@ -609,9 +841,7 @@ fn new_invoice(q: &mut Qbo, mut body: Value) -> Result<Value, Response> {
             #[allow(clippy::cast_possible_truncation)]
             let expected = (qty * price * 100.0).round() as i64;
             if (expected - amount).abs() > 1 {
-                return Err(fault(
-                    StatusCode::BAD_REQUEST,
-                    "ValidationFault",
+                return Err(Fault::validation(
                     "6070",
                     "Amount is not equal to UnitPrice * Qty",
                     &format!("Amount {amount} cents, expected {expected}"),
@@ -623,11 +853,12 @@ fn new_invoice(q: &mut Qbo, mut body: Value) -> Result<Value, Response> {
     let id = q.id();
     #[allow(clippy::cast_precision_loss)]
     let total = total as f64 / 100.0;
+    let now = now_text();
     body["Id"] = json!(id);
     body["SyncToken"] = json!("0");
     body["TotalAmt"] = json!(total);
     body["Balance"] = json!(total);
-    body["MetaData"] = json!({"CreateTime": "2026-11-22T00:00:00-08:00"});
+    body["MetaData"] = json!({"CreateTime": now, "LastUpdatedTime": now});
     if body["EmailStatus"].is_null() {
         body["EmailStatus"] = json!("NotSet");
     }
@@ -646,8 +877,8 @@ async fn read_invoice(
         return r;
     }
     match q.invoices.iter().find(|i| i["Id"] == id.as_str()) {
-        Some(inv) => Json(json!({"Invoice": inv})).into_response(),
-        None => not_found("Invoice"),
+        Some(inv) => Json(json!({"Invoice": inv, "time": now_text()})).into_response(),
+        None => not_found("Invoice").response(),
     }
 }
 
@@ -669,7 +900,7 @@ async fn send_invoice(
         return r;
     }
     let Some(inv) = q.invoices.iter_mut().find(|i| i["Id"] == id.as_str()) else {
-        return not_found("Invoice");
+        return not_found("Invoice").response();
     };
     if let Some(address) = to.send_to {
         inv["BillEmail"] = json!({"Address": address});
@@ -678,24 +909,24 @@ async fn send_invoice(
         .as_str()
         .is_none_or(str::is_empty)
     {
-        return fault(
-            StatusCode::BAD_REQUEST,
-            "ValidationFault",
+        return Fault::validation(
             "6010",
             "Invalid email address",
             "The invoice has no BillEmail",
-        );
+        )
+        .response();
     }
     let sync = inv["SyncToken"]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0)
         + 1;
+    let now = now_text();
     inv["SyncToken"] = json!(sync.to_string());
     inv["EmailStatus"] = json!("EmailSent");
-    inv["DeliveryInfo"] =
-        json!({"DeliveryType": "Email", "DeliveryTime": "2026-11-22T05:00:00-08:00"});
-    Json(json!({"Invoice": inv.clone()})).into_response()
+    inv["DeliveryInfo"] = json!({"DeliveryType": "Email", "DeliveryTime": now});
+    inv["MetaData"]["LastUpdatedTime"] = json!(now);
+    Json(json!({"Invoice": inv.clone(), "time": now})).into_response()
 }
 
 #[cfg(test)]
@@ -707,20 +938,23 @@ mod tests {
         let q = parse_query("select * from Invoice where DocNumber in ('10001-202610', '10002-202610') and EmailStatus = 'NeedToSend' STARTPOSITION 101 MAXRESULTS 100").unwrap();
         assert_eq!(q.entity, "Invoice");
         assert_eq!(
-            q.conditions[0],
-            (
-                "DocNumber".into(),
-                vec!["10001-202610".into(), "10002-202610".into()]
-            )
+            q.conditions[0].values,
+            ["10001-202610".to_owned(), "10002-202610".to_owned()]
         );
-        assert_eq!(
-            q.conditions[1],
-            ("EmailStatus".into(), vec!["NeedToSend".into()])
-        );
+        assert_eq!(q.conditions[1].values, ["NeedToSend"]);
         assert_eq!((q.start, q.max), (101, 100));
         let q = parse_query("SELECT * FROM Customer WHERE DisplayName = '10001 - AICPA'").unwrap();
-        assert_eq!(q.conditions[0].1, ["10001 - AICPA"]);
+        assert_eq!(q.conditions[0].values, ["10001 - AICPA"]);
         assert!(parse_query("select * from Invoice maxresults 5000").is_err());
-        assert!(parse_query("select * from Invoice where a < 3").is_err());
+        assert!(parse_query("select * from Invoice where a LIKE '3%'").is_err());
+        assert!(parse_query("select * from Invoice startposition 0").is_err());
+        // Times compare as instants whatever their offsets.
+        let q = parse_query(
+            "select * from Invoice where MetaData.LastUpdatedTime > '2026-11-22T05:00:00-08:00'",
+        )
+        .unwrap();
+        let at = |t: &str| json!({"MetaData": {"LastUpdatedTime": t}});
+        assert!(q.matches(&at("2026-11-22T13:00:01Z")));
+        assert!(!q.matches(&at("2026-11-22T13:00:00Z")));
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -27,8 +28,26 @@ pub struct Seed {
     pub clickup: (String, String, Vec<String>),
     /// Graph: `(tenant, client id, client secret)`.
     pub graph: (String, String, String),
-    /// Per service (see [`control::SERVICES`]); none by default.
+    /// Per service (see [`control::SERVICES`]); QBO's documented ones by default.
     pub limits: BTreeMap<String, Limits>,
+    /// Company settings and adversarial modes; the documented behaviour by default.
+    pub settings: Settings,
+}
+
+/// Every fake's switches, as `/_fakes/settings` reads and writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub qbo: qbo::Settings,
+    pub control_room: control_room::Settings,
+}
+
+/// A `POST /_fakes/settings` body: each service named replaces its settings whole.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsChange {
+    qbo: Option<qbo::Settings>,
+    control_room: Option<control_room::Settings>,
 }
 
 /// The running server; stopped when dropped.
@@ -53,8 +72,12 @@ impl Fakes {
     pub async fn start_on(seed: &Seed, port: u16) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let qbo = Arc::new(Mutex::new(Qbo::new(&seed.qbo)));
-        let control_room = Arc::new(Mutex::new(ControlRoom::new(seed.workspaces.clone())));
+        let mut fake_qbo = Qbo::new(&seed.qbo);
+        fake_qbo.settings = seed.settings.qbo.clone();
+        let qbo = Arc::new(Mutex::new(fake_qbo));
+        let mut fake_control_room = ControlRoom::new(seed.workspaces.clone());
+        fake_control_room.settings = seed.settings.control_room.clone();
+        let control_room = Arc::new(Mutex::new(fake_control_room));
         let (team, token, tasks) = &seed.clickup;
         let mut fake_clickup = ClickUp::new(team, token, tasks.clone());
         if let Some(per_minute) = seed.limits.get("clickup").and_then(|l| l.per_minute) {
@@ -92,6 +115,12 @@ impl Fakes {
             .route(
                 "/_fakes/limits",
                 post(set_limits).with_state(Arc::clone(&control)),
+            )
+            .route(
+                "/_fakes/settings",
+                get(settings)
+                    .post(change_settings)
+                    .with_state((Arc::clone(&qbo), Arc::clone(&control_room))),
             );
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
@@ -129,7 +158,8 @@ impl Default for Seed {
                 "graph-client".into(),
                 "graph-secret".into(),
             ),
-            limits: BTreeMap::new(),
+            limits: Limits::documented(),
+            settings: Settings::default(),
         }
     }
 }
@@ -207,4 +237,30 @@ async fn set_limits(
         .limits
         .extend(limits);
     Json(json!({"ok": true}))
+}
+
+type Switches = (qbo::Shared, control_room::Shared);
+
+fn current(s: &Switches) -> Settings {
+    Settings {
+        qbo: s.0.lock().expect("qbo state").settings.clone(),
+        control_room: s.1.lock().expect("control room state").settings.clone(),
+    }
+}
+
+async fn settings(State(s): State<Switches>) -> Json<Settings> {
+    Json(current(&s))
+}
+
+async fn change_settings(
+    State(s): State<Switches>,
+    Json(change): Json<SettingsChange>,
+) -> Json<Settings> {
+    if let Some(q) = change.qbo {
+        s.0.lock().expect("qbo state").settings = q;
+    }
+    if let Some(c) = change.control_room {
+        s.1.lock().expect("control room state").settings = c;
+    }
+    Json(current(&s))
 }
