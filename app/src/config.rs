@@ -2,6 +2,7 @@
 //! deployment) and checked all at once, so one run lists every problem with its fix.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use jiff::tz::TimeZone;
 
@@ -44,7 +45,17 @@ pub struct Config {
     pub timezone: TimeZone,
     pub item_name: String,
     pub urls: Urls,
+    /// The job's own state (the summary email's ledger), in DynamoDB.
+    pub state_table: String,
+    /// How long a service may still be working on a request after the job stopped
+    /// waiting for it: QBO ends requests after 120 s (Intuit, "API call limits and
+    /// throttles"), plus a margin. A write whose answer was lost is looked up again
+    /// this long after it was sent before it is sent again; QBO calls time out then.
+    pub settle: Duration,
 }
+
+/// QBO's own request timeout, plus 10 s.
+pub const SETTLE_DEFAULT_SECS: u64 = 130;
 
 /// One thing wrong with the environment: the variable, what is wrong, and the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +119,18 @@ impl Config {
                 fix: "swap the two, or unset one".into(),
             });
         }
+        let settle = match get("WRITE_SETTLE_SECONDS").map(|v| (v.parse::<u64>(), v)) {
+            None => Duration::from_secs(SETTLE_DEFAULT_SECS),
+            Some((Ok(n), _)) if (1..=600).contains(&n) => Duration::from_secs(n),
+            Some((_, v)) => {
+                problems.push(Problem {
+                    var: "WRITE_SETTLE_SECONDS",
+                    problem: format!("{v:?} is not a number of seconds from 1 to 600"),
+                    fix: format!("unset it (the default, {SETTLE_DEFAULT_SECS}, covers QBO's 120 s request timeout)"),
+                });
+                Duration::from_secs(SETTLE_DEFAULT_SECS)
+            }
+        };
         let timezone_name = or("BILLING_TIMEZONE", "America/Los_Angeles");
         let timezone = TimeZone::get(&timezone_name).unwrap_or_else(|_| {
             problems.push(Problem {
@@ -172,6 +195,8 @@ impl Config {
             timezone,
             item_name: or("QBO_ITEM_NAME", "Robot Minutes"),
             urls,
+            state_table: or("JOB_STATE_TABLE", "qbo-invoice-processor-job-state"),
+            settle,
         };
         if problems.is_empty() {
             Ok(config)

@@ -11,10 +11,12 @@ pub enum Error {
     Config(Vec<Problem>),
     #[error("{0}\n  fix: {1}")]
     Usage(String, String),
-    #[error(
-        "secret {name} {problem}\n  fix: store a JSON object with the keys the README lists for {name}"
-    )]
-    Secret { name: String, problem: String },
+    #[error("secret {name} {problem}\n  fix: {fix}")]
+    Secret {
+        name: String,
+        problem: String,
+        fix: String,
+    },
     #[error("{context}: {message}")]
     Aws { context: String, message: String },
     #[error("{0}")]

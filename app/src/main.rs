@@ -9,9 +9,10 @@ mod error;
 mod jobs;
 mod report;
 mod secrets;
+mod state;
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{ArgGroup, Parser};
 use jiff::civil::Date;
@@ -19,7 +20,8 @@ use jiff::civil::Date;
 use crate::clients::{Selection, Shard};
 use crate::config::Config;
 use crate::error::Error;
-use crate::jobs::{Context, Summary};
+use crate::jobs::{Context, Stop, StopReason, Summary};
+use tokio_util::task::TaskTracker;
 
 /// Bills the practice's clients for robot minutes through QuickBooks Online.
 ///
@@ -29,7 +31,9 @@ use crate::jobs::{Context, Summary};
 /// README). Logs are JSON lines on stdout; the last is `run_finished`.
 ///
 /// Exit codes: 0 all done, 1 some clients or invoices failed (the rest completed),
-/// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable).
+/// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable), 130 or 143
+/// stopped by SIGINT or SIGTERM (no new work started; work under way had 25 s to
+/// finish; a rerun finishes the rest).
 #[derive(Debug, Parser)]
 #[command(name = "qbo-invoice-processor", version, max_term_width = 100)]
 #[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices"])))]
@@ -48,7 +52,8 @@ struct Cli {
     /// UPPER_CLIENT_ID)
     #[arg(long, value_name = "FROM-TO", value_parser = parse_range)]
     clients: Option<(u64, u64)>,
-    /// Bill this month instead of last month, e.g. 2026-10
+    /// Bill this month instead of last month, e.g. 2026-10 (a finished month only; the
+    /// current one with --dry-run)
     #[arg(long, value_name = "YYYY-MM", value_parser = parse_period)]
     period: Option<Date>,
     /// Take only shard K of N (clients whose id mod N is K-1), e.g. 2/4
@@ -84,7 +89,29 @@ fn parse_period(s: &str) -> Result<Date, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            report::init();
+            let job = job_named_in(std::env::args());
+            let _ = e.print();
+            // The alarms read `run_finished`: a schedule with a wrong flag must show.
+            tracing::error!(event = "run_failed", job, error = %e.kind(), "the command line is not valid");
+            tracing::info!(
+                event = "run_finished",
+                job,
+                success = false,
+                exit_code = 2,
+                duration_ms = 0
+            );
+            return ExitCode::from(2);
+        }
+    };
     report::init();
     let job = if cli.create_invoices {
         "create-invoices"
@@ -92,8 +119,23 @@ async fn main() -> ExitCode {
         "send-invoices"
     };
     let started = Instant::now();
+    let stop = Stop::default();
+    tokio::spawn(stop_on_signals(stop.clone()));
+    let critical = TaskTracker::new();
     // Boxed: the jobs' futures are large, and main's stack need not hold them.
-    let result = Box::pin(run(&cli)).await;
+    let result = Box::pin(run(&cli, &stop, &critical)).await;
+    // A token refresh and its save may still be under way (the run failed or was
+    // stopped while it ran): they finish before the process ends.
+    critical.close();
+    let bound = stop.deadline().map_or(Duration::from_mins(1), |d| {
+        (d + Duration::from_secs(4)).saturating_duration_since(Instant::now())
+    });
+    if tokio::time::timeout(bound, critical.wait()).await.is_err() {
+        tracing::error!(
+            event = "critical_task_unfinished",
+            "a QBO token refresh or its save did not finish in time; if QBO rejects the next run's token (invalid_grant), reconnect the app"
+        );
+    }
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(summary) => {
@@ -107,6 +149,7 @@ async fn main() -> ExitCode {
                 job,
                 success = false,
                 dry_run = cli.dry_run,
+                interrupted = stop.reason().is_some(),
                 exit_code = e.exit_code(),
                 duration_ms = ms
             );
@@ -116,7 +159,36 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: &Cli) -> Result<Summary, Error> {
+/// The job the arguments name, for the log line of a command line that did not parse.
+fn job_named_in(args: impl Iterator<Item = String>) -> &'static str {
+    let args: Vec<String> = args.collect();
+    match (
+        args.iter().any(|a| a == "--create-invoices"),
+        args.iter().any(|a| a == "--send-invoices"),
+    ) {
+        (true, false) => "create-invoices",
+        (false, true) => "send-invoices",
+        _ => "unknown",
+    }
+}
+
+/// SIGTERM (ECS StopTask, scale-in) or SIGINT (Ctrl-C) asks the run to stop.
+async fn stop_on_signals(stop: Stop) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let reason = tokio::select! {
+        _ = term.recv() => StopReason::Signal(15),
+        _ = int.recv() => StopReason::Signal(2),
+    };
+    stop.ask(reason);
+}
+
+async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, Error> {
     let config = Config::from_vars(|k| std::env::var(k).ok()).map_err(Error::Config)?;
     if cli.send_invoices {
         if cli.period.is_some() || cli.shard.is_some() || cli.clients.is_some() {
@@ -133,7 +205,7 @@ async fn run(cli: &Cli) -> Result<Summary, Error> {
             .map_or(config.client_range, |(lo, hi)| (Some(lo), Some(hi))),
         shard: cli.shard,
     };
-    let ctx = Context::load(config).await?;
+    let ctx = Context::load(config, stop.clone(), critical.clone()).await?;
     if cli.create_invoices {
         let opts = jobs::create::Options {
             dry_run: cli.dry_run,

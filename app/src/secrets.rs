@@ -109,12 +109,13 @@ impl Secrets {
             .secret_id(name)
             .send()
             .await
-            .map_err(|e| Error::aws(format!("reading secret {name}"), &e))?;
+            .map_err(|e| unreadable(name, &e))?;
         out.secret_string()
             .map(Redacted::new)
             .ok_or_else(|| Error::Secret {
                 name: name.to_owned(),
                 problem: "holds binary data, not a JSON string".into(),
+                fix: shape_fix(name),
             })
     }
 
@@ -130,6 +131,7 @@ impl Secrets {
         let mut value: Value = serde_json::from_str(whole.expose()).map_err(|_| Error::Secret {
             name: name.to_owned(),
             problem: "is not a JSON object".into(),
+            fix: shape_fix(name),
         })?;
         value["refresh_token"] = Value::String(refresh_token.expose().to_owned());
         let updated = Redacted::new(value.to_string());
@@ -148,6 +150,47 @@ impl Secrets {
                 )
             })?;
         Ok(updated)
+    }
+}
+
+fn shape_fix(name: &str) -> String {
+    format!("store a JSON object with the keys the README lists for {name}")
+}
+
+/// A secret that cannot be read is a configuration problem (exit 2) when AWS says why:
+/// it does not exist, the role may not read it, its key cannot decrypt it, or it is
+/// being deleted. Anything else (no answer, no credentials) is fatal (exit 3).
+fn unreadable<E>(name: &str, e: &aws_sdk_secretsmanager::error::SdkError<E>) -> Error
+where
+    E: std::error::Error + aws_sdk_secretsmanager::error::ProvideErrorMetadata + 'static,
+{
+    let service = e.as_service_error();
+    let (problem, fix) = match service.and_then(|s| s.code()) {
+        Some("ResourceNotFoundException") => (
+            "does not exist in this account and region".to_owned(),
+            format!("create {name} (the README lists its keys), or set the job's *_SECRET_NAME variable to the secret's real name"),
+        ),
+        Some("AccessDeniedException") => (
+            "cannot be read: access denied".to_owned(),
+            format!("let the task role call secretsmanager:GetSecretValue on {name} (deployer up grants it for the secrets in the environment file)"),
+        ),
+        Some("DecryptionFailure") => (
+            "cannot be decrypted with its KMS key".to_owned(),
+            "let the task role use the secret's KMS key (kms:Decrypt), or store the secret with the AWS managed key".to_owned(),
+        ),
+        Some("InvalidRequestException") => (
+            format!(
+                "cannot be read now: {}",
+                service.and_then(|s| s.message()).unwrap_or("the request was refused")
+            ),
+            format!("if {name} is scheduled for deletion, restore it (RestoreSecret)"),
+        ),
+        _ => return Error::aws(format!("reading secret {name}"), e),
+    };
+    Error::Secret {
+        name: name.to_owned(),
+        problem,
+        fix,
     }
 }
 
@@ -180,6 +223,7 @@ fn parse<T: DeserializeOwned>(name: &str, text: &str) -> Result<T> {
         Error::Secret {
             name: name.to_owned(),
             problem,
+            fix: shape_fix(name),
         }
     })
 }

@@ -98,32 +98,37 @@ impl ClickUp {
     /// The entry `description` on `task` in `[start_ms, end_ms]`: the one already
     /// there, or a new billable one starting at `start_ms`. ClickUp has no idempotency
     /// key, so the task's entries are the ledger: read before the first try, and again
-    /// whenever a try may have gone through without an answer.
+    /// whenever a try may have gone through without an answer (once more after
+    /// `settle`, when ClickUp can no longer be working on it) before trying again.
     pub async fn ensure_entry(
         &self,
         task: &str,
         (start_ms, end_ms): (i64, i64),
         duration_ms: i64,
         description: &str,
+        settle: Duration,
     ) -> Result<Ensured, ApiError> {
+        let find = || async {
+            let entries = self.entries(task, start_ms, end_ms).await?;
+            Ok(entries.into_iter().find(|e| e.description == description))
+        };
+        if let Some(e) = find().await? {
+            return Ok(Ensured::Existing(e));
+        }
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let entries = self.entries(task, start_ms, end_ms).await?;
-            if let Some(e) = entries.into_iter().find(|e| e.description == description) {
-                return Ok(if attempt == 1 {
-                    Ensured::Existing(e)
-                } else {
-                    Ensured::Created(e.id)
-                });
-            }
+            let sent = std::time::Instant::now();
             match self
                 .create_entry(task, start_ms, duration_ms, description)
                 .await
             {
                 Ok(id) => return Ok(Ensured::Created(id)),
-                Err(e) if e.is_ambiguous() && attempt < 5 => {
-                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                Err(e) if e.is_ambiguous() && attempt < 3 => {
+                    let what = format!("time entry {description:?}");
+                    if let Some(e) = super::confirm(SERVICE, &what, sent, settle, find).await? {
+                        return Ok(Ensured::Created(e.id));
+                    }
                 }
                 Err(e) => return Err(e),
             }

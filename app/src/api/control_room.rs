@@ -1,7 +1,11 @@
 //! Robocorp (Sema4.ai) Control Room API v1: a workspace (to check the key belongs to
 //! the client's organization) and its process runs, following `next` while `has_more`.
-//! Each workspace has its own key (`Authorization: RC-WSKEY KEY`).
+//! Each workspace has its own key (`Authorization: RC-WSKEY KEY`). Runs are kept once
+//! per id whatever the paging does (a run started while the list is read shifts it, so
+//! one run can show on two pages), and a `next` that comes back again stops the
+//! reading with an error rather than looping.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,10 +21,13 @@ use crate::secrets::Redacted;
 const SERVICE: &str = "robocorp";
 /// Runs asked for per page.
 const PAGE: &str = "100";
+/// Pages read from one workspace at most: 100,000 runs.
+const MAX_PAGES: usize = 1000;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Run {
     pub id: String,
+    /// `new`, `in_progress`, `completed`, `unresolved` or `stopping`.
     pub state: String,
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
@@ -60,13 +67,16 @@ impl ControlRoom {
             .to_owned())
     }
 
-    /// Every process run of the workspace (the API has no date filter).
+    /// Every process run of the workspace (the API has no date filter), each once.
     pub async fn runs(&self, workspace: &str, key: &Redacted) -> Result<Vec<Run>, ApiError> {
         let mut url = format!(
             "{}/workspaces/{workspace}/process-runs?limit={PAGE}",
             self.base
         );
         let mut runs = Vec::new();
+        let mut ids = HashSet::new();
+        let mut pages = HashSet::from([url.clone()]);
+        let mut repeated = 0;
         loop {
             let v = self.get(&url, key).await?;
             let page: RunsPage = serde_json::from_value(v).map_err(|e| {
@@ -76,8 +86,27 @@ impl ControlRoom {
                     format!("process runs of {workspace} have an unexpected shape: {e}"),
                 )
             })?;
-            runs.extend(page.data);
+            for run in page.data {
+                if ids.insert(run.id.clone()) {
+                    runs.push(run);
+                } else {
+                    repeated += 1;
+                }
+            }
             match page.next {
+                Some(next)
+                    if page.has_more
+                        && (!pages.insert(next.clone()) || pages.len() > MAX_PAGES) =>
+                {
+                    return Err(ApiError::new(
+                        SERVICE,
+                        Some(200),
+                        format!(
+                            "the process runs of {workspace} do not end: page {} names a next page already read or past {MAX_PAGES} pages, so its minutes cannot be counted; the client is not billed this run (rerun later)",
+                            pages.len()
+                        ),
+                    ));
+                }
                 // The key goes with every page: follow `next` only on the same service.
                 Some(next) if page.has_more && same_origin(&next, &self.base) => url = next,
                 Some(next) if page.has_more => {
@@ -89,7 +118,17 @@ impl ControlRoom {
                         ),
                     ));
                 }
-                _ => return Ok(runs),
+                _ => {
+                    if repeated > 0 {
+                        tracing::info!(
+                            event = "runs_repeated",
+                            workspace,
+                            repeated,
+                            "runs shown on two pages (the list moved while it was read) were counted once"
+                        );
+                    }
+                    return Ok(runs);
+                }
             }
         }
     }

@@ -94,7 +94,10 @@ impl Graph {
         Ok(t)
     }
 
-    /// `POST /users/{from}/sendMail`; Graph answers 202 with no body.
+    /// `POST /users/{from}/sendMail`; Graph answers 202 with no body. sendMail has no
+    /// idempotency key (graph docs, `user-sendmail.md`): a 429 or a refused connection
+    /// is tried again, but no answer, a broken one or a 5xx comes back at once, since
+    /// the message may have been accepted.
     pub async fn send_mail(&self, from: &str, message: &Value) -> Result<(), ApiError> {
         let token = self.token().await?;
         let url = format!(
@@ -104,7 +107,7 @@ impl Graph {
         );
         let body = serde_json::json!({"message": message, "saveToSentItems": true});
         self.api
-            .call(
+            .call_unsure(
                 |c| c.post(&url).bearer_auth(token.expose()).json(&body),
                 error_of,
             )

@@ -1,7 +1,9 @@
-//! Client-side limits, held before a request leaves: at most N in flight, and at most
-//! M in any 60 s. When the service reports its budget in `X-RateLimit-*` headers
-//! (ClickUp), that budget replaces the local count: calls go out while it lasts, then
-//! wait for the reset time it names.
+//! Client-side limits, held before a request leaves: at most N in flight, a steady pace
+//! (at most one request per period, `governor`'s GCRA with no burst), and at most M in
+//! any 60 s. When the service reports its budget in `X-RateLimit-*` headers (ClickUp),
+//! that budget replaces the local count: calls go out while it lasts, then wait for the
+//! reset time it names. A 429 pauses every caller of the service, not just the one that
+//! met it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,14 +29,17 @@ struct Window {
     /// the budget it reports.
     in_flight: u64,
     reported: bool,
-    /// Nothing goes out before then (after a 429).
-    paused_until: Option<Instant>,
 }
+
+type Pace = governor::DefaultDirectRateLimiter;
 
 #[derive(Debug, Clone, Default)]
 pub struct Limiter {
     in_flight: Option<Arc<Semaphore>>,
+    pace: Option<Arc<Pace>>,
     window: Option<Arc<Mutex<Window>>>,
+    /// Nothing goes out before then (after a 429).
+    paused_until: Arc<Mutex<Option<Instant>>>,
 }
 
 /// Held while a request is in flight.
@@ -65,18 +70,33 @@ impl Limiter {
                     last_reset: None,
                     in_flight: 0,
                     reported: false,
-                    paused_until: None,
                 }))
             }),
+            ..Self::default()
         }
     }
 
-    /// Waits for a slot in flight, then for room in the window.
+    /// At most one request every `period`, evenly spaced (no burst): a service that
+    /// allows N per second counted over any second sees at most N.
+    #[must_use]
+    pub fn with_pace(mut self, period: Duration) -> Self {
+        let quota = governor::Quota::with_period(period).expect("a period above zero");
+        self.pace = Some(Arc::new(governor::RateLimiter::direct(quota)));
+        self
+    }
+
+    /// Waits out a pause, then for a slot in flight, the pace, and room in the window.
     pub async fn acquire(&self) -> Permit {
+        self.wait_for_pause().await;
         let permit = match &self.in_flight {
             Some(s) => Some(Arc::clone(s).acquire_owned().await.expect("never closed")),
             None => None,
         };
+        // A pause may have begun while this caller waited for its slot.
+        self.wait_for_pause().await;
+        if let Some(pace) = &self.pace {
+            pace.until_ready().await;
+        }
         if let Some(window) = &self.window {
             loop {
                 let wait = {
@@ -107,19 +127,13 @@ impl Limiter {
                                 None
                             }
                         }
+                    } else if w.sent.len() < w.limit {
+                        w.sent.push_back(now);
+                        None
                     } else {
-                        match w.paused_until {
-                            Some(until) if until > now => Some(until - now),
-                            _ if w.sent.len() < w.limit => {
-                                w.paused_until = None;
-                                w.sent.push_back(now);
-                                None
-                            }
-                            _ => w
-                                .sent
-                                .front()
-                                .map(|t| WINDOW.saturating_sub(now.duration_since(*t))),
-                        }
+                        w.sent
+                            .front()
+                            .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
                     }
                 };
                 match wait {
@@ -174,13 +188,26 @@ impl Limiter {
 
     /// Stops every caller until `wait` has passed (after a 429).
     pub fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        {
+            let mut paused = self.paused_until.lock().expect("limiter");
+            *paused = Some(paused.map_or(until, |u| u.max(until)));
+        }
         if let Some(window) = &self.window {
             let mut w = window.lock().expect("limiter");
-            let until = Instant::now() + wait;
-            w.paused_until = Some(w.paused_until.map_or(until, |u| u.max(until)));
             if let Some((left, reset)) = &mut w.budget {
                 *left = 0;
                 *reset = (*reset).max(until);
+            }
+        }
+    }
+
+    async fn wait_for_pause(&self) {
+        loop {
+            let until = *self.paused_until.lock().expect("limiter");
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
+                _ => return,
             }
         }
     }
@@ -213,5 +240,30 @@ mod tests {
             drop(l.acquire().await);
         }
         assert!(start.elapsed() < Duration::from_secs(1), "learned limit 5");
+    }
+
+    #[tokio::test]
+    async fn the_pace_spaces_requests_and_a_pause_holds_every_caller() {
+        let l = Limiter::new(None, None).with_pace(Duration::from_millis(50));
+        let start = Instant::now();
+        for _ in 0..5 {
+            drop(l.acquire().await);
+        }
+        // The first goes at once, then one every 50 ms.
+        assert!(
+            start.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            start.elapsed()
+        );
+        let l = Limiter::default();
+        l.pause(Duration::from_millis(300));
+        let other = l.clone();
+        let start = Instant::now();
+        drop(other.acquire().await);
+        assert!(
+            start.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            start.elapsed()
+        );
     }
 }

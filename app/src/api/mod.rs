@@ -1,7 +1,10 @@
 //! Typed clients of the four SaaS APIs, over one retrying HTTP core: every call has a
 //! timeout, waits for the service's client-side limits, and retries 429, 5xx and
-//! transport errors with jittered exponential backoff (honouring `Retry-After` and
-//! `X-RateLimit-Reset`), bounded in attempts and in total time. Other 4xx never retry.
+//! transport errors with jittered exponential backoff (honouring `Retry-After` in
+//! seconds or as an HTTP date, and `X-RateLimit-Reset`), bounded in attempts and in
+//! total time. Other 4xx never retry. A write with no idempotency key never goes
+//! through that retry: [`Api::call_unsure`] hands an ambiguous answer back, and
+//! [`confirm`] reads the service to learn whether the write took effect.
 
 pub mod clickup;
 pub mod control_room;
@@ -9,8 +12,10 @@ pub mod graph;
 pub mod limits;
 pub mod qbo;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -28,6 +33,9 @@ pub struct ApiError {
     pub message: String,
     /// The whole run cannot go on (credentials rejected, the token not persisted).
     pub fatal: bool,
+    /// When the service says it made this answer (QBO stamps `time` on each): an answer
+    /// made long before it was asked for is a replay of an earlier one.
+    pub time: Option<Timestamp>,
 }
 
 impl ApiError {
@@ -43,8 +51,42 @@ impl ApiError {
             code: None,
             message: message.into(),
             fatal: false,
+            time: None,
         }
     }
+}
+
+/// After a write whose answer was lost (no answer, a broken one, a 5xx), whether it took
+/// effect, as `check` finds it in the service: looked up at once, and when not found,
+/// once more when the service can no longer be working on it (`settle` after `sent`).
+/// `None` means it surely did not happen, so sending it again is safe.
+pub async fn confirm<T, F, Fut>(
+    service: &'static str,
+    what: &str,
+    sent: Instant,
+    settle: Duration,
+    mut check: F,
+) -> Result<Option<T>, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, ApiError>>,
+{
+    if let Some(found) = check().await? {
+        return Ok(Some(found));
+    }
+    let wait = (sent + settle).saturating_duration_since(Instant::now());
+    if wait.is_zero() {
+        return Ok(None);
+    }
+    tracing::info!(
+        event = "write_settling",
+        service,
+        what,
+        wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        "the answer was lost and the write is not visible yet; waiting until the service cannot still be working on it"
+    );
+    tokio::time::sleep(wait).await;
+    check().await
 }
 
 /// How hard to try: attempts, total time, and the backoff's base and cap.
@@ -248,19 +290,28 @@ impl Api {
     }
 }
 
-/// `Retry-After` (seconds), else `X-RateLimit-Reset` (Unix seconds) when the budget is
-/// spent; capped at two minutes.
+/// `Retry-After` (seconds, or an HTTP date: RFC 9110 §10.2.3), else `X-RateLimit-Reset`
+/// (Unix seconds) when the budget is spent; capped at two minutes.
 fn server_wait(headers: &HeaderMap) -> Option<Duration> {
-    let num = |name: &str| {
+    let text = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(str::trim)
     };
+    let num = |name: &str| text(name).and_then(|v| v.parse::<u64>().ok());
     let wait = num("retry-after")
         .map(Duration::from_secs)
+        .or_else(|| text("retry-after").and_then(http_date_wait))
         .or_else(|| num("x-ratelimit-reset").map(until_unix))?;
     Some(wait.clamp(Duration::from_millis(100), Duration::from_mins(2)))
+}
+
+/// How long until an HTTP date such as `Sun, 06 Nov 1994 08:49:37 GMT` (zero if past).
+fn http_date_wait(date: &str) -> Option<Duration> {
+    let at = jiff::fmt::rfc2822::parse(date).ok()?.timestamp();
+    let secs = at.as_second().checked_sub(Timestamp::now().as_second())?;
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
 /// reqwest's message names the URL, which may carry a query; keep only the cause.
@@ -272,4 +323,33 @@ fn without_url(e: &reqwest::Error) -> String {
         source = s.source();
     }
     last.unwrap_or_else(|| "no detail".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "7".parse().unwrap());
+        assert_eq!(server_wait(&h), Some(Duration::from_secs(7)));
+        let soon = Timestamp::now() + jiff::SignedDuration::from_secs(30);
+        let date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&soon)
+            .unwrap();
+        assert!(date.ends_with("GMT"), "{date}");
+        h.insert("retry-after", date.parse().unwrap());
+        let wait = server_wait(&h).unwrap();
+        assert!((28..=30).contains(&wait.as_secs()), "{wait:?} from {date}");
+        h.insert(
+            "retry-after",
+            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            server_wait(&h),
+            Some(Duration::from_millis(100)),
+            "a past date: soon"
+        );
+    }
 }

@@ -1,19 +1,26 @@
 //! QuickBooks Online: OAuth refresh with the rotated refresh token written back to
-//! Secrets Manager before any other call, queries paged by STARTPOSITION/MAXRESULTS,
-//! batch requests, invoice create with `requestid`, send and PDF. Faults are read from
-//! the body on any status (QBO sometimes answers 200 with a Fault), in both the usual
-//! and the lowercase 401 shape. At most 10 requests in flight and 500 per minute.
+//! Secrets Manager before any other call (in a task of its own, so a failing or stopped
+//! run still finishes the save), queries paged by STARTPOSITION/MAXRESULTS, batch
+//! requests, invoice create with `requestid`, send and PDF. Faults are read from the
+//! body on any status (QBO sometimes answers 200 with a Fault), in both the usual and
+//! the lowercase 401 shape. Every call, the token refresh included, keeps to the realm's
+//! limits (Intuit, "API call limits and throttles"): at most 10 in flight, 10 per second
+//! and 500 per minute.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use jiff::Timestamp;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio_util::task::TaskTracker;
 
 use super::limits::Limiter;
 use super::{Api, ApiError};
+use crate::config::Config;
 use crate::secrets::{QboEnvironment, QboSecret, Redacted, Secrets};
 
 const SERVICE: &str = "qbo";
@@ -22,6 +29,10 @@ const MINOR_VERSION: &str = "75";
 pub const PAGE: usize = 1000;
 /// Recommended most items per batch request.
 pub const BATCH: usize = 30;
+/// One request per 110 ms: QBO allows 10 per second per realm and app; the margin keeps
+/// arrivals under 10 in any second when the network delays some requests more than
+/// others.
+pub const PACE: Duration = Duration::from_millis(110);
 
 #[derive(Debug)]
 struct Tokens {
@@ -31,99 +42,394 @@ struct Tokens {
     whole: Redacted,
 }
 
+/// What a token refresh needs, shared with the task that runs it.
 #[derive(Debug)]
-pub struct Qbo {
-    api: Api,
+struct Refresher {
     auth: Api,
-    base: String,
     token_url: String,
-    client_id: String,
-    client_secret: Redacted,
-    tokens: Mutex<Tokens>,
+    basic: Redacted,
     secrets: Secrets,
     secret_name: String,
 }
 
+#[derive(Debug)]
+pub struct Qbo {
+    api: Api,
+    base: String,
+    refresher: Arc<Refresher>,
+    tokens: Arc<Mutex<Tokens>>,
+    critical: TaskTracker,
+    settle: Duration,
+}
+
 impl Qbo {
+    /// The client for the realm in `secret` (`whole` is the secret's JSON, for the
+    /// write-back). Each request is bounded by `config.settle` (QBO's own timeout plus a
+    /// margin): once it has passed, a request without an answer is over at QBO too.
     pub fn new(
         secret: &QboSecret,
         whole: Redacted,
-        api_base: Option<&str>,
-        token_url: &str,
         secrets: Secrets,
-        secret_name: &str,
+        critical: TaskTracker,
+        config: &Config,
     ) -> Self {
-        let host = api_base.map_or_else(
+        let settle = config.settle;
+        let host = config.urls.qbo_api.as_deref().map_or_else(
             || match secret.environment {
                 QboEnvironment::Production => "https://quickbooks.api.intuit.com".to_owned(),
                 QboEnvironment::Sandbox => "https://sandbox-quickbooks.api.intuit.com".to_owned(),
             },
             str::to_owned,
         );
+        let limiter = Limiter::new(Some(10), Some(500)).with_pace(PACE);
+        let basic = Redacted::new(base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            secret.client_id,
+            secret.client_secret.expose()
+        )));
         Self {
             // Intuit: after a 429, wait a minute.
-            api: Api::new(
-                SERVICE,
-                Duration::from_mins(2),
-                Limiter::new(Some(10), Some(500)),
-            )
-            .with_throttle_wait(Duration::from_mins(1)),
-            auth: Api::new("qbo-oauth", Duration::from_secs(30), Limiter::default()),
+            api: Api::new(SERVICE, settle, limiter.clone())
+                .with_throttle_wait(Duration::from_mins(1)),
             base: format!("{host}/v3/company/{}", secret.realm_id),
-            token_url: token_url.to_owned(),
-            client_id: secret.client_id.clone(),
-            client_secret: secret.client_secret.clone(),
-            tokens: Mutex::new(Tokens {
+            refresher: Arc::new(Refresher {
+                auth: Api::new("qbo-oauth", Duration::from_secs(30), limiter),
+                token_url: config.urls.qbo_token.clone(),
+                basic,
+                secrets,
+                secret_name: config.secrets.qbo.clone(),
+            }),
+            tokens: Arc::new(Mutex::new(Tokens {
                 access: None,
                 refresh: secret.refresh_token.clone(),
                 whole,
-            }),
-            secrets,
-            secret_name: secret_name.to_owned(),
+            })),
+            critical,
+            settle,
         }
     }
 
-    /// A valid access token, refreshing (one caller at a time) when needed.
+    /// A valid access token, refreshing (one caller at a time) when needed. The refresh
+    /// and the save of a rotated refresh token run in a task of their own, tracked as
+    /// critical: dropping the caller (a fatal error elsewhere, a stop) does not cut
+    /// them short, and the process waits for them before it exits.
     async fn access_token(&self) -> Result<Redacted, ApiError> {
-        let mut tokens = self.tokens.lock().await;
-        if let Some((token, expires)) = &tokens.access
+        let guard = Arc::clone(&self.tokens).lock_owned().await;
+        if let Some((token, expires)) = &guard.access
             && *expires > Instant::now() + Duration::from_mins(2)
         {
             return Ok(token.clone());
         }
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            self.client_id,
-            self.client_secret.expose()
-        ));
+        let refresher = Arc::clone(&self.refresher);
+        self.critical
+            .spawn(async move { refresher.refresh(guard).await })
+            .await
+            .map_err(|e| ApiError {
+                fatal: true,
+                ..ApiError::new("qbo-oauth", None, format!("the token refresh stopped: {e}"))
+            })?
+    }
+
+    async fn forget(&self, token: &Redacted) {
+        let mut tokens = self.tokens.lock().await;
+        if tokens.access.as_ref().is_some_and(|(t, _)| t == token) {
+            tokens.access = None;
+        }
+    }
+
+    /// One QBO call; a 401 refreshes the access token once and tries again.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Body<'_>,
+        accept: &str,
+        replay: bool,
+    ) -> Result<Vec<u8>, ApiError> {
+        let url = format!("{}{path}", self.base);
+        for round in 0..2 {
+            let token = self.access_token().await?;
+            let call = |c: &reqwest::Client| {
+                let r = c
+                    .request(method.clone(), &url)
+                    .bearer_auth(token.expose())
+                    .header("accept", accept)
+                    .query(&[("minorversion", MINOR_VERSION)])
+                    .query(query);
+                match body {
+                    Body::Json(b) => r.json(b),
+                    Body::Text(t) => r
+                        .header("content-type", "application/text")
+                        .body(t.to_owned()),
+                    Body::Empty if method == Method::POST => {
+                        r.header("content-type", "application/octet-stream")
+                    }
+                    Body::Empty => r,
+                }
+            };
+            let result = if replay {
+                self.api.call(call, fault_of).await
+            } else {
+                self.api.call_unsure(call, fault_of).await
+            };
+            match result {
+                Err(e) if e.status == Some(401) && round == 0 => self.forget(&token).await,
+                Err(e) if e.status == Some(401) || e.status == Some(403) => {
+                    return Err(ApiError { fatal: true, ..e });
+                }
+                Err(e) => return Err(e),
+                Ok(answer) => return Ok(answer.body),
+            }
+        }
+        unreachable!("the loop returns on its second round")
+    }
+
+    async fn json(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Body<'_>,
+        replay: bool,
+    ) -> Result<Value, ApiError> {
+        let bytes = self
+            .request(method, path, query, body, "application/json", replay)
+            .await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(
+                SERVICE,
+                Some(200),
+                format!("answered with a body that is not JSON ({e})"),
+            )
+        })?;
+        // QBO can answer 200 with a Fault.
+        if v.get("Fault").is_some() || v.get("fault").is_some() {
+            return Err(fault_of(StatusCode::OK, &HeaderMap::new(), &bytes));
+        }
+        Ok(v)
+    }
+
+    /// Every row of `select` (`SELECT * FROM Entity ...` without paging clauses), by
+    /// POST with the query as an `application/text` body: a long `IN (...)` list would
+    /// not fit a URL.
+    pub async fn query_all(&self, select: &str) -> Result<Vec<Value>, ApiError> {
+        let entity = entity_of(select);
+        let mut rows = Vec::new();
+        loop {
+            let text = format!(
+                "{select} STARTPOSITION {} MAXRESULTS {PAGE}",
+                rows.len() + 1
+            );
+            let v = self
+                .json(Method::POST, "/query", &[], Body::Text(&text), true)
+                .await?;
+            // The entity key is absent when nothing matches.
+            let page = v["QueryResponse"][entity]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let short = page.len() < PAGE;
+            rows.extend(page);
+            if short {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// The invoices numbered `doc` (none, one, or more where the company allows
+    /// duplicate numbers).
+    pub async fn invoices_numbered(&self, doc: &str) -> Result<Vec<Value>, ApiError> {
+        self.query_all(&format!(
+            "SELECT * FROM Invoice WHERE DocNumber = {}",
+            quote(doc)
+        ))
+        .await
+    }
+
+    /// Runs up to 30 queries in one request; each answer is the rows of its query, or
+    /// the error of that item.
+    pub async fn batch_queries(
+        &self,
+        queries: &[String],
+    ) -> Result<Vec<Result<Vec<Value>, ApiError>>, ApiError> {
+        assert!(
+            queries.len() <= BATCH,
+            "a batch holds at most {BATCH} items"
+        );
+        let items: Vec<Value> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| json!({"bId": i.to_string(), "Query": q}))
+            .collect();
+        let v = self
+            .json(
+                Method::POST,
+                "/batch",
+                &[],
+                Body::Json(&json!({"BatchItemRequest": items})),
+                true,
+            )
+            .await?;
+        let answers = v["BatchItemResponse"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let a = answers.iter().find(|a| a["bId"] == i.to_string().as_str());
+                match a {
+                    None => Err(ApiError::new(
+                        SERVICE,
+                        Some(200),
+                        "the batch answer misses an item",
+                    )),
+                    Some(a) if a.get("Fault").is_some() => Err(fault_of(
+                        StatusCode::OK,
+                        &HeaderMap::new(),
+                        a.to_string().as_bytes(),
+                    )),
+                    Some(a) => Ok(a["QueryResponse"][entity_of(q)]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()),
+                }
+            })
+            .collect())
+    }
+
+    /// One attempt to create an invoice. A repeated `request_id` gets the first answer
+    /// back, whatever it was; an ambiguous failure (no answer, a 5xx) is returned, never
+    /// retried here: the caller looks the DocNumber up first ([`super::confirm`]).
+    pub async fn create_invoice(
+        &self,
+        invoice: &Value,
+        request_id: &str,
+    ) -> Result<Value, ApiError> {
+        let v = self
+            .json(
+                Method::POST,
+                "/invoice",
+                &[("requestid", request_id)],
+                Body::Json(invoice),
+                false,
+            )
+            .await?;
+        Ok(v["Invoice"].clone())
+    }
+
+    pub async fn invoice(&self, id: &str) -> Result<Value, ApiError> {
+        let v = self
+            .json(
+                Method::GET,
+                &format!("/invoice/{id}"),
+                &[],
+                Body::Empty,
+                true,
+            )
+            .await?;
+        Ok(v["Invoice"].clone())
+    }
+
+    /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
+    /// `/send` takes no idempotency key: when an attempt may have gone through (no
+    /// answer, a 5xx), the invoice is read back (again once QBO can no longer be working
+    /// on the send), and sent again only if it is surely not sent.
+    pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
+        let path = format!("/invoice/{id}/send");
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let sent = Instant::now();
+            match self
+                .json(Method::POST, &path, &[], Body::Empty, false)
+                .await
+            {
+                Ok(v) => return Ok(v["Invoice"].clone()),
+                Err(e) if e.is_ambiguous() && attempt < 3 => {
+                    let what = format!("send of invoice {id}");
+                    let found = super::confirm(SERVICE, &what, sent, self.settle, || async {
+                        let now = self.invoice(id).await?;
+                        Ok((now["EmailStatus"] == "EmailSent").then_some(now))
+                    })
+                    .await?;
+                    if let Some(now) = found {
+                        tracing::info!(
+                            event = "send_confirmed",
+                            invoice_id = id,
+                            "the send went through although its answer was lost"
+                        );
+                        return Ok(now);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub async fn invoice_pdf(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        self.request(
+            Method::GET,
+            &format!("/invoice/{id}/pdf"),
+            &[],
+            Body::Empty,
+            "application/pdf",
+            true,
+        )
+        .await
+    }
+}
+
+/// What a QBO request carries.
+#[derive(Debug, Clone, Copy)]
+enum Body<'a> {
+    Empty,
+    Json(&'a Value),
+    /// A query, as `application/text`.
+    Text(&'a str),
+}
+
+impl Refresher {
+    /// Refreshes the access token with the refresh token in `tokens`; a rotated refresh
+    /// token is written to the secret before anything else happens.
+    async fn refresh(&self, mut tokens: OwnedMutexGuard<Tokens>) -> Result<Redacted, ApiError> {
         let mut round = 0;
         let answer = loop {
             round += 1;
             let refresh = tokens.refresh.clone();
             let result = self
-            .auth
-            .call(
-                |c| {
-                    c.post(&self.token_url)
-                        .header("authorization", format!("Basic {basic}"))
-                        .header("accept", "application/json")
-                        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.expose())])
-                },
-                |status, _, body| {
-                    let v: Value = serde_json::from_slice(body).unwrap_or_default();
-                    let code = v["error"].as_str().unwrap_or("unknown").to_owned();
-                    let message = if code == "invalid_grant" {
-                        format!(
-                            "the refresh token in {} was rejected (invalid_grant): it is stale, expired or revoked",
-                            self.secret_name
-                        )
-                    } else {
-                        format!("the token endpoint answered {status} ({code})")
-                    };
-                    ApiError { code: Some(code), fatal: true, ..ApiError::new("qbo-oauth", Some(status.as_u16()), message) }
-                },
-            )
-            .await;
+                .auth
+                .call(
+                    |c| {
+                        c.post(&self.token_url)
+                            .header("authorization", format!("Basic {}", self.basic.expose()))
+                            .header("accept", "application/json")
+                            .form(&[
+                                ("grant_type", "refresh_token"),
+                                ("refresh_token", refresh.expose()),
+                            ])
+                    },
+                    |status, _, body| {
+                        let v: Value = serde_json::from_slice(body).unwrap_or_default();
+                        let code = v["error"].as_str().unwrap_or("unknown").to_owned();
+                        let message = if code == "invalid_grant" {
+                            format!(
+                                "the refresh token in {} was rejected (invalid_grant): it is stale, expired or revoked",
+                                self.secret_name
+                            )
+                        } else {
+                            format!("the token endpoint answered {status} ({code})")
+                        };
+                        ApiError {
+                            code: Some(code),
+                            fatal: true,
+                            ..ApiError::new("qbo-oauth", Some(status.as_u16()), message)
+                        }
+                    },
+                )
+                .await;
             match result {
                 Ok(answer) => break answer,
                 // Another run (a shard, the other job) may have rotated the token and
@@ -178,226 +484,11 @@ impl Qbo {
         ));
         Ok(access)
     }
+}
 
-    async fn forget(&self, token: &Redacted) {
-        let mut tokens = self.tokens.lock().await;
-        if tokens.access.as_ref().is_some_and(|(t, _)| t == token) {
-            tokens.access = None;
-        }
-    }
-
-    /// One QBO call; a 401 refreshes the access token once and tries again.
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-        accept: &str,
-        replay: bool,
-    ) -> Result<Vec<u8>, ApiError> {
-        let url = format!("{}{path}", self.base);
-        for round in 0..2 {
-            let token = self.access_token().await?;
-            let call = |c: &reqwest::Client| {
-                let mut r = c
-                    .request(method.clone(), &url)
-                    .bearer_auth(token.expose())
-                    .header("accept", accept)
-                    .query(&[("minorversion", MINOR_VERSION)])
-                    .query(query);
-                r = match body {
-                    Some(b) => r.json(b),
-                    None if method == Method::POST => {
-                        r.header("content-type", "application/octet-stream")
-                    }
-                    None => r,
-                };
-                r
-            };
-            let result = if replay {
-                self.api.call(call, fault_of).await
-            } else {
-                self.api.call_unsure(call, fault_of).await
-            };
-            match result {
-                Err(e) if e.status == Some(401) && round == 0 => self.forget(&token).await,
-                Err(e) if e.status == Some(401) || e.status == Some(403) => {
-                    return Err(ApiError { fatal: true, ..e });
-                }
-                Err(e) => return Err(e),
-                Ok(answer) => return Ok(answer.body),
-            }
-        }
-        unreachable!("the loop returns on its second round")
-    }
-
-    async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-        replay: bool,
-    ) -> Result<Value, ApiError> {
-        let bytes = self
-            .request(method, path, query, body, "application/json", replay)
-            .await?;
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                SERVICE,
-                Some(200),
-                format!("answered with a body that is not JSON ({e})"),
-            )
-        })?;
-        // QBO can answer 200 with a Fault.
-        if v.get("Fault").is_some() || v.get("fault").is_some() {
-            return Err(fault_of(StatusCode::OK, &HeaderMap::new(), &bytes));
-        }
-        Ok(v)
-    }
-
-    /// Every row of `select` (`SELECT * FROM Entity ...` without paging clauses).
-    pub async fn query_all(&self, select: &str) -> Result<Vec<Value>, ApiError> {
-        let entity = entity_of(select);
-        let mut rows = Vec::new();
-        loop {
-            let text = format!(
-                "{select} STARTPOSITION {} MAXRESULTS {PAGE}",
-                rows.len() + 1
-            );
-            let v = self
-                .json(Method::GET, "/query", &[("query", &text)], None, true)
-                .await?;
-            // The entity key is absent when nothing matches.
-            let page = v["QueryResponse"][entity]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let short = page.len() < PAGE;
-            rows.extend(page);
-            if short {
-                return Ok(rows);
-            }
-        }
-    }
-
-    /// Runs up to 30 queries in one request; each answer is the rows of its query, or
-    /// the error of that item.
-    pub async fn batch_queries(
-        &self,
-        queries: &[String],
-    ) -> Result<Vec<Result<Vec<Value>, ApiError>>, ApiError> {
-        assert!(
-            queries.len() <= BATCH,
-            "a batch holds at most {BATCH} items"
-        );
-        let items: Vec<Value> = queries
-            .iter()
-            .enumerate()
-            .map(|(i, q)| json!({"bId": i.to_string(), "Query": q}))
-            .collect();
-        let v = self
-            .json(
-                Method::POST,
-                "/batch",
-                &[],
-                Some(&json!({"BatchItemRequest": items})),
-                true,
-            )
-            .await?;
-        let answers = v["BatchItemResponse"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        Ok(queries
-            .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let a = answers.iter().find(|a| a["bId"] == i.to_string().as_str());
-                match a {
-                    None => Err(ApiError::new(
-                        SERVICE,
-                        Some(200),
-                        "the batch answer misses an item",
-                    )),
-                    Some(a) if a.get("Fault").is_some() => Err(fault_of(
-                        StatusCode::OK,
-                        &HeaderMap::new(),
-                        a.to_string().as_bytes(),
-                    )),
-                    Some(a) => Ok(a["QueryResponse"][entity_of(q)]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()),
-                }
-            })
-            .collect())
-    }
-
-    /// Creates an invoice; a repeated `request_id` gets the first answer back.
-    pub async fn create_invoice(
-        &self,
-        invoice: &Value,
-        request_id: &str,
-    ) -> Result<Value, ApiError> {
-        let v = self
-            .json(
-                Method::POST,
-                "/invoice",
-                &[("requestid", request_id)],
-                Some(invoice),
-                true,
-            )
-            .await?;
-        Ok(v["Invoice"].clone())
-    }
-
-    pub async fn invoice(&self, id: &str) -> Result<Value, ApiError> {
-        let v = self
-            .json(Method::GET, &format!("/invoice/{id}"), &[], None, true)
-            .await?;
-        Ok(v["Invoice"].clone())
-    }
-
-    /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
-    /// `/send` takes no idempotency key: when an attempt may have gone through (no
-    /// answer, a 5xx), the invoice is read back, and sent again only if it is not.
-    pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
-        let path = format!("/invoice/{id}/send");
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            match self.json(Method::POST, &path, &[], None, false).await {
-                Ok(v) => return Ok(v["Invoice"].clone()),
-                Err(e) if e.is_ambiguous() && attempt < 5 => {
-                    let now = self.invoice(id).await?;
-                    if now["EmailStatus"] == "EmailSent" {
-                        tracing::info!(
-                            event = "send_confirmed",
-                            invoice_id = id,
-                            "the send went through although its answer was lost"
-                        );
-                        return Ok(now);
-                    }
-                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    pub async fn invoice_pdf(&self, id: &str) -> Result<Vec<u8>, ApiError> {
-        self.request(
-            Method::GET,
-            &format!("/invoice/{id}/pdf"),
-            &[],
-            None,
-            "application/pdf",
-            true,
-        )
-        .await
-    }
+/// The `time` QBO stamps on an answer (`2026-11-22T05:00:00.000-08:00`).
+fn time_of(v: &Value) -> Option<Timestamp> {
+    v["time"].as_str().and_then(|t| t.parse().ok())
 }
 
 /// `Invoice` from `select * from Invoice where ...`.
@@ -433,6 +524,7 @@ fn fault_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
     };
     ApiError {
         code,
+        time: time_of(&v),
         ..ApiError::new(SERVICE, Some(status.as_u16()), message)
     }
 }

@@ -1,14 +1,14 @@
 //! `--create-invoices`: for each active client in range, robot minutes of the billing
 //! month from Control Room -> one ClickUp time entry -> one QBO invoice. The
-//! destinations' own keys are the ledger (DocNumber and `requestid` in QBO, the entry
-//! description in ClickUp), so a rerun after any crash finishes the rest and never
-//! bills twice. Clients run concurrently; each service's limits are held by its client.
+//! destinations' own keys are the ledger (the DocNumber in QBO, with `requestid` as a
+//! help; the entry description in ClickUp): each is read before it is written, and
+//! read again after any answer that was lost, so a rerun after any crash finishes the
+//! rest and never bills twice. Clients run concurrently; each service's limits are held
+//! by its client.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use jiff::civil::Date;
 use jiff::{Timestamp, Zoned};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -79,20 +79,32 @@ impl Period {
     }
 }
 
-/// Billable minutes of the runs that started in the period: finished runs only
-/// (completed or unresolved), seconds from `duration` or else `ended_at -
-/// started_at`, rounded up to the minute. Also the ids of runs skipped for lack of both.
-pub fn minutes(runs: &[Run], period: &Period) -> (u64, Vec<String>) {
+/// What the runs of a workspace bill for the period.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Finished runs (completed or unresolved) started in the period, each from
+    /// `duration` or else `ended_at - started_at`, summed and rounded up to the minute.
+    pub minutes: u64,
+    /// Finished runs with neither duration nor end: not billed.
+    pub unmeasured: Vec<String>,
+    /// Runs started in the period and still going: not billed now, nor next month
+    /// (they did not start then), so reported by id.
+    pub in_progress: Vec<String>,
+}
+
+/// Billable minutes of the runs that started in the period.
+pub fn minutes(runs: &[Run], period: &Period) -> Tally {
     let mut millis: u64 = 0;
-    let mut unmeasured = Vec::new();
+    let mut tally = Tally::default();
     for run in runs {
-        if !matches!(run.state.as_str(), "completed" | "unresolved") {
-            continue;
-        }
         let Some(started) = run.started_at else {
             continue;
         };
         if started < period.start || started >= period.end {
+            continue;
+        }
+        if !matches!(run.state.as_str(), "completed" | "unresolved") {
+            tally.in_progress.push(run.id.clone());
             continue;
         }
         let ms = match (run.duration, run.ended_at) {
@@ -102,13 +114,14 @@ pub fn minutes(runs: &[Run], period: &Period) -> (u64, Vec<String>) {
                 u64::try_from(ended.duration_since(started).as_millis()).unwrap_or(0)
             }
             _ => {
-                unmeasured.push(run.id.clone());
+                tally.unmeasured.push(run.id.clone());
                 continue;
             }
         };
         millis += ms;
     }
-    (millis.div_ceil(60_000), unmeasured)
+    tally.minutes = millis.div_ceil(60_000);
+    tally
 }
 
 /// `minutes x rate`, rounded half-up to cents.
@@ -132,6 +145,14 @@ enum Outcome {
     Failed(String),
 }
 
+/// What one client's billing also found, for the run's counts.
+#[derive(Debug, Default)]
+struct Notes {
+    runs_in_progress: u64,
+    /// Invoiced with EmailStatus NotSet: the customer has no email address.
+    not_emailed: bool,
+}
+
 /// A client ready to bill: its row, QBO customer and rate.
 #[derive(Debug)]
 struct Candidate {
@@ -151,17 +172,26 @@ struct Services {
     period: Period,
     today: Date,
     dry_run: bool,
+    settle: Duration,
 }
 
 pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     let config = &ctx.config;
     let today = Zoned::now().with_time_zone(config.timezone.clone());
-    let period = Period::of(
-        opts.period.unwrap_or_else(|| Period::previous(&today)),
-        &config.timezone,
-    )?;
-    let (qbo_secret, clickup_secret, keys) = tokio::try_join!(
-        ctx.secrets.qbo(&config.secrets.qbo),
+    let first = opts.period.unwrap_or_else(|| Period::previous(&today));
+    let period = Period::of(first, &config.timezone)?;
+    if period.first >= today.date().first_of_month() && !opts.dry_run {
+        return Err(Error::Usage(
+            format!(
+                "{} is not over in {}: billing it now would invoice part of the month, and the scheduled run would then skip those clients as already invoiced",
+                period.label(),
+                config.timezone.iana_name().unwrap_or("the billing time zone")
+            ),
+            "bill a month that has ended (the default is last month), or look at this one with --dry-run".into(),
+        ));
+    }
+    let (qbo, clickup_secret, keys) = tokio::try_join!(
+        ctx.qbo(),
         ctx.secrets.get::<ClickUpSecret>(&config.secrets.clickup),
         ctx.secrets.get::<RobocorpKeys>(&config.secrets.robocorp),
     )?;
@@ -195,24 +225,24 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
         }
     }
 
-    let (qbo_secret, whole) = qbo_secret;
-    let qbo = Qbo::new(
-        &qbo_secret,
-        whole,
-        config.urls.qbo_api.as_deref(),
-        &config.urls.qbo_token,
-        ctx.secrets.clone(),
-        &config.secrets.qbo,
-    );
     let looked_up = look_up(&qbo, &ready, &period, &config.item_name)
         .await
         .map_err(super::fatal)?;
-    let Some(item) = looked_up.item else {
-        return Err(Error::Usage(
-            format!("QBO has no active item named {:?}", config.item_name),
-            "create that service item in QBO, or set QBO_ITEM_NAME to the item invoices should use"
-                .into(),
-        ));
+    let item = match looked_up.item {
+        Ok(Some(item)) => item,
+        Ok(None) => {
+            return Err(Error::Usage(
+                format!("QBO has no active item named {:?}", config.item_name),
+                "create that service item in QBO, or set QBO_ITEM_NAME to the item invoices should use"
+                    .into(),
+            ));
+        }
+        Err(e) => {
+            return Err(Error::Fatal(
+                format!("looking up the QBO item {:?} failed: {e}", config.item_name),
+                "check QBO's status, then run the job again".into(),
+            ));
+        }
     };
     let item_price = item["UnitPrice"]
         .as_f64()
@@ -223,6 +253,15 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     let mut candidates = Vec::new();
     for row in ready {
         let doc = doc_number(&row, &period);
+        if let Some(why) = looked_up.failed.get(&row.client_id) {
+            summary.fail(
+                &row.client_id,
+                format!(
+                    "looking it up in QBO failed, so it was not billed: {why}; run the job again"
+                ),
+            );
+            continue;
+        }
         if looked_up.invoiced.contains(&doc) {
             summary.already(&row.client_id, &doc);
             continue;
@@ -263,7 +302,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
         });
     }
 
-    let services = Arc::new(Services {
+    let services = Services {
         qbo,
         clickup: ClickUp::new(&clickup_secret, &config.urls.clickup),
         control_room: ControlRoom::new(&config.urls.robocorp),
@@ -273,62 +312,77 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
         period,
         today: today.date(),
         dry_run: opts.dry_run,
-    });
+        settle: config.settle,
+    };
     let (progress, ticker) = Progress::start(
         "create-invoices",
         candidates.len() as u64,
         Duration::from_secs(10),
     );
-    let mut results = futures_util::stream::iter(candidates)
-        .map(|c| {
-            let services = Arc::clone(&services);
-            let progress = Arc::clone(&progress);
+    let mut fatal = None;
+    let unfinished = super::run_all(
+        candidates,
+        opts.concurrency,
+        &ctx.stop,
+        |c| {
+            let (services, progress) = (&services, &progress);
             async move {
-                let outcome = bill(&services, &c).await;
+                let billed = bill(services, &c).await;
                 progress.tick();
                 let doc = doc_number(&c.row, &services.period);
-                (c.row.client_id, doc, outcome)
+                (c.row.client_id, doc, billed)
             }
-        })
-        .buffer_unordered(opts.concurrency.max(1));
-    let mut fatal = None;
-    while let Some((client, doc, outcome)) = results.next().await {
-        match outcome {
-            Ok(Outcome::Invoiced) => summary.done += 1,
-            Ok(Outcome::Would) => summary.would += 1,
-            Ok(Outcome::AlreadyInvoiced) => summary.already(&client, &doc),
-            Ok(Outcome::NoMinutes) => summary.no_minutes(&client),
-            Ok(Outcome::Failed(why)) => summary.fail(&client, why),
+        },
+        |(client, doc, billed)| match billed {
+            Ok((outcome, notes)) => {
+                summary.runs_in_progress += notes.runs_in_progress;
+                summary.not_emailed += u64::from(notes.not_emailed);
+                match outcome {
+                    Outcome::Invoiced => summary.done += 1,
+                    Outcome::Would => summary.would += 1,
+                    Outcome::AlreadyInvoiced => summary.already(&client, &doc),
+                    Outcome::NoMinutes => summary.no_minutes(&client),
+                    Outcome::Failed(why) => summary.fail(&client, why),
+                }
+                true
+            }
             Err(e) => {
                 fatal = Some(e);
-                break;
+                false
             }
-        }
-    }
-    drop(results);
+        },
+    )
+    .await;
     ticker.abort();
     progress.finish();
-    match fatal {
-        Some(e) => Err(super::fatal(e)),
-        None => Ok(summary),
+    if let Some(e) = fatal {
+        return Err(super::fatal(e));
     }
+    if let Some(reason) = ctx.stop.reason() {
+        summary.stopped = Some((reason, unfinished));
+    }
+    Ok(summary)
 }
 
 fn doc_number(row: &ClientRow, period: &Period) -> String {
     format!("{}-{}", row.client_id, period.compact())
 }
 
-/// What one batch of up-front queries found.
-#[derive(Debug, Default)]
+/// What the up-front queries found.
+#[derive(Debug)]
 struct LookedUp {
     invoiced: BTreeSet<String>,
     by_id: BTreeMap<String, Value>,
     by_name: BTreeMap<String, Value>,
-    item: Option<Value>,
+    /// The item, or why its query failed.
+    item: Result<Option<Value>, ApiError>,
+    /// Clients a failed query covered, and its error: they are not billed this run.
+    failed: BTreeMap<String, String>,
 }
 
 /// The period's existing DocNumbers, the customers and the item, in as few requests
-/// as QBO's batch allows (30 queries each, 100 values per `IN`).
+/// as QBO's batch allows (30 queries each, 100 values per `IN`). A query that fails
+/// fails only the clients it covers; `Err` only when QBO cannot be used at all.
 async fn look_up(
     qbo: &Qbo,
     rows: &[ClientRow],
@@ -336,56 +390,100 @@ async fn look_up(
     item_name: &str,
 ) -> Result<LookedUp, ApiError> {
     const IN: usize = 100;
-    let in_list = |values: &[String]| {
-        values
-            .iter()
-            .map(|v| qbo::quote(v))
+    let in_list = |rows: &[&ClientRow], key: &dyn Fn(&ClientRow) -> String| {
+        rows.iter()
+            .map(|r| qbo::quote(&key(r)))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let docs: Vec<String> = rows.iter().map(|r| doc_number(r, period)).collect();
-    let ids: Vec<String> = rows
+    let ids = |rows: &[&ClientRow]| rows.iter().map(|r| r.client_id.clone()).collect();
+    let all: Vec<&ClientRow> = rows.iter().collect();
+    let by_id: Vec<&ClientRow> = rows
         .iter()
-        .filter_map(|r| r.qbo_customer_id.clone())
+        .filter(|r| r.qbo_customer_id.is_some())
         .collect();
-    let names: Vec<String> = rows
+    let by_name: Vec<&ClientRow> = rows
         .iter()
         .filter(|r| r.qbo_customer_id.is_none())
-        .map(ClientRow::display_name)
         .collect();
-    let mut queries = vec![format!(
-        "SELECT * FROM Item WHERE Name = {} AND Active = true",
-        qbo::quote(item_name)
+    // Each query, and the clients it covers (none: the item, which every client needs).
+    let mut queries: Vec<(String, Vec<String>)> = vec![(
+        format!(
+            "SELECT * FROM Item WHERE Name = {} AND Active = true",
+            qbo::quote(item_name)
+        ),
+        Vec::new(),
     )];
-    // A page of 1000 always holds the answer to an IN of 100 unique keys.
-    queries.extend(docs.chunks(IN).map(|c| {
-        format!(
-            "SELECT * FROM Invoice WHERE DocNumber IN ({}) MAXRESULTS 1000",
-            in_list(c)
+    // A page of 1000 holds the answer to an IN of 100 keys (ten invoices per number
+    // where the company allows duplicates).
+    queries.extend(all.chunks(IN).map(|c| {
+        (
+            format!(
+                "SELECT * FROM Invoice WHERE DocNumber IN ({}) MAXRESULTS 1000",
+                in_list(c, &|r| doc_number(r, period))
+            ),
+            ids(c),
         )
     }));
-    queries.extend(ids.chunks(IN).map(|c| {
-        format!(
-            "SELECT * FROM Customer WHERE Id IN ({}) AND Active = true MAXRESULTS 1000",
-            in_list(c)
+    queries.extend(by_id.chunks(IN).map(|c| {
+        (
+            format!(
+                "SELECT * FROM Customer WHERE Id IN ({}) AND Active = true MAXRESULTS 1000",
+                in_list(c, &|r| r.qbo_customer_id.clone().unwrap_or_default())
+            ),
+            ids(c),
         )
     }));
-    queries.extend(names.chunks(IN).map(|c| {
-        format!(
-            "SELECT * FROM Customer WHERE DisplayName IN ({}) AND Active = true MAXRESULTS 1000",
-            in_list(c)
+    queries.extend(by_name.chunks(IN).map(|c| {
+        (
+            format!(
+                "SELECT * FROM Customer WHERE DisplayName IN ({}) AND Active = true MAXRESULTS 1000",
+                in_list(c, &ClientRow::display_name)
+            ),
+            ids(c),
         )
     }));
-    let mut found = LookedUp::default();
+    let mut found = LookedUp {
+        invoiced: BTreeSet::new(),
+        by_id: BTreeMap::new(),
+        by_name: BTreeMap::new(),
+        item: Ok(None),
+        failed: BTreeMap::new(),
+    };
+    let mut numbered: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for chunk in queries.chunks(qbo::BATCH) {
-        let answers = qbo.batch_queries(chunk).await?;
-        for answer in answers {
-            for row in answer? {
+        let texts: Vec<String> = chunk.iter().map(|(q, _)| q.clone()).collect();
+        let answers = match qbo.batch_queries(&texts).await {
+            Ok(answers) => answers,
+            Err(e) if e.fatal => return Err(e),
+            // The whole request failed: every query in it did.
+            Err(e) => texts.iter().map(|_| Err(e.clone())).collect(),
+        };
+        for ((text, covers), answer) in chunk.iter().zip(answers) {
+            let rows = match answer {
+                Ok(rows) => rows,
+                Err(e) if covers.is_empty() && text.contains("FROM Item") => {
+                    found.item = Err(e);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(event = "lookup_failed", query = %text, error = %e, clients = covers.len());
+                    for id in covers {
+                        found.failed.insert(id.clone(), e.to_string());
+                    }
+                    continue;
+                }
+            };
+            for row in rows {
                 if let Some(doc) = row["DocNumber"]
                     .as_str()
                     .filter(|_| row.get("Line").is_some())
                 {
                     found.invoiced.insert(doc.to_owned());
+                    numbered
+                        .entry(doc.to_owned())
+                        .or_default()
+                        .push(row["Id"].as_str().unwrap_or_default().to_owned());
                 } else if row.get("DisplayName").is_some() {
                     found.by_id.insert(
                         row["Id"].as_str().unwrap_or_default().to_owned(),
@@ -396,47 +494,77 @@ async fn look_up(
                         row,
                     );
                 } else if row.get("Name").is_some() {
-                    found.item = Some(row);
+                    found.item = Ok(Some(row));
                 }
             }
         }
+    }
+    for (doc, ids) in numbered.iter().filter(|(_, ids)| ids.len() > 1) {
+        tracing::warn!(
+            event = "duplicate_invoices",
+            doc_number = %doc,
+            invoice_ids = %ids.join(","),
+            "QBO holds more than one invoice with this number (the company allows duplicate numbers): void all but one"
+        );
     }
     Ok(found)
 }
 
 /// Bills one client. `Err` only for what stops the whole run.
-async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
+async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError> {
     let row = &c.row;
+    let mut notes = Notes::default();
     let ws = &row.robocorp_workspace_id;
     let Some(key) = s.keys.0.get(ws) else {
-        return Ok(Outcome::Failed(format!(
-            "no Control Room API key for workspace {ws}; add \"{ws}\": \"KEY\" to the secret {}",
-            s.keys_secret
-        )));
+        return Ok((
+            Outcome::Failed(format!(
+                "no Control Room API key for workspace {ws}; add \"{ws}\": \"KEY\" to the secret {}",
+                s.keys_secret
+            )),
+            notes,
+        ));
     };
     let (org, runs) = match tokio::try_join!(
         s.control_room.organization(ws, key),
         s.control_room.runs(ws, key)
     ) {
         Ok(found) => found,
-        Err(e) => return soft(e),
+        Err(e) => return soft(e, notes),
     };
     if org != row.robocorp_org_id {
-        return Ok(Outcome::Failed(format!(
-            "workspace {ws} belongs to organization {org}, but the table says {}; fix robocorp_org_id or the workspace id",
-            row.robocorp_org_id
-        )));
+        return Ok((
+            Outcome::Failed(format!(
+                "workspace {ws} belongs to organization {org}, but the table says {}; fix robocorp_org_id or the workspace id",
+                row.robocorp_org_id
+            )),
+            notes,
+        ));
     }
-    let (minutes, unmeasured) = minutes(&runs, &s.period);
-    for run in unmeasured {
+    let tally = minutes(&runs, &s.period);
+    for run in &tally.unmeasured {
         tracing::warn!(event = "run_unmeasured", client_id = %row.client_id, run_id = %run, "a finished run has neither duration nor ended_at; not billed");
     }
+    for run in &tally.in_progress {
+        tracing::warn!(event = "run_in_progress", client_id = %row.client_id, run_id = %run, period = %s.period.label(), "a run that started in the billing month is still going: its minutes are not billed (not now, and not next month); bill them by hand once it ends");
+    }
+    notes.runs_in_progress = tally.in_progress.len() as u64;
+    let minutes = tally.minutes;
     if minutes == 0 {
-        return Ok(Outcome::NoMinutes);
+        return Ok((Outcome::NoMinutes, notes));
     }
     let amount = amount(minutes, c.rate);
     let doc = doc_number(row, &s.period);
     let invoice = invoice(s, c, minutes, amount, &doc);
+    notes.not_emailed = invoice["EmailStatus"] == "NotSet";
+    if notes.not_emailed {
+        tracing::warn!(
+            event = "invoice_not_emailed",
+            client_id = %row.client_id,
+            doc_number = %doc,
+            customer = c.customer["DisplayName"].as_str().unwrap_or_default(),
+            "the QBO customer has no email address: the invoice is created but not set to be emailed; add an address to the customer and send it from QBO"
+        );
+    }
     if s.dry_run {
         tracing::info!(
             event = "would_create_invoice",
@@ -447,7 +575,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
             rate = %c.rate,
             amount = %amount
         );
-        return Ok(Outcome::Would);
+        return Ok((Outcome::Would, notes));
     }
 
     // ClickUp first: the invoice is the last write, so its DocNumber marks the client done.
@@ -464,6 +592,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
             (start_ms, end_ms),
             duration,
             &description,
+            s.settle,
         )
         .await
     {
@@ -478,15 +607,11 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
         Ok(Ensured::Existing(_)) => {
             tracing::info!(event = "time_entry_exists", client_id = %row.client_id, task_id = %row.clickup_task_id);
         }
-        Err(e) => return soft(e),
+        Err(e) => return soft(e, notes),
     }
 
-    match s
-        .qbo
-        .create_invoice(&invoice, &request_id(row, &s.period, c, minutes))
-        .await
-    {
-        Ok(created) => {
+    let outcome = match create(s, row, &invoice, &doc).await {
+        Ok(Made::Created(created)) => {
             tracing::info!(
                 event = "invoice_created",
                 client_id = %row.client_id,
@@ -496,44 +621,113 @@ async fn bill(s: &Services, c: &Candidate) -> Result<Outcome, ApiError> {
                 rate = %c.rate,
                 amount = %amount
             );
-            Ok(Outcome::Invoiced)
+            Outcome::Invoiced
         }
-        // A validation fault may be a duplicate DocNumber (another run got there first,
-        // or this one before a crash): QBO's code for it varies by source, so look.
-        Err(e) if e.status == Some(400) && !e.fatal => {
-            match s
-                .qbo
-                .query_all(&format!(
-                    "SELECT * FROM Invoice WHERE DocNumber = {}",
-                    qbo::quote(&doc)
-                ))
-                .await
-            {
-                Ok(found) if !found.is_empty() => Ok(Outcome::AlreadyInvoiced),
-                Ok(_) => Ok(Outcome::Failed(e.to_string())),
-                Err(lookup) => soft(lookup),
+        Ok(Made::Found(found)) => {
+            tracing::info!(
+                event = "invoice_confirmed",
+                client_id = %row.client_id,
+                doc_number = %doc,
+                invoice_id = found["Id"].as_str().unwrap_or_default(),
+                "the invoice exists although no answer said so (lost, or replayed from an earlier run)"
+            );
+            Outcome::AlreadyInvoiced
+        }
+        Ok(Made::Refused(why)) => Outcome::Failed(why),
+        Err(e) => return soft(e, notes),
+    };
+    Ok((outcome, notes))
+}
+
+/// What an invoice create came to.
+#[derive(Debug)]
+enum Made {
+    Created(Value),
+    /// It exists, made by this run or an earlier one.
+    Found(Value),
+    Refused(String),
+}
+
+/// Creates the invoice exactly once. `requestid` lets QBO replay a repeated request,
+/// but the DocNumber is the proof: after an ambiguous answer the invoice is looked up
+/// (again once QBO can no longer be working on it) and sent again only when it is
+/// surely not there. QBO replays refusals too, so a refusal stamped long before it was
+/// asked for is an earlier run's: the request goes once more under a new id.
+async fn create(
+    s: &Services,
+    row: &ClientRow,
+    invoice: &Value,
+    doc: &str,
+) -> Result<Made, ApiError> {
+    let mut rid = request_id(row, &s.period, invoice, None);
+    let mut replayed = false;
+    let lookup = || async {
+        let found = s.qbo.invoices_numbered(doc).await?;
+        Ok(found.into_iter().next())
+    };
+    for _ in 0..3 {
+        let (sent, asked) = (Instant::now(), Timestamp::now());
+        let err = match s.qbo.create_invoice(invoice, &rid).await {
+            Ok(created) => return Ok(Made::Created(created)),
+            Err(e) => e,
+        };
+        if err.fatal {
+            return Err(err);
+        }
+        if err.is_ambiguous() {
+            match crate::api::confirm("qbo", doc, sent, s.settle, lookup).await? {
+                Some(found) => return Ok(Made::Found(found)),
+                None => continue,
             }
         }
-        Err(e) => soft(e),
+        // A refusal QBO stamped well before this request: the replay of an earlier run's.
+        let stale = err
+            .time
+            .is_some_and(|t| t < asked - jiff::SignedDuration::from_mins(5));
+        if err.status == Some(400) && stale && !replayed {
+            tracing::info!(event = "refusal_replayed", doc_number = %doc, error = %err, "QBO replayed an earlier run's refusal of this request; sending it again under a new request id");
+            replayed = true;
+            rid = request_id(
+                row,
+                &s.period,
+                invoice,
+                err.time.map(|t| t.to_string()).as_deref(),
+            );
+            continue;
+        }
+        // A validation fault may be a duplicate DocNumber (another run got there
+        // first): QBO's code for it varies by source, so look.
+        if err.status == Some(400)
+            && let Some(found) = lookup().await?
+        {
+            return Ok(Made::Found(found));
+        }
+        return Ok(Made::Refused(err.to_string()));
     }
+    Ok(Made::Refused(format!(
+        "QBO did not create invoice {doc} after 3 attempts whose answers were lost; run the job again"
+    )))
 }
 
 /// A per-client failure, unless the error stops the run.
-fn soft(e: ApiError) -> Result<Outcome, ApiError> {
+fn soft(e: ApiError, notes: Notes) -> Result<(Outcome, Notes), ApiError> {
     if e.fatal {
         Err(e)
     } else {
-        Ok(Outcome::Failed(e.to_string()))
+        Ok((Outcome::Failed(e.to_string()), notes))
     }
 }
 
+/// The invoice for `minutes` at the client's rate. QBO refuses an invoice set to be
+/// emailed (`NeedToSend`) without a `BillEmail`: a customer without an address gets
+/// `NotSet`, so the client is still billed, and the run reports it.
 fn invoice(s: &Services, c: &Candidate, minutes: u64, amount: Decimal, doc: &str) -> Value {
     let label = s.period.label();
     let mut invoice = json!({
         "DocNumber": doc,
         "TxnDate": s.today.to_string(),
         "CustomerRef": {"value": c.customer["Id"], "name": c.customer["DisplayName"]},
-        "EmailStatus": "NeedToSend",
+        "EmailStatus": "NotSet",
         "PrivateNote": format!("Robot minutes {label}, client {}", c.row.client_id),
         "Line": [{
             "DetailType": "SalesItemLineDetail",
@@ -547,23 +741,24 @@ fn invoice(s: &Services, c: &Candidate, minutes: u64, amount: Decimal, doc: &str
             },
         }],
     });
-    if let Some(email) = c.customer["PrimaryEmailAddr"]["Address"].as_str() {
+    if let Some(email) = c.customer["PrimaryEmailAddr"]["Address"]
+        .as_str()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         invoice["BillEmail"] = json!({"Address": email});
+        invoice["EmailStatus"] = json!("NeedToSend");
     }
     invoice
 }
 
-/// The same client, month, customer, minutes and rate give the same id on any day, so
-/// QBO replays the first answer; anything else gets a new id, and the DocNumber still
-/// stops a duplicate. At most 50 characters.
-fn request_id(row: &ClientRow, period: &Period, c: &Candidate, minutes: u64) -> String {
-    let key = format!(
-        "{}|{}|{}|{minutes}|{}",
-        row.client_id,
-        period.compact(),
-        c.customer["Id"].as_str().unwrap_or_default(),
-        c.rate.normalize()
-    );
+/// The same request gives the same id on any run of the same day, so QBO replays the
+/// first answer; any change to what is sent (the minutes, the rate, the customer, the
+/// address, the date) gives a new id. `salt` sets a replayed refusal aside. At most 50
+/// characters.
+fn request_id(row: &ClientRow, period: &Period, invoice: &Value, salt: Option<&str>) -> String {
+    // serde_json's maps are sorted: the same invoice always prints the same.
+    let key = format!("{invoice}|{}", salt.unwrap_or_default());
     let hash = crate::secrets::hex(&Sha256::digest(key.as_bytes()));
     let id = format!("inv-{}-{}-{}", row.client_id, period.compact(), &hash[..16]);
     id.chars().take(50).collect()
@@ -631,14 +826,15 @@ mod tests {
             run("in_progress", "2026-10-07T10:00:00Z", None, None),
             run("completed", "2026-10-08T10:00:00Z", None, None),
         ];
-        let (m, unmeasured) = minutes(&runs, &p);
+        let tally = minutes(&runs, &p);
         // 90.4 + 60 + 29.6 = 180 s.
-        assert_eq!(m, 3);
-        assert_eq!(unmeasured, ["2026-10-08T10:00:00Z"]);
+        assert_eq!(tally.minutes, 3);
+        assert_eq!(tally.unmeasured, ["2026-10-08T10:00:00Z"]);
+        assert_eq!(tally.in_progress, ["2026-10-07T10:00:00Z"]);
     }
 
     #[test]
-    fn the_request_id_is_the_same_on_any_day_and_changes_with_what_is_billed() {
+    fn the_request_id_follows_the_request_and_a_salt_sets_a_replayed_refusal_aside() {
         let row = ClientRow {
             client_id: "10002".into(),
             client_name: "Acme".into(),
@@ -651,18 +847,33 @@ mod tests {
         };
         let la = TimeZone::get("America/Los_Angeles").unwrap();
         let p = Period::of(date(2026, 10, 1), &la).unwrap();
-        let c = Candidate {
-            row: row.clone(),
-            customer: json!({"Id": "58"}),
-            rate: "1.25".parse().unwrap(),
+        let invoice = |qty: u64, email: Option<&str>| {
+            let mut i = json!({"DocNumber": "10002-202610", "CustomerRef": {"value": "58"},
+                "Line": [{"Amount": 1.25, "SalesItemLineDetail": {"Qty": qty, "UnitPrice": 1.25}}]});
+            if let Some(e) = email {
+                i["BillEmail"] = json!({"Address": e});
+            }
+            i
         };
-        let id = request_id(&row, &p, &c, 90);
+        let id = request_id(&row, &p, &invoice(90, None), None);
         assert!(
             id.starts_with("inv-10002-202610-") && id.len() <= 50,
             "{id}"
         );
-        assert_eq!(id, request_id(&row, &p, &c, 90));
-        assert_ne!(id, request_id(&row, &p, &c, 91));
+        assert_eq!(id, request_id(&row, &p, &invoice(90, None), None));
+        assert_ne!(id, request_id(&row, &p, &invoice(91, None), None));
+        // An address added to the customer after a refusal: a new request.
+        assert_ne!(
+            id,
+            request_id(&row, &p, &invoice(90, Some("a@b.example")), None)
+        );
+        let salted = request_id(&row, &p, &invoice(90, None), Some("2026-11-04T09:00:00Z"));
+        assert_ne!(id, salted);
+        assert_eq!(
+            salted,
+            request_id(&row, &p, &invoice(90, None), Some("2026-11-04T09:00:00Z")),
+            "the same replayed refusal gives the same new id, so a rerun after a crash reuses it"
+        );
     }
 
     #[test]

@@ -1,13 +1,135 @@
-//! The two jobs and what they share: the AWS clients and configuration of a run, and
-//! the summary that becomes the `run_finished` line and the exit code.
+//! The two jobs and what they share: the AWS clients and configuration of a run, the
+//! stop a signal asks for (no new work, a grace period for the work under way), the
+//! tasks that must finish even then (saving a rotated token), and the summary that
+//! becomes the `run_finished` line and the exit code.
 
 pub mod create;
 pub mod send;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::api::ApiError;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::secrets::Secrets;
+
+/// How long work under way may go on after a stop is asked for. ECS sends SIGTERM, then
+/// SIGKILL 30 s later (the container's default stopTimeout); 25 s leaves time to log the
+/// end of the run and finish a token save.
+pub const GRACE: Duration = Duration::from_secs(25);
+
+/// Why a run was asked to stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGINT (2) or SIGTERM (15).
+    Signal(i32),
+}
+
+/// A stop, shared by every task of the run: once asked for, no new client or invoice
+/// starts, and those under way have until [`Stop::deadline`].
+#[derive(Debug, Clone, Default)]
+pub struct Stop(Arc<StopInner>);
+
+#[derive(Debug, Default)]
+struct StopInner {
+    token: CancellationToken,
+    asked: OnceLock<(StopReason, Instant)>,
+}
+
+impl Stop {
+    /// Asks the run to stop; the first reason wins.
+    pub fn ask(&self, reason: StopReason) {
+        if self.0.asked.set((reason, Instant::now())).is_ok() {
+            tracing::warn!(
+                event = "stop_requested",
+                reason = ?reason,
+                grace_s = GRACE.as_secs(),
+                "no new work starts; work under way has until the grace period ends"
+            );
+        }
+        self.0.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        self.0.asked.get().map(|(r, _)| *r)
+    }
+
+    /// When work under way is abandoned, once a stop was asked for.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.0.asked.get().map(|(_, at)| *at + GRACE)
+    }
+
+    pub async fn asked(&self) {
+        self.0.token.cancelled().await;
+    }
+}
+
+/// Items a stopped run did not finish.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unfinished {
+    /// Never started: the stop came first.
+    pub not_started: usize,
+    /// Started, and still running when the grace period ended.
+    pub abandoned: usize,
+}
+
+/// Runs `work` on every item, `concurrency` at a time, handing each result to `each`
+/// (which may end the run early by returning `false`). Once `stop` is asked for, no new
+/// item starts, and those under way have until its deadline.
+pub async fn run_all<I, T, F, Fut>(
+    items: Vec<I>,
+    concurrency: usize,
+    stop: &Stop,
+    work: F,
+    mut each: impl FnMut(T) -> bool,
+) -> Unfinished
+where
+    F: Fn(I) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let total = items.len();
+    let started = AtomicUsize::new(0);
+    let mut results = Box::pin(
+        futures_util::stream::iter(items)
+            .take_while(|_| std::future::ready(stop.reason().is_none()))
+            .map(|item| {
+                started.fetch_add(1, Ordering::Relaxed);
+                work(item)
+            })
+            .buffer_unordered(concurrency.max(1)),
+    );
+    let mut finished = 0;
+    loop {
+        let next = match stop.deadline() {
+            None => tokio::select! {
+                next = results.next() => next,
+                () = stop.asked() => continue,
+            },
+            Some(deadline) => tokio::select! {
+                next = results.next() => next,
+                () = tokio::time::sleep_until(deadline.into()) => break,
+            },
+        };
+        let Some(result) = next else { break };
+        finished += 1;
+        if !each(result) {
+            break;
+        }
+    }
+    drop(results);
+    let started = started.load(Ordering::Relaxed);
+    Unfinished {
+        not_started: total - started,
+        abandoned: started - finished,
+    }
+}
 
 /// What every job starts from.
 #[derive(Debug)]
@@ -15,12 +137,16 @@ pub struct Context {
     pub config: Config,
     pub secrets: Secrets,
     pub db: aws_sdk_dynamodb::Client,
+    pub stop: Stop,
+    /// Tasks that must run to their end even when the run fails or is stopped: the QBO
+    /// token refresh and its write-back. `main` waits for them before exiting.
+    pub critical: TaskTracker,
 }
 
 impl Context {
     /// AWS from the standard chain (profile, SSO, env, the ECS task role);
     /// `AWS_ENDPOINT_URL` points it at an emulator.
-    pub async fn load(config: Config) -> Result<Self> {
+    pub async fn load(config: Config, stop: Stop, critical: TaskTracker) -> Result<Self> {
         let sdk = aws_setup::load(&aws_setup::AwsOptions::default()).await;
         if sdk.region().is_none() {
             return Err(Error::Usage(
@@ -33,7 +159,23 @@ impl Context {
             config,
             secrets: Secrets::new(aws_sdk_secretsmanager::Client::new(&sdk)),
             db: aws_sdk_dynamodb::Client::new(&sdk),
+            stop,
+            critical,
         })
+    }
+}
+
+impl Context {
+    /// The QBO client, from the QBO secret.
+    pub async fn qbo(&self) -> Result<crate::api::qbo::Qbo> {
+        let (secret, whole) = self.secrets.qbo(&self.config.secrets.qbo).await?;
+        Ok(crate::api::qbo::Qbo::new(
+            &secret,
+            whole,
+            self.secrets.clone(),
+            self.critical.clone(),
+            &self.config,
+        ))
     }
 }
 
@@ -74,6 +216,12 @@ pub struct Summary {
     pub failures: Vec<(String, String)>,
     /// The send job's summary email went out.
     pub emailed: bool,
+    /// Why the run stopped early, and what it left undone.
+    pub stopped: Option<(StopReason, Unfinished)>,
+    /// Invoices created with EmailStatus NotSet: their customer has no email address.
+    pub not_emailed: u64,
+    /// Runs still in progress at billing time (not billed, reported by id).
+    pub runs_in_progress: u64,
 }
 
 impl Summary {
@@ -110,19 +258,31 @@ impl Summary {
         self.no_minutes += 1;
     }
 
-    /// 0 when everything went through, 1 when some items failed.
+    /// 0 when everything went through, 1 when some items failed; a run a signal
+    /// stopped exits 128 + the signal (130 for SIGINT, 143 for SIGTERM), as a shell
+    /// would show it.
     pub fn exit_code(&self) -> u8 {
-        u8::from(!self.failures.is_empty())
+        match self.stopped {
+            Some((StopReason::Signal(n), _)) => u8::try_from(128 + n).unwrap_or(255),
+            None => u8::from(!self.failures.is_empty()),
+        }
     }
 
     pub fn log_finished(&self, duration_ms: u64) {
         let mut ids: Vec<&str> = self.failures.iter().map(|(id, _)| id.as_str()).collect();
         ids.sort_unstable();
+        let (not_started, abandoned) = self
+            .stopped
+            .map_or((0, 0), |(_, u)| (u.not_started, u.abandoned));
         tracing::info!(
             event = "run_finished",
             job = self.job,
-            success = self.failures.is_empty(),
+            success = self.failures.is_empty() && self.stopped.is_none(),
             dry_run = self.dry_run,
+            interrupted = self.stopped.is_some(),
+            not_started,
+            abandoned,
+            exit_code = self.exit_code(),
             total = self.total,
             done = self.done,
             would = self.would,
@@ -132,6 +292,8 @@ impl Summary {
             failed = self.failures.len(),
             failed_ids = %ids.join(","),
             emailed = self.emailed,
+            not_emailed = self.not_emailed,
+            runs_in_progress = self.runs_in_progress,
             duration_ms
         );
     }

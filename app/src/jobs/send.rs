@@ -4,13 +4,19 @@
 //! invoice's PDF is archived to SharePoint when a site is configured; then one summary
 //! email goes from SENDER_EMAIL to BOOKKEEPER_EMAIL. A sent invoice leaves the
 //! NeedToSend set, so a rerun never sends it twice.
+//!
+//! The summary tells the bookkeeper about every sent invoice exactly once. QBO's
+//! `DeliveryInfo.DeliveryTime` says when each went out; the job-state ledger
+//! (`state.rs`) keeps the newest one reported. Each summary lists this run's sends and
+//! any delivered since then that no summary listed (a run that stopped before its
+//! summary). Graph's sendMail has no idempotency key, so it is never retried after an
+//! unclear answer, and the ledger records the summary as pending before it is sent: a
+//! summary that may have gone out is not sent again.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use jiff::Zoned;
+use jiff::{Timestamp, Zoned};
 use minijinja::Environment;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -25,6 +31,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::report::Progress;
 use crate::secrets::GraphSecret;
+use crate::state::{Ledger, SummaryLedger};
 
 /// The summary email's template, built into the binary so the image needs no files.
 pub const TEMPLATE: &str = include_str!("../../../assets/sent_invoices_email_template.html");
@@ -45,6 +52,8 @@ pub struct Row {
 pub struct Email {
     pub date: String,
     pub sent: Vec<Row>,
+    /// How many of `sent` went out in an earlier run that never reported them.
+    pub earlier: usize,
     pub skipped: Vec<Row>,
     pub failed: Vec<Row>,
 }
@@ -110,19 +119,41 @@ pub async fn run(
 ) -> Result<Summary> {
     let config = &ctx.config;
     let today = Zoned::now().with_time_zone(config.timezone.clone()).date();
-    let ((qbo_secret, whole), graph_secret) = tokio::try_join!(
-        ctx.secrets.qbo(&config.secrets.qbo),
+    let (qbo, graph_secret) = tokio::try_join!(
+        ctx.qbo(),
         ctx.secrets.get::<GraphSecret>(&config.secrets.msgraph),
     )?;
-    let qbo = Qbo::new(
-        &qbo_secret,
-        whole,
-        config.urls.qbo_api.as_deref(),
-        &config.urls.qbo_token,
-        ctx.secrets.clone(),
-        &config.secrets.qbo,
-    );
     let graph = Graph::new(&graph_secret, &config.urls.graph, &config.urls.login);
+    let ledger = Ledger::new(ctx.db.clone(), &config.state_table);
+    // Read before anything is sent: a missing table stops the run before it emails a
+    // client, not after.
+    let mut state = match ledger.summary().await {
+        Ok(state) => state,
+        Err(e) if dry_run => {
+            tracing::warn!(event = "ledger_unreadable", error = %e, "a real run would stop here");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(s) = state.as_ref().filter(|s| s.pending.is_some()) {
+        tracing::warn!(
+            event = "summary_uncertain",
+            through = %s.pending.unwrap_or(s.reported_through),
+            "an earlier run began sending its summary and never learned whether Graph took it: it is not sent again (a second copy is worse than a missing one); look in the sender's Sent Items"
+        );
+        if !dry_run {
+            let through = s.pending.unwrap_or(s.reported_through);
+            state = Some(ledger.settle(s, through).await?);
+        }
+    }
+    if state.is_none() && !dry_run {
+        // The first run reports what is sent from now on (a margin for clock skew).
+        state = Some(
+            ledger
+                .start(Timestamp::now() - jiff::SignedDuration::from_mins(5))
+                .await?,
+        );
+    }
     let waiting = waiting(&qbo).await.map_err(super::fatal)?;
     let mut summary = Summary::new("send-invoices", dry_run);
     summary.total = waiting.len() as u64;
@@ -160,70 +191,93 @@ pub async fn run(
     }
 
     let site = OnceCell::new();
-    let shared = Arc::new((qbo, graph, config.clone()));
     let (progress, ticker) = Progress::start(
         "send-invoices",
         to_send.len() as u64,
         Duration::from_secs(10),
     );
-    let mut results = futures_util::stream::iter(to_send)
-        .map(|(id, invoice)| {
-            let shared = Arc::clone(&shared);
-            let progress = Arc::clone(&progress);
-            let site = &site;
+    let mut sent_now: Vec<Value> = Vec::new();
+    let mut fatal_error = None;
+    let unfinished = super::run_all(
+        to_send,
+        concurrency,
+        &ctx.stop,
+        |(id, invoice)| {
+            let (qbo, graph, site, progress) = (&qbo, &graph, &site, &progress);
             async move {
-                let (qbo, graph, config) = &*shared;
                 let outcome = send(qbo, graph, config, site, &invoice, dry_run).await;
                 progress.tick();
                 (id, invoice, outcome)
             }
-        })
-        .buffer_unordered(concurrency.max(1));
-    let mut fatal_error = None;
-    while let Some((id, invoice, outcome)) = results.next().await {
-        match outcome {
+        },
+        |(id, invoice, outcome)| match outcome {
             Ok(Sent::Done(sent, archive_error)) => {
                 summary.done += 1;
-                email.sent.push(row(&sent, ""));
                 if let Some(why) = archive_error {
                     summary.fail(&id, why.clone());
                     email.failed.push(row(&sent, &why));
                 }
+                sent_now.push(sent);
+                true
             }
             Ok(Sent::Would) => {
                 summary.would += 1;
                 email.sent.push(row(&invoice, ""));
+                true
             }
             Ok(Sent::Failed(why)) => {
                 summary.fail(&id, why.clone());
                 email.failed.push(row(&invoice, &why));
+                true
             }
             Err(e) => {
                 fatal_error = Some(e);
-                break;
+                false
             }
-        }
-    }
-    drop(results);
+        },
+    )
+    .await;
     ticker.abort();
     progress.finish();
-    let (_, graph, _) = &*shared;
-    if let Some(e) = fatal_error {
-        // What already went out is still reported, if Graph can be reached.
-        if !dry_run && !email.sent.is_empty() {
-            email.failed.push(Row {
-                reason: format!("the run stopped: {e}"),
-                ..Row::default()
-            });
-            let _ = deliver(graph, config, &email, &mut summary).await;
-        }
-        tracing::info!(
-            event = "sent_before_stop",
-            sent = summary.done,
-            failed = summary.failures.len()
-        );
-        return Err(super::fatal(e));
+    if let Some(reason) = ctx.stop.reason() {
+        summary.stopped = Some((reason, unfinished));
     }
+    if let Some(e) = &fatal_error {
+        email.failed.push(Row {
+            reason: format!("the run stopped: {e}"),
+            ..Row::default()
+        });
+    }
+
+    // This run's sends, and those of a run that stopped before its summary.
+    let through = state.as_ref().map(|s| s.reported_through);
+    let earlier = match through {
+        Some(t) if !dry_run => match sent_since(&qbo, t).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(event = "earlier_sends_unknown", error = %e, "invoices sent by an earlier run that stopped before its summary could not be read; the next summary lists them");
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
+    };
+    let mine: std::collections::BTreeSet<String> = sent_now
+        .iter()
+        .map(|i| i["Id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let earlier: Vec<Value> = earlier
+        .into_iter()
+        .filter(|i| !mine.contains(i["Id"].as_str().unwrap_or_default()))
+        .collect();
+    email.earlier = earlier.len();
+    let newest = sent_now
+        .iter()
+        .chain(&earlier)
+        .filter_map(delivered_at)
+        .max();
+    email
+        .sent
+        .extend(sent_now.iter().chain(&earlier).map(|i| row(i, "")));
     email.sent.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
     email.failed.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
     email
@@ -235,9 +289,7 @@ pub async fn run(
             event = "no_email",
             "nothing was sent or failed; no summary email"
         );
-        return Ok(summary);
-    }
-    if dry_run {
+    } else if dry_run {
         let html = email.render()?;
         std::fs::write(email_out, &html).map_err(|e| {
             Error::Usage(
@@ -246,16 +298,71 @@ pub async fn run(
             )
         })?;
         tracing::info!(event = "email_rendered", path = %email_out.display(), subject = %email.subject());
-        return Ok(summary);
+    } else if ctx
+        .stop
+        .deadline()
+        .is_some_and(|d| d <= std::time::Instant::now())
+    {
+        tracing::warn!(
+            event = "summary_deferred",
+            "the run was stopped and its grace period is over: the next run's summary lists these invoices"
+        );
+    } else if let Some(state) = state {
+        let through = newest.unwrap_or(state.reported_through);
+        deliver(
+            &graph,
+            config,
+            &ledger,
+            state,
+            through,
+            &email,
+            &mut summary,
+        )
+        .await?;
     }
-    deliver(graph, config, &email, &mut summary).await?;
+    if let Some(e) = fatal_error {
+        tracing::info!(
+            event = "sent_before_stop",
+            sent = summary.done,
+            failed = summary.failures.len()
+        );
+        return Err(super::fatal(e));
+    }
     Ok(summary)
 }
 
-/// Sends the summary email from SENDER_EMAIL to BOOKKEEPER_EMAIL.
+/// When QBO says the invoice was emailed.
+fn delivered_at(invoice: &Value) -> Option<Timestamp> {
+    invoice["DeliveryInfo"]["DeliveryTime"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+}
+
+/// Invoices emailed after `through`: any run's, or a person's from QBO itself. Sending
+/// updates an invoice, so its `MetaData.LastUpdatedTime` is at least its delivery time.
+async fn sent_since(qbo: &Qbo, through: Timestamp) -> Result<Vec<Value>, ApiError> {
+    let since = through.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let rows = qbo
+        .query_all(&format!(
+            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '{since}'"
+        ))
+        .await?;
+    Ok(unique(
+        rows.into_iter()
+            .filter(|i| i["EmailStatus"] == "EmailSent")
+            .filter(|i| delivered_at(i).is_some_and(|t| t > through))
+            .collect(),
+    ))
+}
+
+/// Sends the summary email from SENDER_EMAIL to BOOKKEEPER_EMAIL, at most once: the
+/// ledger marks it pending first, and an unclear answer from Graph counts as sent.
 async fn deliver(
     graph: &Graph,
     config: &Config,
+    ledger: &Ledger,
+    state: SummaryLedger,
+    through: Timestamp,
     email: &Email,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -268,16 +375,30 @@ async fn deliver(
         "body": {"contentType": "HTML", "content": html},
         "toRecipients": [{"emailAddress": {"address": to}}],
     });
+    let state = ledger.begin(&state, through).await?;
     match graph.send_mail(from, &message).await {
         Ok(()) => {
+            ledger.settle(&state, through).await?;
             summary.emailed = true;
             tracing::info!(event = "email_sent", from = %from, to = %to, sent = email.sent.len(), failed = email.failed.len(), skipped = email.skipped.len());
         }
-        Err(e) if e.fatal => return Err(super::fatal(e)),
-        Err(e) => summary.fail(
-            "summary-email",
-            format!("the summary email to {to} was not sent: {e}"),
-        ),
+        Err(e) if e.is_ambiguous() => {
+            ledger.settle(&state, through).await?;
+            summary.fail(
+                "summary-email",
+                format!("Graph gave no clear answer to the summary email to {to} ({e}): it may have been delivered, so it is not sent again; look in {from}'s Sent Items"),
+            );
+        }
+        Err(e) => {
+            ledger.abandon(&state).await?;
+            if e.fatal {
+                return Err(super::fatal(e));
+            }
+            summary.fail(
+                "summary-email",
+                format!("the summary email to {to} was not sent: {e}; the next run's summary lists these invoices"),
+            );
+        }
     }
     Ok(())
 }

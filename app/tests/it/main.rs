@@ -11,10 +11,14 @@ use std::time::Duration;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use fakes::emulators::Moto;
-use fakes::generate::{Month, SECRET_NAMES, TABLE};
+use fakes::generate::{Month, SECRET_NAMES, STATE_TABLE, TABLE};
 use fakes::server::Fakes;
 use serde_json::Value;
 use tokio::process::{Child, Command};
+
+/// How long the job waits for a lost write to surface before it sends it again: the
+/// fakes answer within this, and `late_run` faults land within it.
+const SETTLE: Duration = Duration::from_secs(3);
 
 /// One moto, one fakes server, and the generated month seeded into both.
 struct World {
@@ -51,6 +55,9 @@ async fn world(clients: usize, tune: impl FnOnce(&mut Month)) -> World {
     fakes::aws_seed::seed(&sdk, &month, TABLE)
         .await
         .expect("seeding moto");
+    fakes::aws_seed::state_table(&sdk, STATE_TABLE)
+        .await
+        .expect("the job-state table");
     World {
         moto,
         fakes,
@@ -101,6 +108,9 @@ impl World {
             .env("CLICKUP_SECRET_NAME", SECRET_NAMES[2])
             .env("ROBOCORP_API_SECRET_NAME", SECRET_NAMES[3])
             .env("DYNAMODB_TABLE_ROBOCORP_CLIENTS", TABLE)
+            .env("JOB_STATE_TABLE", STATE_TABLE)
+            // QBO ends a request after 120 s; the fakes after a few (see `SETTLE`).
+            .env("WRITE_SETTLE_SECONDS", SETTLE.as_secs().to_string())
             .env("BOOKKEEPER_EMAIL", "bookkeeper@example.com")
             .env("SENDER_EMAIL", "billing@example.com")
             .env("EXCLUDED_CUSTOMERS", self.month.excluded.join(","))
