@@ -18,6 +18,7 @@ pub struct Aws {
     pub scheduler: aws_sdk_scheduler::Client,
     pub sns: aws_sdk_sns::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl Aws {
@@ -39,6 +40,7 @@ impl Aws {
             scheduler: client!(aws_sdk_scheduler, config, &calls),
             sns: client!(aws_sdk_sns, config, &calls),
             secrets: client!(aws_sdk_secretsmanager, config, &calls),
+            dynamodb: client!(aws_sdk_dynamodb, config, &calls),
             calls,
         }
     }

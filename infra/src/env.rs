@@ -47,6 +47,8 @@ pub struct EnvFile {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub client_table: ClientTableConfig,
+    #[serde(default)]
+    pub job_state: JobStateConfig,
     pub job: JobConfig,
     #[serde(default)]
     pub schedules: SchedulesConfig,
@@ -244,6 +246,22 @@ impl Default for ClientTableConfig {
     fn default() -> Self {
         Self {
             name: "Robocorp_Client_Org_Workspace_IDs".into(),
+        }
+    }
+}
+
+/// The table the stack provisions for the job's own ledger (what the daily summary has
+/// reported).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobStateConfig {
+    pub table: String,
+}
+
+impl Default for JobStateConfig {
+    fn default() -> Self {
+        Self {
+            table: "qbo-invoice-processor-job-state".into(),
         }
     }
 }

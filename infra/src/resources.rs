@@ -28,6 +28,7 @@ pub enum Kind {
     SnsTopic,
     SnsSubscription,
     Alarm,
+    DynamodbTable,
 }
 
 impl Kind {
@@ -46,6 +47,7 @@ impl Kind {
             Self::SnsTopic => "sns-topic",
             Self::SnsSubscription => "sns-subscription",
             Self::Alarm => "alarm",
+            Self::DynamodbTable => "dynamodb-table",
         }
     }
 }
@@ -221,6 +223,7 @@ pub enum Spec {
     SnsTopic(SnsTopic),
     SnsSubscription(SnsSubscription),
     Alarm(Alarm),
+    DynamodbTable(DynamodbTable),
 }
 
 impl Spec {
@@ -251,6 +254,7 @@ impl Spec {
             Self::SnsTopic(_) => Kind::SnsTopic,
             Self::SnsSubscription(_) => Kind::SnsSubscription,
             Self::Alarm(_) => Kind::Alarm,
+            Self::DynamodbTable(_) => Kind::DynamodbTable,
         }
     }
 }
@@ -262,6 +266,14 @@ pub struct EcrRepository {
     pub tag_mutability: String,
     /// The lifecycle policy document (JSON text as ECR stores it, parsed).
     pub lifecycle_policy: Value,
+}
+
+/// A DynamoDB table keyed by one string attribute, billed per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DynamodbTable {
+    pub partition_key: String,
+    /// `PAY_PER_REQUEST`.
+    pub billing_mode: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,10 +12,10 @@ use crate::env::{Environment, ScheduleConfig, ScheduleEngine};
 use crate::graph;
 use crate::policy::{PolicyDocument, Statement};
 use crate::resources::{
-    Alarm, ContainerDefinition, EcrRepository, EcsCluster, EcsTarget, EventRule, IamRole, Kind,
-    LogGroup, MetricFilter, MountPoint, Ref, Resource, ResourceId, RuleTarget, Schedule,
-    ScheduleGroup, SecurityGroup, SecurityGroupRule, SnsSubscription, SnsTopic, Spec, Tags,
-    TaskDefinition,
+    Alarm, ContainerDefinition, DynamodbTable, EcrRepository, EcsCluster, EcsTarget, EventRule,
+    IamRole, Kind, LogGroup, MetricFilter, MountPoint, Ref, Resource, ResourceId, RuleTarget,
+    Schedule, ScheduleGroup, SecurityGroup, SecurityGroupRule, SnsSubscription, SnsTopic, Spec,
+    Tags, TaskDefinition,
 };
 
 /// The desired state of one environment.
@@ -191,13 +191,27 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         .map(|(_, name)| ctx.secret_arn(name))
         .collect();
     let table_arn = arn("dynamodb", &format!("table/{}", f.client_table.name));
+    // The job's own ledger: what the daily summary has reported.
+    let state_table_arn = arn("dynamodb", &format!("table/{}", f.job_state.table));
+    let state_table = s.add(
+        Resource::new(
+            &f.job_state.table,
+            Spec::DynamodbTable(DynamodbTable {
+                partition_key: "pk".into(),
+                billing_mode: "PAY_PER_REQUEST".into(),
+            }),
+        ),
+        Some(state_table_arn.clone()),
+        &[],
+        true,
+    );
     let task_role_arn = role_arn(&f.roles.task);
     let task_role = s.add(
         Resource::new(
             &f.roles.task,
             Spec::IamRole(IamRole {
                 description: format!(
-                    "{app} ({}): the job reads its secrets and client table",
+                    "{app} ({}): the job reads its secrets and client table, keeps its ledger",
                     env.name
                 ),
                 trust_policy: PolicyDocument::trust("ecs-tasks.amazonaws.com", &ctx.account),
@@ -218,6 +232,15 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                             Some("ReadTheClientTable"),
                             ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"],
                             Some([table_arn]),
+                        ),
+                        Statement::allow(
+                            Some("KeepTheJobLedger"),
+                            [
+                                "dynamodb:GetItem",
+                                "dynamodb:PutItem",
+                                "dynamodb:UpdateItem",
+                            ],
+                            Some([state_table_arn]),
                         ),
                     ]),
                 )]),
@@ -308,7 +331,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
             }),
         ),
         None, // the revision is AWS's to choose: targets take it through a Ref
-        &[&execution, &task_role, &logs, &repo],
+        &[&execution, &task_role, &logs, &repo, &state_table],
         true,
     );
 
@@ -723,7 +746,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
 }
 
 /// The container's environment: the nine variables of the original deployment, the
-/// region, and the file's extras.
+/// region, the job-state table, and the file's extras.
 pub fn container_environment(env: &Environment) -> BTreeMap<String, String> {
     let f = &env.file;
     let j = &f.job;
@@ -741,6 +764,7 @@ pub fn container_environment(env: &Environment) -> BTreeMap<String, String> {
         ("SENDER_EMAIL", j.sender_email.clone()),
         ("EXCLUDED_CUSTOMERS", j.excluded_customers.join(",")),
         ("MS_GRAPH_HOSTNAME", j.ms_graph_hostname.clone()),
+        ("JOB_STATE_TABLE", f.job_state.table.clone()),
     ]);
     if let Some(tz) = &j.billing_timezone {
         vars.insert("BILLING_TIMEZONE", tz.clone());

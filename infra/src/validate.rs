@@ -18,7 +18,7 @@ pub const RETENTION_DAYS: [u32; 22] = [
 ];
 
 /// Environment variables the stack sets itself; `job.environment` may not redefine them.
-pub const DERIVED_VARIABLES: [&str; 11] = [
+pub const DERIVED_VARIABLES: [&str; 12] = [
     "AWS_REGION",
     "QBO_SECRET_NAME",
     "MSGRAPH_SECRET_NAME",
@@ -30,6 +30,7 @@ pub const DERIVED_VARIABLES: [&str; 11] = [
     "EXCLUDED_CUSTOMERS",
     "MS_GRAPH_HOSTNAME",
     "BILLING_TIMEZONE",
+    "JOB_STATE_TABLE",
 ];
 
 pub(crate) fn environment_name(name: &str) -> Vec<Problem> {
@@ -195,6 +196,21 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
         "_.-",
         "3-255 letters, digits and _ . -",
     );
+    v.name(
+        "job_state.table",
+        &f.job_state.table,
+        3,
+        255,
+        "_.-",
+        "3-255 letters, digits and _ . -",
+    );
+    if f.job_state.table == f.client_table.name {
+        v.push(
+            "job_state.table",
+            "is the client table",
+            "give the job's ledger a table of its own, e.g. qbo-invoice-processor-job-state",
+        );
+    }
 
     let j = &f.job;
     v.email("job.bookkeeper_email", &j.bookkeeper_email);
@@ -224,7 +240,7 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             v.push(
                 path,
                 "this variable is set by the stack itself",
-                "set it through its own key ([secrets], [client_table], [job]) instead",
+                "set it through its own key ([secrets], [client_table], [job_state], [job]) instead",
             );
         } else if !is_env_var_name(key) {
             v.push(

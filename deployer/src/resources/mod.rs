@@ -16,6 +16,7 @@ use crate::engine::Change;
 use crate::error::{Error, Result};
 
 mod cloudwatch;
+mod dynamodb;
 mod ec2;
 mod ecr;
 mod ecs;
@@ -67,6 +68,7 @@ pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
             sns::read_subscription(aws, &d.topic_arn, &d.protocol, &d.endpoint).await
         }
         Spec::Alarm(_) => cloudwatch::read(aws, r).await,
+        Spec::DynamodbTable(_) => dynamodb::read(aws, r).await,
     }
 }
 
@@ -85,6 +87,7 @@ pub async fn create(aws: &Aws, r: &Resource) -> Result<Outputs> {
         Spec::SnsTopic(d) => sns::create_topic(aws, r, d).await,
         Spec::SnsSubscription(d) => sns::subscribe(aws, d).await,
         Spec::Alarm(d) => cloudwatch::put(aws, r, d, true).await,
+        Spec::DynamodbTable(d) => dynamodb::create(aws, r, d).await,
     }
 }
 
@@ -111,6 +114,7 @@ pub async fn update(aws: &Aws, r: &Resource, live: &Live, changes: &[Change]) ->
             live.outputs.clone()
         }
         (Spec::Alarm(d), _) => cloudwatch::put(aws, r, d, false).await?,
+        (Spec::DynamodbTable(d), Spec::DynamodbTable(l)) => dynamodb::update(aws, r, d, l).await?,
         (desired, live) => {
             return Err(Error::Internal(format!(
                 "{} compared with a live {}",
@@ -152,6 +156,7 @@ async fn tag(aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
         Kind::EventRule => events::tag(aws, &arn()?, &r.tags).await,
         Kind::SnsTopic => sns::tag(aws, &arn()?, &r.tags).await,
         Kind::Alarm => cloudwatch::tag(aws, &arn()?, &r.tags).await,
+        Kind::DynamodbTable => dynamodb::tag(aws, &arn()?, &r.tags).await,
         Kind::MetricFilter | Kind::Schedule | Kind::SnsSubscription => Ok(()),
     }
 }
@@ -171,6 +176,7 @@ pub async fn delete(aws: &Aws, r: &Resource, live: &Live, options: Options) -> R
         Spec::SnsTopic(_) => sns::delete_topic(aws, &live.outputs).await?,
         Spec::SnsSubscription(_) => return sns::unsubscribe(aws, &live.outputs).await,
         Spec::Alarm(_) => cloudwatch::delete(aws, &r.name).await?,
+        Spec::DynamodbTable(_) => dynamodb::delete(aws, &r.name).await?,
     }
     Ok(Deleted::Yes)
 }
@@ -203,6 +209,7 @@ pub fn needs_replace(kind: Kind, changes: &[Change]) -> bool {
         Kind::SecurityGroup => props
             .into_iter()
             .any(|c| c.path == "description" || c.path == "vpc_id"),
+        Kind::DynamodbTable => props.into_iter().any(|c| c.path.ends_with("partition_key")),
         _ => false,
     }
 }

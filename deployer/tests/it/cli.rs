@@ -10,7 +10,7 @@ fn synth_prod_json_lists_the_stack_and_exits_zero() {
     assert_eq!(stack["environment"], "prod");
     assert_eq!(stack["account"], "${account}");
     let resources = stack["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 19);
+    assert_eq!(resources.len(), 20);
     let role = resources
         .iter()
         .find(|r| r["name"] == "ecsTaskRole-QBOInvoiceProcessor")
@@ -28,7 +28,7 @@ fn synth_text_shows_placeholders_waves_and_policies() {
     let out = deployer(&["synth", "--env", "prod"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n19 resources in 4 dependency waves"), "{text}");
+    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n20 resources in 4 dependency waves"), "{text}");
     let placeholder = text
         .lines()
         .find(|l| l.trim_start().starts_with("${image-digest}"))

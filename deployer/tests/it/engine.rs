@@ -80,6 +80,7 @@ struct Live {
     events: aws_sdk_eventbridge::Client,
     sns: aws_sdk_sns::Client,
     ec2: aws_sdk_ec2::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
 }
 
 async fn live(endpoint: &str) -> Live {
@@ -94,6 +95,7 @@ async fn live(endpoint: &str) -> Live {
         events: aws_sdk_eventbridge::Client::new(&c),
         sns: aws_sdk_sns::Client::new(&c),
         ec2: aws_sdk_ec2::Client::new(&c),
+        dynamodb: aws_sdk_dynamodb::Client::new(&c),
     }
 }
 
@@ -125,6 +127,32 @@ impl Live {
             .unwrap()
             .task_definition_arn()
             .to_owned()
+    }
+
+    /// The job-state table's key and tags, if it exists.
+    async fn state_table(&self) -> Option<(String, Vec<(String, String)>)> {
+        let t = self
+            .dynamodb
+            .describe_table()
+            .table_name("qbo-invoice-processor-job-state")
+            .send()
+            .await
+            .ok()?;
+        let t = t.table()?;
+        let tags = self
+            .dynamodb
+            .list_tags_of_resource()
+            .resource_arn(t.table_arn()?)
+            .send()
+            .await
+            .unwrap();
+        Some((
+            t.key_schema()[0].attribute_name().to_owned(),
+            tags.tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect(),
+        ))
     }
 
     async fn role_exists(&self, name: &str) -> bool {
@@ -178,7 +206,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let qbo_arn = qbo.arn().unwrap().to_owned();
 
     let first = up(&endpoint);
-    assert_eq!(first["summary"]["created"], 19, "{first}");
+    assert_eq!(first["summary"]["created"], 20, "{first}");
     let policy = aws
         .iam
         .get_role_policy()
@@ -229,6 +257,15 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
         Some(IMAGE)
     );
     assert_eq!(aws.filter_count().await, 2);
+    let (key, tags) = aws.state_table().await.expect("the job-state table");
+    assert_eq!(key, "pk");
+    assert!(
+        tags.contains(&("managed-by".into(), "deployer".into())),
+        "{tags:?}"
+    );
+    let env = td.task_definition().unwrap().container_definitions()[0].environment();
+    assert!(env.iter().any(|v| v.name() == Some("JOB_STATE_TABLE")
+        && v.value() == Some("qbo-invoice-processor-job-state")));
 
     let second = up(&endpoint);
     assert_eq!(
@@ -255,7 +292,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let out = deployer(&endpoint, &["destroy", "--env", "local", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("16 deleted, 1 kept"),
+        stdout(&out).contains("17 deleted, 1 kept"),
         "{}",
         stdout(&out)
     );
@@ -282,6 +319,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
             .is_err()
     );
     assert!(!aws.role_exists(TASK_ROLE).await);
+    assert!(aws.state_table().await.is_none());
     assert!(aws.active_revisions().await.is_empty());
     assert!(aws.security_group_id().await.is_none());
     assert!(
@@ -308,7 +346,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
             .iter()
             .filter(|(a, _, _)| a == "create")
             .count(),
-        19
+        20
     );
 }
 

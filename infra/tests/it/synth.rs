@@ -92,7 +92,7 @@ fn every_taggable_resource_carries_app_env_and_managed_by() {
 }
 
 #[test]
-fn task_role_reads_exactly_four_secrets_writes_only_qbo_and_reads_only_the_table() {
+fn task_role_reads_exactly_four_secrets_writes_only_qbo_reads_the_table_and_keeps_its_ledger() {
     let stack = prod();
     let doc = role_policy(&stack, "ecsTaskRole-QBOInvoiceProcessor");
     let read = statements_with(doc, "secretsmanager:GetSecretValue");
@@ -128,8 +128,22 @@ fn task_role_reads_exactly_four_secrets_writes_only_qbo_and_reads_only_the_table
         table[0].resources(),
         ["arn:aws:dynamodb:us-west-2:${account}:table/Robocorp_Client_Org_Workspace_IDs"]
     );
+    let ledger = statements_with(doc, "dynamodb:PutItem");
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(
+        ledger[0].actions(),
+        [
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem"
+        ]
+    );
+    assert_eq!(
+        ledger[0].resources(),
+        ["arn:aws:dynamodb:us-west-2:${account}:table/qbo-invoice-processor-job-state"]
+    );
     // Nothing else: no wildcard action or resource anywhere in the task role.
-    assert_eq!(doc.statement.len(), 3);
+    assert_eq!(doc.statement.len(), 4);
     for s in &doc.statement {
         assert!(s.actions().iter().all(|a| !a.contains('*')));
         assert!(s.resources().iter().all(|r| !r.ends_with('*')));

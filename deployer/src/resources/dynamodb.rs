@@ -1,0 +1,144 @@
+//! DynamoDB: the job's ledger table (billed per request, keyed by one string). Its tags
+//! and billing mode change in place; another key is a new table (the ledger starts
+//! again: the summary then reports what is sent from then on).
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    Tag,
+};
+use infra::resources::{DynamodbTable, Resource, Spec, Tags};
+
+use super::{Live, Outputs, aws_error, built, code, tag_map};
+use crate::aws::Aws;
+use crate::error::Result;
+
+pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+    let out = match aws
+        .dynamodb
+        .describe_table()
+        .table_name(&r.name)
+        .send()
+        .await
+    {
+        Ok(out) => out,
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let Some(table) = out
+        .table()
+        .filter(|t| t.table_status() != Some(&TableStatus::Deleting))
+    else {
+        return Ok(None);
+    };
+    let partition_key = table
+        .key_schema()
+        .iter()
+        .find(|k| k.key_type() == &KeyType::Hash)
+        .map(|k| k.attribute_name().to_owned())
+        .unwrap_or_default();
+    // A table made without a billing mode is provisioned.
+    let billing_mode = table
+        .billing_mode_summary()
+        .and_then(|b| b.billing_mode())
+        .map_or("PROVISIONED", BillingMode::as_str)
+        .to_owned();
+    let arn = table.table_arn().map(str::to_owned);
+    let tags = match &arn {
+        Some(arn) => {
+            let out = aws
+                .dynamodb
+                .list_tags_of_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .map_err(aws_error("read tags of", r.id()))?;
+            tag_map(out.tags().iter().map(|t| (t.key(), t.value())))
+        }
+        None => Tags::new(),
+    };
+    Ok(Some(Live {
+        spec: Spec::DynamodbTable(DynamodbTable {
+            partition_key,
+            billing_mode,
+        }),
+        tags: Some(tags),
+        outputs: Outputs {
+            id: Some(r.name.clone()),
+            arn,
+        },
+    }))
+}
+
+pub async fn create(aws: &Aws, r: &Resource, d: &DynamodbTable) -> Result<Outputs> {
+    let out = aws
+        .dynamodb
+        .create_table()
+        .table_name(&r.name)
+        .billing_mode(BillingMode::from(d.billing_mode.as_str()))
+        .attribute_definitions(built(
+            AttributeDefinition::builder()
+                .attribute_name(&d.partition_key)
+                .attribute_type(ScalarAttributeType::S)
+                .build(),
+        )?)
+        .key_schema(built(
+            KeySchemaElement::builder()
+                .attribute_name(&d.partition_key)
+                .key_type(KeyType::Hash)
+                .build(),
+        )?)
+        .set_tags(Some(tags(&r.tags)?))
+        .send()
+        .await
+        .map_err(aws_error("create", r.id()))?;
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn: out
+            .table_description()
+            .and_then(|t| t.table_arn())
+            .map(str::to_owned),
+    })
+}
+
+pub async fn update(
+    aws: &Aws,
+    r: &Resource,
+    d: &DynamodbTable,
+    live: &DynamodbTable,
+) -> Result<Outputs> {
+    if d.billing_mode != live.billing_mode {
+        aws.dynamodb
+            .update_table()
+            .table_name(&r.name)
+            .billing_mode(BillingMode::from(d.billing_mode.as_str()))
+            .send()
+            .await
+            .map_err(aws_error("update billing mode of", r.id()))?;
+    }
+    Ok(Outputs::default())
+}
+
+pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
+    match aws.dynamodb.delete_table().table_name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(aws_error("delete table", name)(e)),
+    }
+}
+
+pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+    aws.dynamodb
+        .tag_resource()
+        .resource_arn(arn)
+        .set_tags(Some(tags(t)?))
+        .send()
+        .await
+        .map_err(aws_error("tag", arn))?;
+    Ok(())
+}
+
+fn tags(t: &Tags) -> Result<Vec<Tag>> {
+    t.iter()
+        .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
+        .collect()
+}
