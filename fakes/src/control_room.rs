@@ -200,11 +200,11 @@ async fn process_runs(
         })
         .collect();
     let end = start + data.len();
-    let has_more = end < w.runs.len();
-    let cursor = if cr.settings.repeat_next && page.cursor.is_some() {
-        start
+    // Past the first page, a repeating `next` names the page it came with, forever.
+    let (has_more, cursor) = if cr.settings.repeat_next && page.cursor.is_some() {
+        (true, start)
     } else {
-        end
+        (end < w.runs.len(), end)
     };
     let next = has_more.then(|| {
         format!(

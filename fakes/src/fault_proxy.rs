@@ -2,7 +2,8 @@
 //! test that a deployment interrupted half-way converges on the next run. It counts
 //! write operations (by the operation name the request carries) and fails every attempt
 //! of the Nth one: retries share the SDK's `amz-sdk-invocation-id`. It can also rewrite
-//! one operation's responses, to show what the emulator cannot (a task's non-zero exit).
+//! one operation's responses, to show what the emulator cannot (a task's non-zero exit),
+//! or hold one operation's requests for a while (a slow AWS call a signal can land in).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,13 +28,15 @@ struct State {
     stop: AtomicBool,
     /// `(operation, from, to)`: text replaced in that operation's response bodies.
     rewrite: Option<(String, String, String)>,
+    /// `(operation, how long)`: requests of that operation wait this long upstream.
+    delay: Option<(String, std::time::Duration)>,
 }
 
 impl FaultProxy {
     /// Proxies to `upstream` (`127.0.0.1:PORT`), failing the `fail_write`-th write call
     /// (1-based; 0 fails nothing).
     pub fn start(upstream: SocketAddr, fail_write: usize) -> std::io::Result<Self> {
-        Self::with(upstream, fail_write, None)
+        Self::with(upstream, fail_write, None, None)
     }
 
     /// Proxies to `upstream`, replacing `from` with `to` in the bodies of `operation`'s
@@ -48,13 +51,25 @@ impl FaultProxy {
             upstream,
             0,
             Some((operation.to_owned(), from.to_owned(), to.to_owned())),
+            None,
         )
+    }
+
+    /// Proxies to `upstream`, holding each `operation` request for `delay` before it
+    /// goes on (e.g. `PutSecretValue`).
+    pub fn delaying(
+        upstream: SocketAddr,
+        operation: &str,
+        delay: std::time::Duration,
+    ) -> std::io::Result<Self> {
+        Self::with(upstream, 0, None, Some((operation.to_owned(), delay)))
     }
 
     fn with(
         upstream: SocketAddr,
         fail_write: usize,
         rewrite: Option<(String, String, String)>,
+        delay: Option<(String, std::time::Duration)>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0))?;
         let addr = listener.local_addr()?;
@@ -66,6 +81,7 @@ impl FaultProxy {
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             rewrite,
+            delay,
         });
         let shared = Arc::clone(&state);
         let thread = std::thread::spawn(move || {
@@ -177,6 +193,11 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         )?;
         out.write_all(body)?;
         return out.flush();
+    }
+    if let Some((op, pause)) = &state.delay
+        && operation.as_deref() == Some(op.as_str())
+    {
+        std::thread::sleep(*pause);
     }
     let mut upstream = TcpStream::connect(state.upstream)?;
     for line in &head {

@@ -78,6 +78,10 @@ pub struct Settings {
     pub refresh_rotation: Rotation,
     /// A query whose text contains this answers a ValidationFault.
     pub fail_queries_matching: Option<String>,
+    /// The company's books are closed through this date (`YYYY-MM-DD`): a transaction
+    /// dated on or before it is refused (QBO "Close the books"; the fault's code and
+    /// wording are unverified). A refusal the bookkeeper fixes in QBO, not in the request.
+    pub books_closed_through: Option<String>,
 }
 
 /// When a refresh returns a new refresh token (and the old one dies).
@@ -815,6 +819,17 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
             "6000",
             "A business validation error has occurred while processing your request",
             "Business Validation Error: an invoice set to be emailed (EmailStatus NeedToSend) needs a BillEmail address.",
+        ));
+    }
+    if let (Some(closed), Some(date)) = (&q.settings.books_closed_through, body["TxnDate"].as_str())
+        && date <= closed.as_str()
+    {
+        return Err(Fault::validation(
+            "6000",
+            "A business validation error has occurred while processing your request",
+            &format!(
+                "Business Validation Error: the books are closed through {closed}; TxnDate {date} is in the closed period."
+            ),
         ));
     }
     if let Some(doc) = body["DocNumber"].as_str()

@@ -38,11 +38,12 @@ pub struct Entry {
 }
 
 impl ClickUp {
-    pub fn new(secret: &ClickUpSecret, base: &str) -> Self {
+    /// `settle` (see `Config::settle`) caps each request's 30 s timeout.
+    pub fn new(secret: &ClickUpSecret, base: &str, settle: Duration) -> Self {
         Self {
             api: Api::new(
                 SERVICE,
-                Duration::from_secs(30),
+                Duration::from_secs(30).min(settle),
                 Limiter::new(None, Some(100)),
             ),
             base: base.to_owned(),

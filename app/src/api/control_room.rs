@@ -50,9 +50,14 @@ pub struct ControlRoom {
 }
 
 impl ControlRoom {
-    pub fn new(base: &str) -> Self {
+    /// `settle` (see `Config::settle`) caps each request's one-minute timeout.
+    pub fn new(base: &str, settle: Duration) -> Self {
         Self {
-            api: Api::new(SERVICE, Duration::from_mins(1), Limiter::default()),
+            api: Api::new(
+                SERVICE,
+                Duration::from_mins(1).min(settle),
+                Limiter::default(),
+            ),
             base: base.to_owned(),
         }
     }

@@ -34,10 +34,15 @@ pub struct Graph {
 }
 
 impl Graph {
-    pub fn new(secret: &GraphSecret, base: &str, login: &str) -> Self {
+    /// `settle` (see `Config::settle`) caps each request's one-minute timeout.
+    pub fn new(secret: &GraphSecret, base: &str, login: &str, settle: Duration) -> Self {
         Self {
             // Outlook allows 4 concurrent requests per mailbox.
-            api: Api::new(SERVICE, Duration::from_mins(1), Limiter::new(Some(4), None)),
+            api: Api::new(
+                SERVICE,
+                Duration::from_mins(1).min(settle),
+                Limiter::new(Some(4), None),
+            ),
             base: base.to_owned(),
             token_url: format!("{login}/{}/oauth2/v2.0/token", secret.tenant_id),
             secret: secret.clone(),

@@ -304,8 +304,8 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
 
     let services = Services {
         qbo,
-        clickup: ClickUp::new(&clickup_secret, &config.urls.clickup),
-        control_room: ControlRoom::new(&config.urls.robocorp),
+        clickup: ClickUp::new(&clickup_secret, &config.urls.clickup, config.settle),
+        control_room: ControlRoom::new(&config.urls.robocorp, config.settle),
         keys,
         keys_secret: config.secrets.robocorp.clone(),
         item,
@@ -639,6 +639,10 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
     Ok((outcome, notes))
 }
 
+/// How much earlier than the request QBO's stamp on a refusal must be for it to be a
+/// replay: QBO's clock and this host's (both NTP-synced) may differ by a little.
+const REPLAY_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(2);
+
 /// What an invoice create came to.
 #[derive(Debug)]
 enum Made {
@@ -651,8 +655,8 @@ enum Made {
 /// Creates the invoice exactly once. `requestid` lets QBO replay a repeated request,
 /// but the DocNumber is the proof: after an ambiguous answer the invoice is looked up
 /// (again once QBO can no longer be working on it) and sent again only when it is
-/// surely not there. QBO replays refusals too, so a refusal stamped long before it was
-/// asked for is an earlier run's: the request goes once more under a new id.
+/// surely not there. QBO replays refusals too, so a refusal stamped before it was asked
+/// for is an earlier run's: the request goes once more under a new id.
 async fn create(
     s: &Services,
     row: &ClientRow,
@@ -680,11 +684,19 @@ async fn create(
                 None => continue,
             }
         }
-        // A refusal QBO stamped well before this request: the replay of an earlier run's.
-        let stale = err
-            .time
-            .is_some_and(|t| t < asked - jiff::SignedDuration::from_mins(5));
-        if err.status == Some(400) && stale && !replayed {
+        if err.status != Some(400) {
+            return Ok(Made::Refused(err.to_string()));
+        }
+        // A validation fault may be a duplicate DocNumber (another run got there
+        // first): QBO's code for it varies by source, so look.
+        if let Some(found) = lookup().await? {
+            return Ok(Made::Found(found));
+        }
+        // A refusal QBO stamped before this request was made: the replay of an earlier
+        // run's, whose cause may be fixed since. (A clock behind ours costs one more
+        // attempt at a request QBO refuses anyway.)
+        let replay = err.time.is_some_and(|t| t < asked - REPLAY_MARGIN);
+        if replay && !replayed {
             tracing::info!(event = "refusal_replayed", doc_number = %doc, error = %err, "QBO replayed an earlier run's refusal of this request; sending it again under a new request id");
             replayed = true;
             rid = request_id(
@@ -694,13 +706,6 @@ async fn create(
                 err.time.map(|t| t.to_string()).as_deref(),
             );
             continue;
-        }
-        // A validation fault may be a duplicate DocNumber (another run got there
-        // first): QBO's code for it varies by source, so look.
-        if err.status == Some(400)
-            && let Some(found) = lookup().await?
-        {
-            return Ok(Made::Found(found));
         }
         return Ok(Made::Refused(err.to_string()));
     }

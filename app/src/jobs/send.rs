@@ -123,7 +123,12 @@ pub async fn run(
         ctx.qbo(),
         ctx.secrets.get::<GraphSecret>(&config.secrets.msgraph),
     )?;
-    let graph = Graph::new(&graph_secret, &config.urls.graph, &config.urls.login);
+    let graph = Graph::new(
+        &graph_secret,
+        &config.urls.graph,
+        &config.urls.login,
+        config.settle,
+    );
     let ledger = Ledger::new(ctx.db.clone(), &config.state_table);
     // Read before anything is sent: a missing table stops the run before it emails a
     // client, not after.

@@ -9,23 +9,23 @@ use serde_json::Value;
 
 use super::{Run, World, finish, world};
 
-const PERIOD: [&str; 2] = ["--period", "2026-10"];
+pub(super) const PERIOD: [&str; 2] = ["--period", "2026-10"];
 
-fn create(extra: &[&str]) -> Vec<String> {
+pub(super) fn create(extra: &[&str]) -> Vec<String> {
     let mut args = vec!["--create-invoices".to_owned()];
     args.extend(PERIOD.iter().map(|s| (*s).to_owned()));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
 }
 
-async fn run_create(w: &World, extra: &[&str]) -> Run {
+pub(super) async fn run_create(w: &World, extra: &[&str]) -> Run {
     let args = create(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     w.run(&args).await
 }
 
 /// DocNumber -> (quantity, amount in cents) of every invoice in the fake QBO.
-fn invoices(state: &Value) -> BTreeMap<String, (u64, u64)> {
+pub(super) fn invoices(state: &Value) -> BTreeMap<String, (u64, u64)> {
     let mut out = BTreeMap::new();
     for inv in state["invoices"].as_array().unwrap() {
         let line = &inv["Line"][0];
@@ -41,7 +41,7 @@ fn invoices(state: &Value) -> BTreeMap<String, (u64, u64)> {
     out
 }
 
-fn expected(w: &World) -> BTreeMap<String, (u64, u64)> {
+pub(super) fn expected(w: &World) -> BTreeMap<String, (u64, u64)> {
     w.month
         .invoiced()
         .map(|(c, minutes, cents)| (format!("{}-202610", c.client_id), (minutes, cents)))
@@ -49,7 +49,7 @@ fn expected(w: &World) -> BTreeMap<String, (u64, u64)> {
 }
 
 /// Description -> duration in ms of every ClickUp time entry; fails on a duplicate.
-fn entries(state: &Value) -> BTreeMap<String, u64> {
+pub(super) fn entries(state: &Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     for e in state["time_entries"].as_array().unwrap() {
         let d = e["description"].as_str().unwrap().to_owned();
@@ -59,7 +59,7 @@ fn entries(state: &Value) -> BTreeMap<String, u64> {
     out
 }
 
-fn expected_entries(w: &World) -> BTreeMap<String, u64> {
+pub(super) fn expected_entries(w: &World) -> BTreeMap<String, u64> {
     w.month
         .invoiced()
         .map(|(c, minutes, _)| {
@@ -71,7 +71,7 @@ fn expected_entries(w: &World) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn failed_ids(w: &World) -> String {
+pub(super) fn failed_ids(w: &World) -> String {
     w.month
         .clients
         .iter()
@@ -108,6 +108,29 @@ async fn a_month_is_billed_exactly_once_with_each_failure_named() {
         inv["Line"][0]["SalesItemLineDetail"]["ItemRef"]["name"],
         "Robot Minutes"
     );
+    // QBO refuses an invoice to be emailed without an address: a customer without one
+    // gets an invoice not set to be emailed, and the run says so.
+    let no_email: Vec<String> = w
+        .month
+        .seed
+        .qbo
+        .customers
+        .iter()
+        .filter(|(_, e)| e.is_none())
+        .map(|(name, _)| format!("{}-202610", &name[..5]))
+        .filter(|doc| expected(&w).contains_key(doc))
+        .collect();
+    assert!(!no_email.is_empty());
+    for i in state["invoices"].as_array().unwrap() {
+        let quiet = no_email.contains(&i["DocNumber"].as_str().unwrap().to_owned());
+        assert_eq!(
+            i["EmailStatus"],
+            if quiet { "NotSet" } else { "NeedToSend" },
+            "{i}"
+        );
+        assert_eq!(i["BillEmail"].is_null(), quiet, "{i}");
+    }
+    assert_eq!(run.events("invoice_not_emailed").len(), no_email.len());
 
     // Each failure is named with its reason, and in the summary.
     let failed: BTreeMap<String, String> = run
@@ -139,10 +162,22 @@ async fn a_month_is_billed_exactly_once_with_each_failure_named() {
     assert_eq!(done["skipped"], 2, "excluded 10001 and inactive 10002");
     assert_eq!(done["no_minutes"], 1, "10006");
     assert_eq!(done["total"], 60);
+    assert_eq!(done["not_emailed"], no_email.len());
     let unmeasured = run.events("run_unmeasured");
     assert_eq!(unmeasured.len(), 1);
     assert_eq!(unmeasured[0]["client_id"], "10009");
     assert_eq!(unmeasured[0]["level"], "WARN");
+    // A run still going at billing time is named, not dropped.
+    let going = run.events("run_in_progress");
+    assert_eq!(going.len(), 1, "{going:?}");
+    assert_eq!(going[0]["client_id"], "10006");
+    assert!(
+        going[0]["run_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ws-10006-run-")
+    );
+    assert_eq!(done["runs_in_progress"], 1);
 
     // The rotated refresh token is in the secret.
     let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
@@ -210,37 +245,19 @@ async fn killing_the_job_at_ten_points_and_rerunning_bills_each_client_once() {
         ("qbo", "POST /qbo/v3/company/9130000000000001/invoice?", 4),
         ("clickup", "POST /clickup", 2),
     ];
+    let args = create(&["--concurrency", "4"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     for (i, (service, matching, nth)) in points.into_iter().enumerate() {
-        let before = {
-            let mut c = w.fakes.control.0.lock().unwrap();
-            c.faults.clear();
-            c.add_fault(Fault {
-                service: service.into(),
-                matching: Some(matching.into()),
-                nth,
-                times: 1,
-                fraction: None,
-                action: Action::HangAfter,
-            });
-            c.hung
-        };
-        let args = create(&["--concurrency", "4"]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = w.job(&args).spawn().unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
-        while w.fakes.control.0.lock().unwrap().hung == before {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "point {i} ({service} {matching} #{nth}) was never reached"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        child.start_kill().unwrap();
-        let status = child.wait().await.unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
+        w.faults([Fault {
+            service: service.into(),
+            matching: Some(matching.into()),
+            nth,
+            times: 1,
+            fraction: None,
+            action: Action::HangAfter,
+        }]);
+        w.kill_when_held(&args, &format!("point {i} ({service} {matching} #{nth})"))
+            .await;
         if i == 0 {
             // Killed right after a token refresh: the new token is already stored.
             let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
@@ -410,6 +427,36 @@ async fn bad_configuration_and_rejected_credentials_stop_with_a_fix() {
     let run = run_create(&w, &["--shard", "3/2"]).await;
     assert_eq!(run.code, 2, "clap rejects a bad shard");
     assert!(run.stderr.contains("K/N"), "{}", run.stderr);
+    // The alarms read run_finished: a schedule with a bad flag shows as a failed run.
+    assert_eq!(run.finished()["job"], "create-invoices");
+    assert_eq!(run.finished()["exit_code"], 2);
+
+    // A month that is not over is refused, unless it is only looked at.
+    let this_month = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::get("America/Los_Angeles").unwrap())
+        .strftime("%Y-%m")
+        .to_string();
+    let run = w.run(&["--create-invoices", "--period", &this_month]).await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("is not over"), "{}", run.stderr);
+    assert_eq!(run.finished()["success"], false);
+    let look = w
+        .run(&["--create-invoices", "--period", &this_month, "--dry-run"])
+        .await;
+    assert_eq!(look.code, 1, "the generated failures: {}", look.stderr);
+    assert!(w.state().await["invoices"].as_array().unwrap().is_empty());
+
+    // A secret that does not exist: configuration (2), naming it.
+    let mut cmd = w.job(&create(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    cmd.env("CLICKUP_SECRET_NAME", "ClickUp/missing");
+    let run = finish(cmd.spawn().unwrap()).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ClickUp/missing") && run.stderr.contains("does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.finished()["exit_code"], 2);
 
     // A stale refresh token: exit 3, saying how to reconnect; nothing written.
     let sm = aws_sdk_secretsmanager::Client::new(&w.sdk);

@@ -3,6 +3,7 @@
 //! the fakes, the secret, the log lines and the exit code.
 
 mod create;
+mod exactly_once;
 mod send;
 
 use std::process::Stdio;
@@ -146,6 +147,39 @@ impl World {
             .unwrap()
     }
 
+    /// Changes the fakes' company settings and adversarial modes.
+    async fn settings(&self, change: Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}/_fakes/settings", self.fakes.url()))
+            .json(&change)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+
+    /// Adds faults, after clearing those there were.
+    fn faults(&self, faults: impl IntoIterator<Item = fakes::control::Fault>) {
+        let mut c = self.fakes.control.0.lock().unwrap();
+        c.faults.clear();
+        for f in faults {
+            c.add_fault(f);
+        }
+    }
+
+    /// Starts the job, waits until a fault holds one of its calls, then kills it (-9).
+    async fn kill_when_held(&self, args: &[&str], what: &str) {
+        let before = self.fakes.control.0.lock().unwrap().hung;
+        let mut child = self.job(args).spawn().unwrap();
+        wait_until(what, || self.fakes.control.0.lock().unwrap().hung > before).await;
+        child.start_kill().unwrap();
+        let status = child.wait().await.unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+
     /// The QBO secret as stored now.
     async fn qbo_secret(&self) -> Value {
         let sm = aws_sdk_secretsmanager::Client::new(&self.sdk);
@@ -157,6 +191,28 @@ impl World {
             .unwrap();
         serde_json::from_str(s.secret_string().unwrap()).unwrap()
     }
+}
+
+/// Polls `done` every 5 ms for up to a minute.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends SIGTERM, as ECS does on StopTask and at scale-in.
+fn terminate(child: &Child) {
+    let pid = child.id().expect("the job is running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 async fn finish(child: Child) -> Run {

@@ -13,7 +13,7 @@ const SCRIPT: &str = "10099 - <script>alert(1)</script> & Sons";
 /// plus the `<script>` customer: waiting to be sent (NeedToSend) where the customer has
 /// an address, not to be emailed (NotSet) where it has none, as QBO requires. Returns
 /// DocNumber -> amount text.
-fn add_invoices(w: &World, per_customer: usize) -> BTreeMap<String, String> {
+pub(super) fn add_invoices(w: &World, per_customer: usize) -> BTreeMap<String, String> {
     let mut q = w.fakes.qbo.lock().unwrap();
     let customers: Vec<(String, Option<String>)> = w.month.seed.qbo.customers.clone();
     let mut amounts = BTreeMap::new();
@@ -46,7 +46,7 @@ fn add_invoices(w: &World, per_customer: usize) -> BTreeMap<String, String> {
 }
 
 /// `(doc, customer, amount)` of each row of the email's table `id`, and its reasons.
-fn table(html: &str, id: &str) -> Vec<Vec<String>> {
+pub(super) fn table(html: &str, id: &str) -> Vec<Vec<String>> {
     let Some(start) = html.find(&format!("<table id=\"{id}\">")) else {
         return Vec::new();
     };
@@ -66,7 +66,7 @@ fn table(html: &str, id: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn sent(state: &Value) -> BTreeMap<String, u64> {
+pub(super) fn sent(state: &Value) -> BTreeMap<String, u64> {
     state["invoices"]
         .as_array()
         .unwrap()
