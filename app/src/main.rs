@@ -127,7 +127,9 @@ async fn main() -> ExitCode {
     // A token refresh and its save may still be under way (the run failed or was
     // stopped while it ran): they finish before the process ends.
     critical.close();
-    let bound = stop.deadline().map_or(Duration::from_mins(1), |d| {
+    // With no signal nothing kills the process first: a save that is retrying gets its
+    // time. After SIGTERM, ECS kills the container 30 s on.
+    let bound = stop.deadline().map_or(Duration::from_mins(3), |d| {
         (d + Duration::from_secs(4)).saturating_duration_since(Instant::now())
     });
     if tokio::time::timeout(bound, critical.wait()).await.is_err() {
@@ -215,12 +217,12 @@ async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, 
         };
         Box::pin(jobs::create::run(&ctx, &opts)).await
     } else {
-        jobs::send::run(
+        Box::pin(jobs::send::run(
             &ctx,
             cli.dry_run,
             &cli.email_out,
             usize::from(cli.concurrency),
-        )
+        ))
         .await
     }
 }

@@ -5,8 +5,15 @@
 //! that a run that died before its summary is caught up by the next one, and a summary
 //! whose sending had no clear answer is never sent twice. Every change is conditional on
 //! the version read, so two runs cannot both move the ledger.
+//!
+//! The table also holds a lease per job (per month and shard for create-invoices): one
+//! run at a time. A write's lost answer is only settled within one process; a second
+//! run (a duplicate schedule invocation, a manual run beside the scheduled one, a rerun
+//! right after a kill) waits until the first one's lease has run out, which is long
+//! enough for every request it left behind to be over at the service.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -16,11 +23,84 @@ use crate::error::{Error, Result};
 
 const SUMMARY_KEY: &str = "send-invoices/summary";
 
+/// Placeholders of the ledger's attributes in update expressions.
+const NAMES: [(&str, &str); 4] = [
+    ("#through", "reported_through"),
+    ("#edge", "edge"),
+    ("#pending", "pending_through"),
+    ("#version", "version"),
+];
+
+/// A run's hold on its job: kept alive by a task of its own while the run goes on.
+#[derive(Debug)]
+pub struct Lease {
+    ledger: Ledger,
+    key: String,
+    holder: String,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Ledger::lease`] found.
+#[derive(Debug)]
+pub enum Leased {
+    Held(Lease),
+    /// Another run holds it, and kept it alive the whole time this one waited.
+    Busy {
+        until: Timestamp,
+    },
+}
+
+impl Lease {
+    /// Gives the lease up. `busy` is how long requests this run left unanswered may still
+    /// run at a service: the lease stays that long, so a rerun does not start before.
+    pub async fn release(self, busy: Option<Duration>) -> Result<()> {
+        self.renewer.abort();
+        let db = &self.ledger.db;
+        match busy {
+            None => db
+                .delete_item()
+                .table_name(&self.ledger.table)
+                .key("pk", AttributeValue::S(self.key.clone()))
+                .condition_expression("#holder = :me")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.ledger.error("releasing the lease in", &e)),
+            Some(busy) => db
+                .update_item()
+                .table_name(&self.ledger.table)
+                .key("pk", AttributeValue::S(self.key.clone()))
+                .update_expression("SET #until = :until")
+                .condition_expression("#holder = :me")
+                .expression_attribute_names("#holder", "holder")
+                .expression_attribute_names("#until", "until")
+                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
+                .expression_attribute_values(":until", until(busy))
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| self.ledger.error("releasing the lease in", &e)),
+        }
+    }
+}
+
+/// An expiry `from_now` ahead, as the table keeps it (Unix seconds).
+fn until(from_now: Duration) -> AttributeValue {
+    let at =
+        Timestamp::now().as_second() + i64::try_from(from_now.as_secs()).unwrap_or(i64::MAX / 2);
+    AttributeValue::N(at.to_string())
+}
+
 /// The summary ledger as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryLedger {
-    /// Invoices delivered up to this time have been reported.
+    /// Invoices delivered up to this time have been reported...
     pub reported_through: Timestamp,
+    /// ...except those delivered at that very time (QBO's times have whole seconds)
+    /// not named here.
+    pub edge: Vec<String>,
     /// A summary covering up to this time was being sent when its run ended or lost the
     /// answer: it may have been delivered.
     pub pending: Option<Timestamp>,
@@ -41,6 +121,77 @@ impl Ledger {
         }
     }
 
+    /// Takes the lease `key` for `length` (renewed every third of it while the run goes
+    /// on). Held by another run, it waits up to `length` for it to end or run out.
+    pub async fn lease(&self, key: &str, length: Duration) -> Result<Leased> {
+        let holder = format!("{}-{}", std::process::id(), fastrand::u64(..));
+        let waited_from = std::time::Instant::now();
+        loop {
+            let now = Timestamp::now().as_second();
+            let taken = self
+                .db
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", AttributeValue::S(key.to_owned()))
+                .item("holder", AttributeValue::S(holder.clone()))
+                .item("until", until(length))
+                .condition_expression("attribute_not_exists(pk) OR #until < :now")
+                .expression_attribute_names("#until", "until")
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .send()
+                .await;
+            match taken {
+                Ok(_) => {
+                    let renewer = tokio::spawn(renew(self.clone(), key.to_owned(), holder.clone(), length));
+                    return Ok(Leased::Held(Lease {
+                        ledger: self.clone(),
+                        key: key.to_owned(),
+                        holder,
+                        renewer,
+                    }));
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(aws_sdk_dynamodb::operation::put_item::PutItemError::is_conditional_check_failed_exception) =>
+                {
+                    let held_until = self.lease_until(key).await?;
+                    if waited_from.elapsed() > length + Duration::from_secs(1) {
+                        return Ok(Leased::Busy {
+                            until: held_until.unwrap_or_else(Timestamp::now),
+                        });
+                    }
+                    tracing::info!(
+                        event = "lease_wait",
+                        lease = key,
+                        until = %held_until.map(|t| t.to_string()).unwrap_or_default(),
+                        "another run holds this job, or ended less than its lease ago: waiting"
+                    );
+                    tokio::time::sleep((length / 4).max(Duration::from_millis(500))).await;
+                }
+                Err(e) => return Err(self.error("taking the lease in", &e)),
+            }
+        }
+    }
+
+    async fn lease_until(&self, key: &str) -> Result<Option<Timestamp>> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("reading", &e))?;
+        Ok(out
+            .item()
+            .and_then(|i| match i.get("until") {
+                Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+                _ => None,
+            })
+            .and_then(|s| Timestamp::from_second(s).ok()))
+    }
+
     /// The summary ledger, if a summary was ever prepared.
     pub async fn summary(&self) -> Result<Option<SummaryLedger>> {
         let out = self
@@ -59,6 +210,7 @@ impl Ledger {
     pub async fn start(&self, through: Timestamp) -> Result<SummaryLedger> {
         let out = SummaryLedger {
             reported_through: through,
+            edge: Vec::new(),
             pending: None,
             version: 1,
         };
@@ -77,7 +229,7 @@ impl Ledger {
 
     /// Records that a summary covering up to `through` is about to be sent.
     pub async fn begin(&self, l: &SummaryLedger, through: Timestamp) -> Result<SummaryLedger> {
-        self.update(l, "SET pending_through = :p, version = :n", Some(through))
+        self.update(l, "SET #pending = :p, #version = :n", Some(through), None)
             .await?;
         Ok(SummaryLedger {
             pending: Some(through),
@@ -86,17 +238,40 @@ impl Ledger {
         })
     }
 
-    /// The summary up to `through` is out (or may be): it will not be sent again.
-    pub async fn settle(&self, l: &SummaryLedger, through: Timestamp) -> Result<SummaryLedger> {
-        let through = through.max(l.reported_through);
+    /// The summary up to `through` is out (or may be): it will not be sent again. `edge`
+    /// names the invoices delivered at `through` itself that it reported.
+    pub async fn settle(
+        &self,
+        l: &SummaryLedger,
+        through: Timestamp,
+        edge: Vec<String>,
+    ) -> Result<SummaryLedger> {
+        let (through, edge) = match through.cmp(&l.reported_through) {
+            std::cmp::Ordering::Greater => (through, edge),
+            std::cmp::Ordering::Equal => {
+                let mut all = l.edge.clone();
+                all.extend(edge);
+                all.sort();
+                all.dedup();
+                (through, all)
+            }
+            std::cmp::Ordering::Less => (l.reported_through, l.edge.clone()),
+        };
+        let list = AttributeValue::L(
+            edge.iter()
+                .map(|id| AttributeValue::S(id.clone()))
+                .collect(),
+        );
         self.update(
             l,
-            "SET reported_through = :p, version = :n REMOVE pending_through",
+            "SET #through = :p, #edge = :e, #version = :n REMOVE #pending",
             Some(through),
+            Some(list),
         )
         .await?;
         Ok(SummaryLedger {
             reported_through: through,
+            edge,
             pending: None,
             version: l.version + 1,
         })
@@ -104,7 +279,7 @@ impl Ledger {
 
     /// The summary surely did not go out: its invoices stay to be reported.
     pub async fn abandon(&self, l: &SummaryLedger) -> Result<SummaryLedger> {
-        self.update(l, "SET version = :n REMOVE pending_through", None)
+        self.update(l, "SET #version = :n REMOVE #pending", None, None)
             .await?;
         Ok(SummaryLedger {
             pending: None,
@@ -113,18 +288,34 @@ impl Ledger {
         })
     }
 
-    async fn update(&self, l: &SummaryLedger, expr: &str, at: Option<Timestamp>) -> Result<()> {
+    async fn update(
+        &self,
+        l: &SummaryLedger,
+        expr: &str,
+        at: Option<Timestamp>,
+        edge: Option<AttributeValue>,
+    ) -> Result<()> {
         let mut req = self
             .db
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(SUMMARY_KEY.into()))
             .update_expression(expr)
-            .condition_expression("version = :v")
+            .condition_expression("#version = :v")
             .expression_attribute_values(":v", AttributeValue::N(l.version.to_string()))
             .expression_attribute_values(":n", AttributeValue::N((l.version + 1).to_string()));
         if let Some(at) = at {
             req = req.expression_attribute_values(":p", AttributeValue::S(at.to_string()));
+        }
+        if let Some(edge) = edge {
+            req = req.expression_attribute_values(":e", edge);
+        }
+        // Names, not the words themselves: a DynamoDB reserved word in an expression is
+        // refused, and each name given must be used.
+        for (name, attribute) in NAMES {
+            if expr.contains(name) || name == "#version" {
+                req = req.expression_attribute_names(name, attribute);
+            }
         }
         req.send().await.map_err(|e| self.error("updating", &e))?;
         Ok(())
@@ -142,9 +333,21 @@ impl Ledger {
             Some(AttributeValue::N(n)) => n.parse().map_err(|_| self.bad("version"))?,
             _ => return Err(self.bad("version")),
         };
+        let edge = match item.get("edge") {
+            None => Vec::new(),
+            Some(AttributeValue::L(ids)) => ids
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::S(id) => Ok(id.clone()),
+                    _ => Err(self.bad("edge")),
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => return Err(self.bad("edge")),
+        };
         Ok(SummaryLedger {
             reported_through: time("reported_through")?
                 .ok_or_else(|| self.bad("reported_through"))?,
+            edge,
             pending: time("pending_through")?,
             version,
         })
@@ -180,6 +383,33 @@ impl Ledger {
                 "let one run finish; the next one reports whatever is left".into(),
             ),
             _ => Error::aws(format!("{doing} the job-state table {}", self.table), e),
+        }
+    }
+}
+
+/// Keeps the lease alive every third of its length; a renewal that finds another holder
+/// (this process stalled past its lease) says so and stops.
+async fn renew(ledger: Ledger, key: String, holder: String, length: Duration) {
+    loop {
+        tokio::time::sleep(length / 3).await;
+        let renewed = ledger
+            .db
+            .update_item()
+            .table_name(&ledger.table)
+            .key("pk", AttributeValue::S(key.clone()))
+            .update_expression("SET #until = :until")
+            .condition_expression("#holder = :me")
+            .expression_attribute_names("#holder", "holder")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":me", AttributeValue::S(holder.clone()))
+            .expression_attribute_values(":until", until(length))
+            .send()
+            .await;
+        if let Err(e) = renewed {
+            tracing::error!(event = "lease_lost", lease = %key, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "this run's lease could not be renewed: another run may start beside it");
+            if e.as_service_error().is_some() {
+                return;
+            }
         }
     }
 }

@@ -199,7 +199,7 @@ pub struct Control {
     pub faults: Vec<(Fault, u64)>,
     pub stats: BTreeMap<&'static str, ServiceStats>,
     pub calls: Vec<Call>,
-    /// Calls held by a `HangAfter` fault so far.
+    /// Calls held by a `HangAfter` or `HangBefore` fault so far.
     pub hung: u64,
     started: Option<Instant>,
 }
@@ -245,6 +245,8 @@ enum Verdict {
 }
 
 pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    // Counted when it arrives, before its body is read.
+    let arrived = Instant::now();
     let service = service_of(request.uri().path());
     let method = request.method().to_string();
     let path = request.uri().path().to_owned();
@@ -266,7 +268,7 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
             u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX)
         });
         let limits = c.limits.get(service).copied().unwrap_or_default();
-        let verdict = admit(&mut c, service, &path, &text, limits);
+        let verdict = admit(&mut c, service, &path, &text, limits, arrived);
         (verdict, limits, at_ms)
     };
     let latency = Duration::from_millis(limits.latency_ms);
@@ -302,23 +304,46 @@ pub async fn layer(State(shared): State<Shared>, request: Request, next: Next) -
             return response;
         }
         Verdict::Hold => {
-            done(true);
+            shared.0.lock().expect("control state").hung += 1;
             record(0, false);
+            // Stuck at the service: it holds a slot until the service gives up on it.
+            let timeout = limits.request_timeout_ms.map(Duration::from_millis);
+            let release = Arc::clone(&shared);
+            tokio::spawn(async move {
+                if let Some(t) = timeout {
+                    tokio::time::sleep(t).await;
+                    let mut c = release.0.lock().expect("control state");
+                    if let Some(s) = c.stats.get_mut(service) {
+                        s.in_flight = s.in_flight.saturating_sub(1);
+                    }
+                }
+            });
             // Never run, never answered: released (dropped) when the server stops.
             shared.1.notified().await;
             return error(service, 503, None);
         }
         Verdict::Late { status, after } => {
-            done(false);
             record(status, false);
             let timeout = limits.request_timeout_ms.map(Duration::from_millis);
-            if timeout.is_none_or(|t| after < t) {
-                let request = Request::from_parts(parts, Body::from(body));
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
+            let request = Request::from_parts(parts, Body::from(body));
+            let release = Arc::clone(&shared);
+            // The service is still working on it: it holds a slot until it lands.
+            tokio::spawn(async move {
+                let lands = timeout.is_none_or(|t| after < t);
+                tokio::time::sleep(if lands {
+                    after
+                } else {
+                    timeout.unwrap_or(after)
+                })
+                .await;
+                if lands {
                     let _ = next.run(request).await;
-                });
-            }
+                }
+                let mut c = release.0.lock().expect("control state");
+                if let Some(s) = c.stats.get_mut(service) {
+                    s.in_flight = s.in_flight.saturating_sub(1);
+                }
+            });
             tokio::time::sleep(latency).await;
             return error(service, status, None);
         }
@@ -346,8 +371,8 @@ fn admit(
     path: &str,
     text: &str,
     limits: Limits,
+    now: Instant,
 ) -> Verdict {
-    let now = Instant::now();
     let minute = Duration::from_mins(1);
     let s = c.stats.entry(service).or_default();
     for window in [&mut s.recent, &mut s.recent_batches] {
@@ -359,12 +384,27 @@ fn admit(
         }
     }
     let batch = path.ends_with("/batch");
+    // Every arrival counts toward the rate windows, a refused one too (the stricter
+    // reading: a client that keeps knocking stays refused).
+    s.recent.push_back(now);
+    s.max_per_minute = s
+        .max_per_minute
+        .max(u32::try_from(s.recent.len()).unwrap_or(u32::MAX));
+    s.max_per_second = s
+        .max_per_second
+        .max(u32::try_from(s.per_second(now)).unwrap_or(u32::MAX));
+    if batch {
+        s.recent_batches.push_back(now);
+        s.max_batches_per_minute = s
+            .max_batches_per_minute
+            .max(u32::try_from(s.recent_batches.len()).unwrap_or(u32::MAX));
+    }
     if limits.max_in_flight.is_some_and(|max| s.in_flight >= max) {
         return Verdict::Answer(throttled(service, None));
     }
     if limits
         .per_second
-        .is_some_and(|max| s.per_second(now) >= max as usize)
+        .is_some_and(|max| s.per_second(now) > max as usize)
     {
         return Verdict::Answer(throttled(service, None));
     }
@@ -376,14 +416,14 @@ fn admit(
     if service != "clickup"
         && limits
             .per_minute
-            .is_some_and(|max| s.recent.len() >= max as usize)
+            .is_some_and(|max| s.recent.len() > max as usize)
     {
         return Verdict::Answer(throttled(service, Some(minute_left(&s.recent))));
     }
     if batch
         && limits
             .batch_per_minute
-            .is_some_and(|max| s.recent_batches.len() >= max as usize)
+            .is_some_and(|max| s.recent_batches.len() > max as usize)
     {
         return Verdict::Answer(throttled(service, Some(minute_left(&s.recent_batches))));
     }
@@ -425,19 +465,8 @@ fn admit(
         let s = c.stats.entry(service).or_default();
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
-        s.recent.push_back(now);
-        s.max_per_minute = s
-            .max_per_minute
-            .max(u32::try_from(s.recent.len()).unwrap_or(u32::MAX));
-        s.max_per_second = s
-            .max_per_second
-            .max(u32::try_from(s.per_second(now)).unwrap_or(u32::MAX));
         if batch {
             s.batches += 1;
-            s.recent_batches.push_back(now);
-            s.max_batches_per_minute = s
-                .max_batches_per_minute
-                .max(u32::try_from(s.recent_batches.len()).unwrap_or(u32::MAX));
         }
     }
     verdict

@@ -116,12 +116,22 @@ pub struct Qbo {
 
 pub type Shared = Arc<Mutex<Qbo>>;
 
-/// QBO's clock, as its answers show it: Pacific time with milliseconds.
+/// QBO's clock, as its answers' `time` shows it: Pacific time with milliseconds.
 pub fn now_text() -> String {
+    pacific("%Y-%m-%dT%H:%M:%S%.3f%:z")
+}
+
+/// QBO's clock as its entities' times show it (`MetaData`, `DeliveryInfo`): whole
+/// seconds, so two events of one second share a time.
+pub fn stamp() -> String {
+    pacific("%Y-%m-%dT%H:%M:%S%:z")
+}
+
+fn pacific(format: &str) -> String {
     let tz = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap_or(jiff::tz::TimeZone::UTC);
     jiff::Timestamp::now()
         .to_zoned(tz)
-        .strftime("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .strftime(format)
         .to_string()
 }
 
@@ -868,7 +878,7 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
     let id = q.id();
     #[allow(clippy::cast_precision_loss)]
     let total = total as f64 / 100.0;
-    let now = now_text();
+    let now = stamp();
     body["Id"] = json!(id);
     body["SyncToken"] = json!("0");
     body["TotalAmt"] = json!(total);
@@ -936,12 +946,12 @@ async fn send_invoice(
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0)
         + 1;
-    let now = now_text();
+    let now = stamp();
     inv["SyncToken"] = json!(sync.to_string());
     inv["EmailStatus"] = json!("EmailSent");
     inv["DeliveryInfo"] = json!({"DeliveryType": "Email", "DeliveryTime": now});
     inv["MetaData"]["LastUpdatedTime"] = json!(now);
-    Json(json!({"Invoice": inv.clone(), "time": now})).into_response()
+    Json(json!({"Invoice": inv.clone(), "time": now_text()})).into_response()
 }
 
 #[cfg(test)]

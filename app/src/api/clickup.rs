@@ -119,7 +119,6 @@ impl ClickUp {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let sent = std::time::Instant::now();
             match self
                 .create_entry(task, start_ms, duration_ms, description)
                 .await
@@ -127,7 +126,7 @@ impl ClickUp {
                 Ok(id) => return Ok(Ensured::Created(id)),
                 Err(e) if e.is_ambiguous() && attempt < 3 => {
                     let what = format!("time entry {description:?}");
-                    if let Some(e) = super::confirm(SERVICE, &what, sent, settle, find).await? {
+                    if let Some(e) = super::confirm(&e, &what, settle, find).await? {
                         return Ok(Ensured::Created(e.id));
                     }
                 }

@@ -50,6 +50,12 @@ impl Graph {
         }
     }
 
+    /// Gets a token now (or keeps the one held), so that a failed sign-in shows before a
+    /// write whose outcome would then be unclear.
+    pub async fn sign_in(&self) -> Result<(), ApiError> {
+        self.token().await.map(drop)
+    }
+
     async fn token(&self) -> Result<Redacted, ApiError> {
         let mut token = self.token.lock().await;
         if let Some((t, expires)) = &*token

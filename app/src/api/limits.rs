@@ -85,62 +85,29 @@ impl Limiter {
         self
     }
 
-    /// Waits out a pause, then for a slot in flight, the pace, and room in the window.
+    /// Waits out a pause, then for a slot in flight, the pace, and room in the window. A
+    /// pause that begins while a caller waits for its turn sends it round again, with a
+    /// fresh turn after the pause: callers never pile up behind a pause and leave at
+    /// once when it ends.
     pub async fn acquire(&self) -> Permit {
         self.wait_for_pause().await;
         let permit = match &self.in_flight {
             Some(s) => Some(Arc::clone(s).acquire_owned().await.expect("never closed")),
             None => None,
         };
-        // A pause may have begun while this caller waited for its slot.
-        self.wait_for_pause().await;
-        if let Some(pace) = &self.pace {
-            pace.until_ready().await;
+        loop {
+            self.wait_for_pause().await;
+            if let Some(pace) = &self.pace {
+                pace.until_ready().await;
+            }
+            if let Some(window) = &self.window {
+                wait_for_room(window).await;
+            }
+            if !self.paused() {
+                break;
+            }
         }
         if let Some(window) = &self.window {
-            loop {
-                let wait = {
-                    let mut w = window.lock().expect("limiter");
-                    let now = Instant::now();
-                    while w
-                        .sent
-                        .front()
-                        .is_some_and(|t| now.duration_since(*t) >= WINDOW)
-                    {
-                        w.sent.pop_front();
-                    }
-                    if w.reported {
-                        match &mut w.budget {
-                            Some((0, reset)) if *reset > now => Some(*reset - now),
-                            Some((left, reset)) if *reset > now => {
-                                *left -= 1;
-                                None
-                            }
-                            // The window has turned: a fresh budget of the known limit,
-                            // until an answer says how much is left.
-                            _ => {
-                                // Requests still out may land in the new window.
-                                let fresh = u64::try_from(w.limit)
-                                    .unwrap_or(u64::MAX)
-                                    .saturating_sub(w.in_flight + 1);
-                                w.budget = Some((fresh, now + WINDOW));
-                                None
-                            }
-                        }
-                    } else if w.sent.len() < w.limit {
-                        w.sent.push_back(now);
-                        None
-                    } else {
-                        w.sent
-                            .front()
-                            .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
-                    }
-                };
-                match wait {
-                    None => break,
-                    Some(d) => tokio::time::sleep(d.max(Duration::from_millis(5))).await,
-                }
-            }
             window.lock().expect("limiter").in_flight += 1;
         }
         Permit {
@@ -165,7 +132,8 @@ impl Limiter {
         if let (Some(left), Some(reset)) = (num("x-ratelimit-remaining"), num("x-ratelimit-reset"))
         {
             // Reset is in whole seconds: wait for the second after it.
-            let reset = Instant::now() + until_unix(reset + 1);
+            // A reset further off than a minute window allows is not believed.
+            let reset = Instant::now() + until_unix(reset + 1).min(Duration::from_mins(2));
             // Besides this one, the requests still out may not be in the count.
             let left = left.saturating_sub(w.in_flight.saturating_sub(1));
             let slack = Duration::from_millis(1500);
@@ -202,6 +170,13 @@ impl Limiter {
         }
     }
 
+    fn paused(&self) -> bool {
+        self.paused_until
+            .lock()
+            .expect("limiter")
+            .is_some_and(|t| t > Instant::now())
+    }
+
     async fn wait_for_pause(&self) {
         loop {
             let until = *self.paused_until.lock().expect("limiter");
@@ -209,6 +184,54 @@ impl Limiter {
                 Some(t) if t > Instant::now() => tokio::time::sleep_until(t.into()).await,
                 _ => return,
             }
+        }
+    }
+}
+
+/// Takes one request's room in the window: from the service's own budget once it has
+/// reported one, else from the local count of the last minute.
+async fn wait_for_room(window: &Mutex<Window>) {
+    loop {
+        let wait = {
+            let mut w = window.lock().expect("limiter");
+            let now = Instant::now();
+            while w
+                .sent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= WINDOW)
+            {
+                w.sent.pop_front();
+            }
+            if w.reported {
+                match &mut w.budget {
+                    Some((0, reset)) if *reset > now => Some(*reset - now),
+                    Some((left, reset)) if *reset > now => {
+                        *left -= 1;
+                        None
+                    }
+                    // The window has turned: a fresh budget of the known limit,
+                    // until an answer says how much is left.
+                    _ => {
+                        // Requests still out may land in the new window.
+                        let fresh = u64::try_from(w.limit)
+                            .unwrap_or(u64::MAX)
+                            .saturating_sub(w.in_flight + 1);
+                        w.budget = Some((fresh, now + WINDOW));
+                        None
+                    }
+                }
+            } else if w.sent.len() < w.limit {
+                w.sent.push_back(now);
+                None
+            } else {
+                w.sent
+                    .front()
+                    .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
+            }
+        };
+        match wait {
+            None => return,
+            Some(d) => tokio::time::sleep(d.max(Duration::from_millis(5))).await,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct ApiError {
     /// When the service says it made this answer (QBO stamps `time` on each): an answer
     /// made long before it was asked for is a replay of an earlier one.
     pub time: Option<Timestamp>,
+    /// When the last attempt left this process (after every limiter wait and retry).
+    pub sent: Option<Instant>,
 }
 
 impl ApiError {
@@ -52,18 +54,27 @@ impl ApiError {
             message: message.into(),
             fatal: false,
             time: None,
+            sent: None,
+        }
+    }
+
+    #[must_use]
+    fn sent_at(self, at: Instant) -> Self {
+        Self {
+            sent: Some(at),
+            ..self
         }
     }
 }
 
 /// After a write whose answer was lost (no answer, a broken one, a 5xx), whether it took
 /// effect, as `check` finds it in the service: looked up at once, and when not found,
-/// once more when the service can no longer be working on it (`settle` after `sent`).
-/// `None` means it surely did not happen, so sending it again is safe.
+/// once more when the service can no longer be working on it (`settle` after the last
+/// attempt left, which `lost` carries). `None` means it surely did not happen, so
+/// sending it again is safe.
 pub async fn confirm<T, F, Fut>(
-    service: &'static str,
+    lost: &ApiError,
     what: &str,
-    sent: Instant,
     settle: Duration,
     mut check: F,
 ) -> Result<Option<T>, ApiError>
@@ -71,6 +82,9 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, ApiError>>,
 {
+    let service = lost.service;
+    // Every error of a write carries it; a missing one waits the whole settle time.
+    let sent = lost.sent.unwrap_or_else(Instant::now);
     if let Some(found) = check().await? {
         return Ok(Some(found));
     }
@@ -132,11 +146,16 @@ impl Answer {
         if self.body.is_empty() {
             return Ok(Value::Null);
         }
+        // An answer that cannot be read says nothing of what happened: no status, so a
+        // write that got it is looked up before anything else.
         serde_json::from_slice(&self.body).map_err(|e| {
             ApiError::new(
                 service,
-                Some(self.status.as_u16()),
-                format!("answered with a body that is not JSON ({e})"),
+                None,
+                format!(
+                    "answered {} with a body that is not JSON ({e})",
+                    self.status
+                ),
             )
         })
     }
@@ -198,6 +217,8 @@ impl Api {
         loop {
             attempt += 1;
             let permit = self.limiter.acquire().await;
+            // When this attempt left: a write's answer is settled from here.
+            let at = Instant::now();
             let sent = build(&self.http).send().await;
             let (wait, last) = match sent {
                 Ok(response) => {
@@ -224,14 +245,14 @@ impl Api {
                                 );
                                 (wait, err)
                             } else if status.is_server_error() && !replay {
-                                return Err(err);
+                                return Err(err.sent_at(at));
                             } else if status.is_server_error() {
                                 (
                                     server_wait(&headers).unwrap_or_else(|| self.backoff(attempt)),
                                     err,
                                 )
                             } else {
-                                return Err(err);
+                                return Err(err.sent_at(at));
                             }
                         }
                         Err(e) => {
@@ -241,7 +262,7 @@ impl Api {
                                 format!("the answer broke off: {e}"),
                             );
                             if !replay {
-                                return Err(err);
+                                return Err(err.sent_at(at));
                             }
                             (self.backoff(attempt), err)
                         }
@@ -263,7 +284,7 @@ impl Api {
                     );
                     // A refused connection never reached the service.
                     if !replay && !e.is_connect() {
-                        return Err(err);
+                        return Err(err.sent_at(at));
                     }
                     (self.backoff(attempt), err)
                 }
@@ -272,7 +293,8 @@ impl Api {
                 return Err(ApiError {
                     message: format!("{} (gave up after {attempt} attempts)", last.message),
                     ..last
-                });
+                }
+                .sent_at(at));
             }
             tracing::debug!(event = "retry", service = self.service, attempt, error = %last);
             tokio::time::sleep(wait).await;

@@ -196,10 +196,11 @@ impl Qbo {
         let bytes = self
             .request(method, path, query, body, "application/json", replay)
             .await?;
+        // An answer that cannot be read says nothing of what happened (see `Answer::json`).
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::new(
                 SERVICE,
-                Some(200),
+                None,
                 format!("answered with a body that is not JSON ({e})"),
             )
         })?;
@@ -342,7 +343,6 @@ impl Qbo {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let sent = Instant::now();
             match self
                 .json(Method::POST, &path, &[], Body::Empty, false)
                 .await
@@ -350,7 +350,7 @@ impl Qbo {
                 Ok(v) => return Ok(v["Invoice"].clone()),
                 Err(e) if e.is_ambiguous() && attempt < 3 => {
                     let what = format!("send of invoice {id}");
-                    let found = super::confirm(SERVICE, &what, sent, self.settle, || async {
+                    let found = super::confirm(&e, &what, self.settle, || async {
                         let now = self.invoice(id).await?;
                         Ok((now["EmailStatus"] == "EmailSent").then_some(now))
                     })
@@ -435,14 +435,23 @@ impl Refresher {
                 // Another run (a shard, the other job) may have rotated the token and
                 // stored the new one: take it from the secret and try again.
                 Err(e) if e.code.as_deref() == Some("invalid_grant") && round < 3 => {
-                    let stored = self.secrets.qbo(&self.secret_name).await.ok();
-                    match stored {
-                        Some((secret, whole)) if secret.refresh_token != tokens.refresh => {
+                    // Another run (a shard, the other job) may have rotated the token:
+                    // its save can take a few seconds to land, so look a few times.
+                    let mut reloaded = false;
+                    for wait in [0, 1, 2, 4, 8] {
+                        tokio::time::sleep(Duration::from_secs(wait)).await;
+                        if let Ok((secret, whole)) = self.secrets.qbo(&self.secret_name).await
+                            && secret.refresh_token != tokens.refresh
+                        {
                             tracing::info!(event = "qbo_refresh_token_reloaded", secret = %self.secret_name);
                             tokens.refresh = secret.refresh_token;
                             tokens.whole = whole;
+                            reloaded = true;
+                            break;
                         }
-                        _ => return Err(e),
+                    }
+                    if !reloaded {
+                        return Err(e);
                     }
                 }
                 // Without a token nothing else can be done: every failure is fatal.
@@ -465,15 +474,36 @@ impl Refresher {
         let expires_in = v["expires_in"].as_u64().unwrap_or(3600);
         let new_refresh = Redacted::new(new_refresh);
         if new_refresh != tokens.refresh {
-            // Persist before anything else: the old token is already dead.
-            tokens.whole = self
-                .secrets
-                .put_qbo_refresh_token(&self.secret_name, &tokens.whole, &new_refresh)
-                .await
-                .map_err(|e| ApiError {
-                    fatal: true,
-                    ..ApiError::new("secretsmanager", None, e.to_string())
-                })?;
+            // Persist before anything else: the old token is already dead. The write is
+            // idempotent (its request token is derived from the value), so it is tried
+            // again over half a minute before the run gives up.
+            let mut tries = 0;
+            tokens.whole = loop {
+                tries += 1;
+                match self
+                    .secrets
+                    .put_qbo_refresh_token(&self.secret_name, &tokens.whole, &new_refresh)
+                    .await
+                {
+                    Ok(whole) => break whole,
+                    Err(e) if tries < 5 && matches!(e, crate::error::Error::Aws { .. }) => {
+                        tracing::warn!(event = "qbo_refresh_token_save_retry", secret = %self.secret_name, error = %e);
+                        tokio::time::sleep(Duration::from_secs(2u64.pow(tries))).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            event = "qbo_refresh_token_unsaved",
+                            secret = %self.secret_name,
+                            error = %e,
+                            "QBO rotated the refresh token and it could not be stored: the next run will need the app reconnected"
+                        );
+                        return Err(ApiError {
+                            fatal: true,
+                            ..ApiError::new("secretsmanager", None, e.to_string())
+                        });
+                    }
+                }
+            };
             tokens.refresh = new_refresh;
             tracing::info!(event = "qbo_refresh_token_rotated", secret = %self.secret_name);
         }

@@ -7,7 +7,7 @@
 //! by its client.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jiff::civil::Date;
 use jiff::{Timestamp, Zoned};
@@ -190,6 +190,23 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
             "bill a month that has ended (the default is last month), or look at this one with --dry-run".into(),
         ));
     }
+    let shard = opts
+        .selection
+        .shard
+        .map_or_else(|| "all".to_owned(), |s| format!("{}-of-{}", s.k, s.n));
+    let key = format!("lease/create-invoices/{}/{shard}", period.label());
+    // Boxed: the job's future is large.
+    let job = Box::pin(bill_month(ctx, opts, period, today));
+    super::exclusive(ctx, "create-invoices", key, opts.dry_run, job).await
+}
+
+async fn bill_month(
+    ctx: &Context,
+    opts: &Options,
+    period: Period,
+    today: Zoned,
+) -> Result<Summary> {
+    let config = &ctx.config;
     let (qbo, clickup_secret, keys) = tokio::try_join!(
         ctx.qbo(),
         ctx.secrets.get::<ClickUpSecret>(&config.secrets.clickup),
@@ -347,7 +364,7 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
                 true
             }
             Err(e) => {
-                fatal = Some(e);
+                fatal.get_or_insert(e);
                 false
             }
         },
@@ -480,6 +497,14 @@ async fn look_up(
                     .filter(|_| row.get("Line").is_some())
                 {
                     found.invoiced.insert(doc.to_owned());
+                    if row["TotalAmt"].as_f64() == Some(0.0) {
+                        tracing::warn!(
+                            event = "invoice_voided",
+                            doc_number = %doc,
+                            invoice_id = row["Id"].as_str().unwrap_or_default(),
+                            "this month's invoice exists with a zero total (voided?): the client is not billed again; to bill it anew, create the invoice by hand"
+                        );
+                    }
                     numbered
                         .entry(doc.to_owned())
                         .or_default()
@@ -670,7 +695,7 @@ async fn create(
         Ok(found.into_iter().next())
     };
     for _ in 0..3 {
-        let (sent, asked) = (Instant::now(), Timestamp::now());
+        let asked = Timestamp::now();
         let err = match s.qbo.create_invoice(invoice, &rid).await {
             Ok(created) => return Ok(Made::Created(created)),
             Err(e) => e,
@@ -679,7 +704,7 @@ async fn create(
             return Err(err);
         }
         if err.is_ambiguous() {
-            match crate::api::confirm("qbo", doc, sent, s.settle, lookup).await? {
+            match crate::api::confirm(&err, doc, s.settle, lookup).await? {
                 Some(found) => return Ok(Made::Found(found)),
                 None => continue,
             }

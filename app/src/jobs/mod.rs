@@ -80,9 +80,10 @@ pub struct Unfinished {
     pub abandoned: usize,
 }
 
-/// Runs `work` on every item, `concurrency` at a time, handing each result to `each`
-/// (which may end the run early by returning `false`). Once `stop` is asked for, no new
-/// item starts, and those under way have until its deadline.
+/// Runs `work` on every item, `concurrency` at a time, handing each result to `each`.
+/// Once `stop` is asked for, or `each` returns `false` (a fatal error), no new item
+/// starts, and those under way have until the grace period ends: a write under way is
+/// not cut off because another client failed.
 pub async fn run_all<I, T, F, Fut>(
     items: Vec<I>,
     concurrency: usize,
@@ -96,9 +97,13 @@ where
 {
     let total = items.len();
     let started = AtomicUsize::new(0);
+    let halted = std::sync::atomic::AtomicBool::new(false);
+    let mut halted_at: Option<Instant> = None;
     let mut results = Box::pin(
         futures_util::stream::iter(items)
-            .take_while(|_| std::future::ready(stop.reason().is_none()))
+            .take_while(|_| {
+                std::future::ready(stop.reason().is_none() && !halted.load(Ordering::Relaxed))
+            })
             .map(|item| {
                 started.fetch_add(1, Ordering::Relaxed);
                 work(item)
@@ -107,20 +112,28 @@ where
     );
     let mut finished = 0;
     loop {
-        let next = match stop.deadline() {
+        let deadline = match (stop.deadline(), halted_at.map(|at| at + GRACE)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Biased: a result already there is taken before the deadline is looked at.
+        let next = match deadline {
             None => tokio::select! {
+                biased;
                 next = results.next() => next,
                 () = stop.asked() => continue,
             },
             Some(deadline) => tokio::select! {
+                biased;
                 next = results.next() => next,
                 () = tokio::time::sleep_until(deadline.into()) => break,
             },
         };
         let Some(result) = next else { break };
         finished += 1;
-        if !each(result) {
-            break;
+        if !each(result) && halted_at.is_none() {
+            halted.store(true, Ordering::Relaxed);
+            halted_at = Some(Instant::now());
         }
     }
     drop(results);
@@ -128,6 +141,53 @@ where
     Unfinished {
         not_started: total - started,
         abandoned: started - finished,
+    }
+}
+
+/// Runs `job` holding the lease `key` (see `state.rs`): one run at a time. A dry run
+/// writes nothing and needs none. When another run holds it, nothing runs and the
+/// summary says so. A run that failed or was stopped keeps the lease for the settle
+/// time, for the requests it may have left at a service to end.
+pub async fn exclusive<F>(
+    ctx: &Context,
+    name: &'static str,
+    key: String,
+    dry_run: bool,
+    job: F,
+) -> Result<Summary>
+where
+    F: Future<Output = Result<Summary>>,
+{
+    if dry_run {
+        return job.await;
+    }
+    let ledger = crate::state::Ledger::new(ctx.db.clone(), &ctx.config.state_table);
+    let lease = match ledger.lease(&key, ctx.config.settle * 2).await? {
+        crate::state::Leased::Held(lease) => lease,
+        crate::state::Leased::Busy { until } => {
+            tracing::warn!(
+                event = "run_skipped",
+                lease = %key,
+                until = %until,
+                "another run of this job is under way (its lease is kept alive): this one does nothing"
+            );
+            let mut summary = Summary::new(name, false);
+            summary.busy = Some(until);
+            return Ok(summary);
+        }
+    };
+    let result = job.await;
+    let unfinished = match &result {
+        Ok(s) => s.stopped.is_some(),
+        Err(_) => true,
+    };
+    let released = lease.release(unfinished.then_some(ctx.config.settle)).await;
+    match (result, released) {
+        (Ok(summary), Err(e)) => {
+            tracing::warn!(event = "lease_release_failed", error = %e, "the next run waits for the lease to run out");
+            Ok(summary)
+        }
+        (result, _) => result,
     }
 }
 
@@ -222,6 +282,8 @@ pub struct Summary {
     pub not_emailed: u64,
     /// Runs still in progress at billing time (not billed, reported by id).
     pub runs_in_progress: u64,
+    /// Another run held the job's lease until then: this one did nothing.
+    pub busy: Option<jiff::Timestamp>,
 }
 
 impl Summary {
@@ -294,6 +356,7 @@ impl Summary {
             emailed = self.emailed,
             not_emailed = self.not_emailed,
             runs_in_progress = self.runs_in_progress,
+            skipped_run = self.busy.is_some(),
             duration_ms
         );
     }

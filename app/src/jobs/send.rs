@@ -117,6 +117,24 @@ pub async fn run(
     email_out: &Path,
     concurrency: usize,
 ) -> Result<Summary> {
+    // Boxed: the job's future is large.
+    let job = Box::pin(send_all(ctx, dry_run, email_out, concurrency));
+    super::exclusive(
+        ctx,
+        "send-invoices",
+        "lease/send-invoices".into(),
+        dry_run,
+        job,
+    )
+    .await
+}
+
+async fn send_all(
+    ctx: &Context,
+    dry_run: bool,
+    email_out: &Path,
+    concurrency: usize,
+) -> Result<Summary> {
     let config = &ctx.config;
     let today = Zoned::now().with_time_zone(config.timezone.clone()).date();
     let (qbo, graph_secret) = tokio::try_join!(
@@ -129,6 +147,7 @@ pub async fn run(
         &config.urls.login,
         config.settle,
     );
+    let mut summary = Summary::new("send-invoices", dry_run);
     let ledger = Ledger::new(ctx.db.clone(), &config.state_table);
     // Read before anything is sent: a missing table stops the run before it emails a
     // client, not after.
@@ -140,16 +159,10 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    if let Some(s) = state.as_ref().filter(|s| s.pending.is_some()) {
-        tracing::warn!(
-            event = "summary_uncertain",
-            through = %s.pending.unwrap_or(s.reported_through),
-            "an earlier run began sending its summary and never learned whether Graph took it: it is not sent again (a second copy is worse than a missing one); look in the sender's Sent Items"
-        );
-        if !dry_run {
-            let through = s.pending.unwrap_or(s.reported_through);
-            state = Some(ledger.settle(s, through).await?);
-        }
+    if let Some(s) = state.clone()
+        && let Some(pending) = s.pending
+    {
+        state = Some(uncertain(&qbo, &ledger, &s, pending, config, dry_run, &mut summary).await?);
     }
     if state.is_none() && !dry_run {
         // The first run reports what is sent from now on (a margin for clock skew).
@@ -160,7 +173,6 @@ pub async fn run(
         );
     }
     let waiting = waiting(&qbo).await.map_err(super::fatal)?;
-    let mut summary = Summary::new("send-invoices", dry_run);
     summary.total = waiting.len() as u64;
     tracing::info!(
         event = "run_started",
@@ -236,7 +248,7 @@ pub async fn run(
                 true
             }
             Err(e) => {
-                fatal_error = Some(e);
+                fatal_error.get_or_insert(e);
                 false
             }
         },
@@ -247,54 +259,22 @@ pub async fn run(
     if let Some(reason) = ctx.stop.reason() {
         summary.stopped = Some((reason, unfinished));
     }
-    if let Some(e) = &fatal_error {
-        email.failed.push(Row {
-            reason: format!("the run stopped: {e}"),
-            ..Row::default()
-        });
-    }
-
-    // This run's sends, and those of a run that stopped before its summary.
-    let through = state.as_ref().map(|s| s.reported_through);
-    let earlier = match through {
-        Some(t) if !dry_run => match sent_since(&qbo, t).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(event = "earlier_sends_unknown", error = %e, "invoices sent by an earlier run that stopped before its summary could not be read; the next summary lists them");
-                Vec::new()
-            }
-        },
-        _ => Vec::new(),
-    };
-    let mine: std::collections::BTreeSet<String> = sent_now
-        .iter()
-        .map(|i| i["Id"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    let earlier: Vec<Value> = earlier
-        .into_iter()
-        .filter(|i| !mine.contains(i["Id"].as_str().unwrap_or_default()))
-        .collect();
-    email.earlier = earlier.len();
-    let newest = sent_now
-        .iter()
-        .chain(&earlier)
-        .filter_map(delivered_at)
-        .max();
-    email
-        .sent
-        .extend(sent_now.iter().chain(&earlier).map(|i| row(i, "")));
-    email.sent.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
-    email.failed.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
-    email
-        .skipped
-        .sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
-
-    if email.sent.is_empty() && email.failed.is_empty() {
-        tracing::info!(
-            event = "no_email",
-            "nothing was sent or failed; no summary email"
+    if let Some(e) = fatal_error {
+        tracing::warn!(
+            event = "summary_deferred",
+            sent = summary.done,
+            "the run stopped: the next run's summary lists the invoices this one sent"
         );
-    } else if dry_run {
+        return Err(super::fatal(e));
+    }
+    if dry_run {
+        if email.sent.is_empty() && email.failed.is_empty() {
+            tracing::info!(
+                event = "no_email",
+                "nothing would be sent; no summary email"
+            );
+            return Ok(summary);
+        }
         let html = email.render()?;
         std::fs::write(email_out, &html).map_err(|e| {
             Error::Usage(
@@ -303,37 +283,67 @@ pub async fn run(
             )
         })?;
         tracing::info!(event = "email_rendered", path = %email_out.display(), subject = %email.subject());
-    } else if ctx
-        .stop
-        .deadline()
-        .is_some_and(|d| d <= std::time::Instant::now())
-    {
+        return Ok(summary);
+    }
+    let Some(state) = state else {
+        unreachable!("a run that is not dry started the ledger")
+    };
+    if ctx.stop.reason().is_some() {
+        // A summary begun this late could be cut off mid-send; the next one is whole.
         tracing::warn!(
             event = "summary_deferred",
-            "the run was stopped and its grace period is over: the next run's summary lists these invoices"
+            "the run was stopped: the next run's summary lists the invoices this one sent"
         );
-    } else if let Some(state) = state {
-        let through = newest.unwrap_or(state.reported_through);
-        deliver(
-            &graph,
-            config,
-            &ledger,
-            state,
-            through,
-            &email,
-            &mut summary,
-        )
-        .await?;
+        return Ok(summary);
     }
-    if let Some(e) = fatal_error {
+    // This run's sends, and those of a run that stopped before its summary.
+    let since = match sent_since(&qbo, &state).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            summary.fail(
+                "summary-email",
+                format!("no summary today: which invoices earlier runs sent could not be read ({e}); the next run's summary lists today's too"),
+            );
+            return Ok(summary);
+        }
+    };
+    let mine: std::collections::BTreeSet<String> =
+        sent_now.iter().map(|i| id_of(i).to_owned()).collect();
+    let earlier: Vec<Value> = since
+        .into_iter()
+        .filter(|i| !mine.contains(id_of(i)))
+        .collect();
+    email.earlier = earlier.len();
+    let reported: Vec<&Value> = sent_now.iter().chain(&earlier).collect();
+    email.sent.extend(reported.iter().map(|i| row(i, "")));
+    email.sent.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
+    email.failed.sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
+    email
+        .skipped
+        .sort_by(|a, b| a.doc_number.cmp(&b.doc_number));
+    if email.sent.is_empty() && email.failed.is_empty() {
         tracing::info!(
-            event = "sent_before_stop",
-            sent = summary.done,
-            failed = summary.failures.len()
+            event = "no_email",
+            "nothing was sent or failed; no summary email"
         );
-        return Err(super::fatal(e));
+        return Ok(summary);
     }
+    let (through, edge) = newest(&reported, &state);
+    deliver(
+        &graph,
+        config,
+        &ledger,
+        state,
+        (through, edge),
+        &email,
+        &mut summary,
+    )
+    .await?;
     Ok(summary)
+}
+
+fn id_of(invoice: &Value) -> &str {
+    invoice["Id"].as_str().unwrap_or_default()
 }
 
 /// When QBO says the invoice was emailed.
@@ -343,31 +353,103 @@ fn delivered_at(invoice: &Value) -> Option<Timestamp> {
         .and_then(|t| t.parse().ok())
 }
 
-/// Invoices emailed after `through`: any run's, or a person's from QBO itself. Sending
-/// updates an invoice, so its `MetaData.LastUpdatedTime` is at least its delivery time.
-async fn sent_since(qbo: &Qbo, through: Timestamp) -> Result<Vec<Value>, ApiError> {
+/// The newest delivery time among `invoices` (or the ledger's, if none is newer), and
+/// the ids delivered at that very time.
+fn newest(invoices: &[&Value], state: &SummaryLedger) -> (Timestamp, Vec<String>) {
+    let through = invoices
+        .iter()
+        .filter_map(|i| delivered_at(i))
+        .max()
+        .map_or(state.reported_through, |t| t.max(state.reported_through));
+    let edge = invoices
+        .iter()
+        .filter(|i| delivered_at(i) == Some(through))
+        .map(|i| id_of(i).to_owned())
+        .collect();
+    (through, edge)
+}
+
+/// Invoices emailed since the ledger's last summary: any run's, or a person's from QBO
+/// itself. Sending updates an invoice, so its `MetaData.LastUpdatedTime` is at least its
+/// delivery time. QBO's times have whole seconds: those delivered in the ledger's own
+/// second count unless the ledger names them.
+async fn sent_since(qbo: &Qbo, state: &SummaryLedger) -> Result<Vec<Value>, ApiError> {
+    let through = state.reported_through;
     let since = through.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
     let rows = qbo
         .query_all(&format!(
-            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime > '{since}'"
+            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '{since}'"
         ))
         .await?;
     Ok(unique(
         rows.into_iter()
             .filter(|i| i["EmailStatus"] == "EmailSent")
-            .filter(|i| delivered_at(i).is_some_and(|t| t > through))
+            .filter(|i| match delivered_at(i) {
+                Some(t) if t > through => true,
+                Some(t) => t == through && !state.edge.iter().any(|id| id == id_of(i)),
+                None => false,
+            })
             .collect(),
     ))
 }
 
+/// An earlier run marked a summary pending and never learned whether Graph took it. It
+/// is not sent again (a second copy is worse than a missing one), but it is never
+/// silent: the run fails (exit 1) naming the invoices it covered.
+async fn uncertain(
+    qbo: &Qbo,
+    ledger: &Ledger,
+    state: &SummaryLedger,
+    pending: Timestamp,
+    config: &Config,
+    dry_run: bool,
+    summary: &mut Summary,
+) -> Result<SummaryLedger> {
+    let covered: Vec<Value> = sent_since(qbo, state)
+        .await
+        .map_err(super::fatal)?
+        .into_iter()
+        .filter(|i| delivered_at(i).is_some_and(|t| t <= pending))
+        .collect();
+    let docs: Vec<&str> = covered
+        .iter()
+        .map(|i| i["DocNumber"].as_str().unwrap_or_else(|| id_of(i)))
+        .collect();
+    let (from, to) = (
+        config.sender_email.as_deref().unwrap_or_default(),
+        config.bookkeeper_email.as_deref().unwrap_or_default(),
+    );
+    tracing::warn!(event = "summary_uncertain", through = %pending, invoices = %docs.join(","));
+    summary.fail(
+        "summary-email",
+        format!(
+            "an earlier run's summary of {} invoice(s) ({}) may not have reached {to}: Graph never answered, so it is not sent again; look in {from}'s Sent Items and forward it if it is not there",
+            docs.len(),
+            docs.join(", ")
+        ),
+    );
+    if dry_run {
+        return Ok(state.clone());
+    }
+    let refs: Vec<&Value> = covered.iter().collect();
+    let (_, edge) = newest(&refs, state);
+    let edge = if newest(&refs, state).0 == pending {
+        edge
+    } else {
+        Vec::new()
+    };
+    ledger.settle(state, pending, edge).await
+}
+
 /// Sends the summary email from SENDER_EMAIL to BOOKKEEPER_EMAIL, at most once: the
-/// ledger marks it pending first, and an unclear answer from Graph counts as sent.
+/// ledger marks it pending first, and an unclear answer from Graph's sendMail counts as
+/// sent (a sign-in that fails comes before the mark, and sends nothing).
 async fn deliver(
     graph: &Graph,
     config: &Config,
     ledger: &Ledger,
     state: SummaryLedger,
-    through: Timestamp,
+    (through, edge): (Timestamp, Vec<String>),
     email: &Email,
     summary: &mut Summary,
 ) -> Result<()> {
@@ -380,15 +462,25 @@ async fn deliver(
         "body": {"contentType": "HTML", "content": html},
         "toRecipients": [{"emailAddress": {"address": to}}],
     });
+    if let Err(e) = graph.sign_in().await {
+        if e.fatal {
+            return Err(super::fatal(e));
+        }
+        summary.fail(
+            "summary-email",
+            format!("the summary email to {to} was not sent: signing in to Graph failed ({e}); the next run's summary lists these invoices"),
+        );
+        return Ok(());
+    }
     let state = ledger.begin(&state, through).await?;
     match graph.send_mail(from, &message).await {
         Ok(()) => {
-            ledger.settle(&state, through).await?;
+            ledger.settle(&state, through, edge).await?;
             summary.emailed = true;
             tracing::info!(event = "email_sent", from = %from, to = %to, sent = email.sent.len(), failed = email.failed.len(), skipped = email.skipped.len());
         }
         Err(e) if e.is_ambiguous() => {
-            ledger.settle(&state, through).await?;
+            ledger.settle(&state, through, edge).await?;
             summary.fail(
                 "summary-email",
                 format!("Graph gave no clear answer to the summary email to {to} ({e}): it may have been delivered, so it is not sent again; look in {from}'s Sent Items"),

@@ -454,9 +454,18 @@ async fn the_bookkeeper_hears_of_each_sent_invoice_once_through_lost_answers_and
     w.kill_when_held(&send, "the summary's answer").await;
     w.faults([]);
     assert_eq!(summaries(&w.state().await).len(), 2, "Graph took it");
+    // It is not sent again, but it is not silent either: the run fails naming it.
     let after = w.run(&send).await;
-    assert_eq!(after.code, 0, "{}", after.stdout);
+    assert_eq!(after.code, 1, "{}", after.stdout);
     assert_eq!(after.events("summary_uncertain").len(), 1);
+    assert!(
+        after
+            .events("client_failed")
+            .iter()
+            .any(|e| e["id"] == "summary-email" && e["error"].as_str().unwrap().contains("LATE-1")),
+        "{}",
+        after.stdout
+    );
 
     // Every sent invoice was in exactly one summary.
     let state = w.state().await;
@@ -469,4 +478,47 @@ async fn the_bookkeeper_hears_of_each_sent_invoice_once_through_lost_answers_and
         sent(&state).into_keys().collect::<BTreeSet<_>>()
     );
     assert!(count.values().all(|n| *n == 1), "{count:?}");
+}
+
+#[tokio::test]
+async fn two_runs_at_once_bill_each_client_once_and_the_second_does_nothing() {
+    let w = world(30, |m| {
+        m.seed.limits.insert(
+            "qbo".into(),
+            Limits {
+                latency_ms: 250,
+                ..Limits::QBO
+            },
+        );
+        // The company allows duplicate numbers: only the job keeps them unique.
+        m.seed.settings.qbo.duplicate_doc_numbers = true;
+        m.seed.settings.qbo.ignore_requestid = true;
+    })
+    .await;
+    let args = args(&[]);
+    let (a, b) = (
+        w.job(&strs(&args)).spawn().unwrap(),
+        w.job(&strs(&args)).spawn().unwrap(),
+    );
+    let (a, b) = tokio::join!(finish(a), finish(b));
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w));
+    assert_eq!(entries(&state), expected_entries(&w));
+    // One run billed; the other waited for its lease, then did nothing (it found the
+    // first still at work) or found every client billed.
+    let (ran, idle) = if a.finished()["done"].as_u64().unwrap() > 0 {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(ran.code, 1, "the generated failures");
+    assert_eq!(ran.finished()["done"], expected(&w).len());
+    assert!(!idle.events("lease_wait").is_empty(), "{}", idle.stdout);
+    assert_eq!(idle.finished()["done"], 0, "{}", idle.stdout);
+    assert!(
+        idle.finished()["skipped_run"] == true
+            || idle.finished()["already_done"] == expected(&w).len(),
+        "{}",
+        idle.stdout
+    );
 }

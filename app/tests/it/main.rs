@@ -215,11 +215,35 @@ fn terminate(child: &Child) {
     assert!(status.success());
 }
 
-async fn finish(child: Child) -> Run {
-    let out = tokio::time::timeout(Duration::from_mins(3), child.wait_with_output())
-        .await
-        .expect("the job ends within 3 minutes")
-        .expect("the job runs");
+async fn finish(mut child: Child) -> Run {
+    use tokio::io::AsyncReadExt as _;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let stdout = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf).await;
+        buf
+    });
+    let stderr = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let _ = err.read_to_end(&mut buf).await;
+        buf
+    });
+    let Ok(status) = tokio::time::timeout(Duration::from_mins(3), child.wait()).await else {
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        let out = String::from_utf8_lossy(&stdout.await.unwrap()).into_owned();
+        let tail: Vec<&str> = out.lines().rev().take(40).collect();
+        panic!(
+            "the job did not end within 3 minutes; its last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    };
+    let status = status.expect("the job runs");
+    let out = std::process::Output {
+        status,
+        stdout: stdout.await.unwrap(),
+        stderr: stderr.await.unwrap(),
+    };
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let lines = stdout
         .lines()
