@@ -1,6 +1,7 @@
 //! A stand-in for ClickUp API v2: personal-token auth (`Authorization: pk_...`), tasks,
-//! time entries (create, and list by task and date range, wrapped in `data`), and the
-//! per-token, per-minute rate limit with `X-RateLimit-*` headers and 429s.
+//! time entries (create, and list by date range and optionally task, wrapped in `data`,
+//! the last 30 days without dates, not paged), and the per-token, per-minute rate limit
+//! with `X-RateLimit-*` headers and 429s.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -207,7 +208,18 @@ async fn list_entries(
         Err(r) => return r,
     };
     let num = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
-    let (from, to) = (num("start_date"), num("end_date"));
+    // Without dates, the last 30 days (ClickUp API v2, "Get time entries within a date
+    // range"); the list is not paged.
+    let now = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+    )
+    .unwrap_or(i64::MAX);
+    let (from, to) = match (num("start_date"), num("end_date")) {
+        (None, None) => (Some(now - 30 * 86_400_000), Some(now)),
+        dates => dates,
+    };
     let data: Vec<Value> = c
         .entries
         .iter()

@@ -1,6 +1,6 @@
-//! ClickUp API v2: time entries on a task (list, create). Personal-token auth; the
-//! per-token minute budget starts at the lowest plan's 100 and follows the
-//! `X-RateLimit-*` headers ClickUp sends on every answer.
+//! ClickUp API v2: time entries (the period's, read once for the run; create on a
+//! task). Personal-token auth; the per-token minute budget starts at the lowest plan's
+//! 100 and follows the `X-RateLimit-*` headers ClickUp sends on every answer.
 
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ pub enum Ensured {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub id: String,
+    /// The task's id (empty for an entry on no task).
+    pub task: String,
     pub description: String,
     pub duration_ms: i64,
 }
@@ -52,13 +54,10 @@ impl ClickUp {
         }
     }
 
-    /// The task's entries starting in `[start_ms, end_ms]`.
-    pub async fn entries(
-        &self,
-        task: &str,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Entry>, ApiError> {
+    /// The entries of the token's user starting in `[start_ms, end_ms]`, across the
+    /// whole Workspace, in one request (the API does not page this list: ClickUp API v2,
+    /// "Get time entries within a date range").
+    pub async fn entries(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Entry>, ApiError> {
         let url = format!("{}/team/{}/time_entries", self.base, self.team);
         let (start, end) = (start_ms.to_string(), end_ms.to_string());
         let answer = self
@@ -67,11 +66,7 @@ impl ClickUp {
                 |c| {
                     c.get(&url)
                         .header("authorization", self.token.expose())
-                        .query(&[
-                            ("task_id", task),
-                            ("start_date", &start),
-                            ("end_date", &end),
-                        ])
+                        .query(&[("start_date", &start), ("end_date", &end)])
                 },
                 error_of,
             )
@@ -89,6 +84,7 @@ impl ClickUp {
             .iter()
             .map(|e| Entry {
                 id: text(&e["id"]),
+                task: text(&e["task"]["id"]),
                 description: e["description"].as_str().unwrap_or_default().to_owned(),
                 // Durations come as strings of milliseconds.
                 duration_ms: text(&e["duration"]).parse().unwrap_or(0),
@@ -96,26 +92,28 @@ impl ClickUp {
             .collect())
     }
 
-    /// The entry `description` on `task` in `[start_ms, end_ms]`: the one already
-    /// there, or a new billable one starting at `start_ms`. ClickUp has no idempotency
-    /// key, so the task's entries are the ledger: read before the first try, and again
-    /// whenever a try may have gone through without an answer (once more after
-    /// `settle`, when ClickUp can no longer be working on it) before trying again.
+    /// The entry `description` on `task`: the one in `known` (the period's entries, read
+    /// once for the run), or a new billable one starting at `start_ms`. ClickUp has no
+    /// idempotency key, so its entries are the ledger: whenever a create may have gone
+    /// through without an answer, they are read again (and once more after `settle`,
+    /// when ClickUp can no longer be working on it) before it is tried again.
     pub async fn ensure_entry(
         &self,
+        known: &[Entry],
         task: &str,
         (start_ms, end_ms): (i64, i64),
         duration_ms: i64,
         description: &str,
         settle: Duration,
     ) -> Result<Ensured, ApiError> {
-        let find = || async {
-            let entries = self.entries(task, start_ms, end_ms).await?;
-            Ok(entries.into_iter().find(|e| e.description == description))
-        };
-        if let Some(e) = find().await? {
-            return Ok(Ensured::Existing(e));
+        let mine = |e: &Entry| e.description == description && e.task == task;
+        if let Some(e) = known.iter().find(|e| mine(e)) {
+            return Ok(Ensured::Existing(e.clone()));
         }
+        let find = || async {
+            let entries = self.entries(start_ms, end_ms).await?;
+            Ok(entries.into_iter().find(|e| mine(e)))
+        };
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;

@@ -21,6 +21,8 @@ use crate::secrets::Redacted;
 const SERVICE: &str = "robocorp";
 /// Runs asked for per page.
 const PAGE: &str = "100";
+/// Requests to Control Room at once.
+const IN_FLIGHT: usize = 32;
 /// Pages read from one workspace at most: 100,000 runs.
 const MAX_PAGES: usize = 1000;
 
@@ -53,10 +55,12 @@ impl ControlRoom {
     /// `settle` (see `Config::settle`) caps each request's one-minute timeout.
     pub fn new(base: &str, settle: Duration) -> Self {
         Self {
+            // No documented limit: a bound of our own on requests at once (the
+            // pause after a 429, with its Retry-After, holds every caller).
             api: Api::new(
                 SERVICE,
                 Duration::from_mins(1).min(settle),
-                Limiter::default(),
+                Limiter::new(Some(IN_FLIGHT), None),
             ),
             base: base.to_owned(),
         }

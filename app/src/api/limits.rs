@@ -38,6 +38,8 @@ pub struct Limiter {
     in_flight: Option<Arc<Semaphore>>,
     pace: Option<Arc<Pace>>,
     window: Option<Arc<Mutex<Window>>>,
+    /// A narrower minute budget for some of the calls (QBO's batch requests).
+    also: Option<Arc<Mutex<Window>>>,
     /// Nothing goes out before then (after a 429).
     paused_until: Arc<Mutex<Option<Instant>>>,
 }
@@ -62,17 +64,18 @@ impl Limiter {
     pub fn new(in_flight: Option<usize>, per_minute: Option<usize>) -> Self {
         Self {
             in_flight: in_flight.map(|n| Arc::new(Semaphore::new(n))),
-            window: per_minute.map(|limit| {
-                Arc::new(Mutex::new(Window {
-                    limit,
-                    sent: VecDeque::new(),
-                    budget: None,
-                    last_reset: None,
-                    in_flight: 0,
-                    reported: false,
-                }))
-            }),
+            window: per_minute.map(window),
             ..Self::default()
+        }
+    }
+
+    /// These same budgets, shared, and for the calls made through the result also at most
+    /// `per_minute` in any minute.
+    #[must_use]
+    pub fn and_per_minute(&self, per_minute: usize) -> Self {
+        Self {
+            also: Some(window(per_minute)),
+            ..self.clone()
         }
     }
 
@@ -100,7 +103,7 @@ impl Limiter {
             if let Some(pace) = &self.pace {
                 pace.until_ready().await;
             }
-            if let Some(window) = &self.window {
+            for window in [&self.also, &self.window].into_iter().flatten() {
                 wait_for_room(window).await;
             }
             if !self.paused() {
@@ -186,6 +189,17 @@ impl Limiter {
             }
         }
     }
+}
+
+fn window(limit: usize) -> Arc<Mutex<Window>> {
+    Arc::new(Mutex::new(Window {
+        limit,
+        sent: VecDeque::new(),
+        budget: None,
+        last_reset: None,
+        in_flight: 0,
+        reported: false,
+    }))
 }
 
 /// Takes one request's room in the window: from the service's own budget once it has

@@ -29,6 +29,8 @@ const MINOR_VERSION: &str = "75";
 pub const PAGE: usize = 1000;
 /// Recommended most items per batch request.
 pub const BATCH: usize = 30;
+/// Batch requests a minute per realm and app (Intuit, "API call limits and throttles").
+pub const BATCHES_PER_MINUTE: usize = 40;
 /// One request per 110 ms: QBO allows 10 per second per realm and app; the margin keeps
 /// arrivals under 10 in any second when the network delays some requests more than
 /// others.
@@ -55,6 +57,8 @@ struct Refresher {
 #[derive(Debug)]
 pub struct Qbo {
     api: Api,
+    /// The same limits, and 40 batch requests a minute on top.
+    batch_api: Api,
     base: String,
     refresher: Arc<Refresher>,
     tokens: Arc<Mutex<Tokens>>,
@@ -90,6 +94,8 @@ impl Qbo {
         Self {
             // Intuit: after a 429, wait a minute.
             api: Api::new(SERVICE, settle, limiter.clone())
+                .with_throttle_wait(Duration::from_mins(1)),
+            batch_api: Api::new(SERVICE, settle, limiter.and_per_minute(BATCHES_PER_MINUTE))
                 .with_throttle_wait(Duration::from_mins(1)),
             base: format!("{host}/v3/company/{}", secret.realm_id),
             refresher: Arc::new(Refresher {
@@ -168,10 +174,15 @@ impl Qbo {
                     Body::Empty => r,
                 }
             };
-            let result = if replay {
-                self.api.call(call, fault_of).await
+            let api = if path == "/batch" {
+                &self.batch_api
             } else {
-                self.api.call_unsure(call, fault_of).await
+                &self.api
+            };
+            let result = if replay {
+                api.call(call, fault_of).await
+            } else {
+                api.call_unsure(call, fault_of).await
             };
             match result {
                 Err(e) if e.status == Some(401) && round == 0 => self.forget(&token).await,
@@ -248,57 +259,111 @@ impl Qbo {
         .await
     }
 
+    /// One batch request of up to 30 `items` (each `{"Query": ...}` or
+    /// `{"operation": "create", "Invoice": ...}`; `bId` is added), the answer of each
+    /// item in order: its body, or its fault. Every batch request keeps to the 40 a
+    /// minute besides the realm's other limits.
+    async fn batch(
+        &self,
+        items: Vec<Value>,
+        request_id: Option<&str>,
+        replay: bool,
+    ) -> Result<Vec<Result<Value, ApiError>>, ApiError> {
+        assert!(items.len() <= BATCH, "a batch holds at most {BATCH} items");
+        let count = items.len();
+        let items: Vec<Value> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut item)| {
+                item["bId"] = json!(i.to_string());
+                item
+            })
+            .collect();
+        let query: Vec<(&str, &str)> = request_id.map(|r| ("requestid", r)).into_iter().collect();
+        let v = self
+            .json(
+                Method::POST,
+                "/batch",
+                &query,
+                Body::Json(&json!({"BatchItemRequest": items})),
+                replay,
+            )
+            .await?;
+        let time = time_of(&v);
+        let answers = v["BatchItemResponse"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok((0..count)
+            .map(|i| {
+                let a = answers.iter().find(|a| a["bId"] == i.to_string().as_str());
+                match a {
+                    // An answer that leaves an item out says nothing of it.
+                    None => Err(ApiError::new(
+                        SERVICE,
+                        None,
+                        "the batch answer misses an item",
+                    )),
+                    Some(a) if a.get("Fault").is_some() => Err(ApiError {
+                        time,
+                        ..fault_of(StatusCode::OK, &HeaderMap::new(), a.to_string().as_bytes())
+                    }),
+                    Some(a) => Ok(a.clone()),
+                }
+            })
+            .collect())
+    }
+
     /// Runs up to 30 queries in one request; each answer is the rows of its query, or
     /// the error of that item.
     pub async fn batch_queries(
         &self,
         queries: &[String],
     ) -> Result<Vec<Result<Vec<Value>, ApiError>>, ApiError> {
-        assert!(
-            queries.len() <= BATCH,
-            "a batch holds at most {BATCH} items"
-        );
-        let items: Vec<Value> = queries
-            .iter()
-            .enumerate()
-            .map(|(i, q)| json!({"bId": i.to_string(), "Query": q}))
-            .collect();
-        let v = self
-            .json(
-                Method::POST,
-                "/batch",
-                &[],
-                Body::Json(&json!({"BatchItemRequest": items})),
-                true,
-            )
-            .await?;
-        let answers = v["BatchItemResponse"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let items = queries.iter().map(|q| json!({"Query": q})).collect();
+        let answers = self.batch(items, None, true).await?;
         Ok(queries
             .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                let a = answers.iter().find(|a| a["bId"] == i.to_string().as_str());
-                match a {
-                    None => Err(ApiError::new(
-                        SERVICE,
-                        Some(200),
-                        "the batch answer misses an item",
-                    )),
-                    Some(a) if a.get("Fault").is_some() => Err(fault_of(
-                        StatusCode::OK,
-                        &HeaderMap::new(),
-                        a.to_string().as_bytes(),
-                    )),
-                    Some(a) => Ok(a["QueryResponse"][entity_of(q)]
+            .zip(answers)
+            .map(|(q, a)| {
+                a.map(|a| {
+                    a["QueryResponse"][entity_of(q)]
                         .as_array()
                         .cloned()
-                        .unwrap_or_default()),
-                }
+                        .unwrap_or_default()
+                })
             })
             .collect())
+    }
+
+    /// One attempt to create up to 30 invoices in one batch request: each created
+    /// invoice, or the fault of its item. An ambiguous failure of the whole request (no
+    /// answer, a 5xx) is returned, never retried here: the caller looks the DocNumbers
+    /// up first.
+    pub async fn create_invoices(
+        &self,
+        invoices: &[&Value],
+        request_id: &str,
+    ) -> Result<Vec<Result<Value, ApiError>>, ApiError> {
+        let items = invoices
+            .iter()
+            .map(|i| json!({"operation": "create", "Invoice": i}))
+            .collect();
+        let answers = self.batch(items, Some(request_id), false).await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.map(|a| a["Invoice"].clone()))
+            .collect())
+    }
+
+    /// The invoices numbered any of `docs` (at most 100).
+    pub async fn invoices_numbered_in(&self, docs: &[String]) -> Result<Vec<Value>, ApiError> {
+        let list: Vec<String> = docs.iter().map(|d| quote(d)).collect();
+        self.query_all(&format!(
+            "SELECT * FROM Invoice WHERE DocNumber IN ({})",
+            list.join(", ")
+        ))
+        .await
     }
 
     /// One attempt to create an invoice. A repeated `request_id` gets the first answer

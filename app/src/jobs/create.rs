@@ -7,6 +7,7 @@
 //! by its client.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::civil::Date;
@@ -15,9 +16,10 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::batch::{Batched, Batcher};
 use super::{Context, Summary};
 use crate::api::ApiError;
-use crate::api::clickup::{ClickUp, Ensured};
+use crate::api::clickup::{ClickUp, Ensured, Entry};
 use crate::api::control_room::{ControlRoom, Run};
 use crate::api::qbo::{self, Qbo};
 use crate::clients::{ClientRow, Selection};
@@ -32,6 +34,10 @@ pub struct Options {
     pub selection: Selection,
     pub concurrency: usize,
 }
+
+/// From this many invoices to create, they go in batches (see `batch.rs`): a batch of
+/// even two costs one QBO request instead of two.
+const BATCH_FROM: usize = 2;
 
 /// The billing month: `[start, end)` in the billing time zone.
 #[derive(Debug, Clone)]
@@ -163,8 +169,12 @@ struct Candidate {
 
 #[derive(Debug)]
 struct Services {
-    qbo: Qbo,
+    qbo: Arc<Qbo>,
+    /// Batches the invoices when the month has more than one to create.
+    batcher: Option<Batcher>,
     clickup: ClickUp,
+    /// The period's ClickUp entries, read once (none on a dry run).
+    entries: Vec<Entry>,
     control_room: ControlRoom,
     keys: RobocorpKeys,
     keys_secret: String,
@@ -319,9 +329,24 @@ async fn bill_month(
         });
     }
 
+    let clickup = ClickUp::new(&clickup_secret, &config.urls.clickup, config.settle);
+    // The period's entries, once: one ClickUp call for the run, then one per entry made.
+    let entries = if opts.dry_run || candidates.is_empty() {
+        Vec::new()
+    } else {
+        clickup
+            .entries(period.start.as_millisecond(), period.end.as_millisecond())
+            .await
+            .map_err(super::fatal)?
+    };
+    let qbo = Arc::new(qbo);
+    let batcher = (!opts.dry_run && candidates.len() >= BATCH_FROM)
+        .then(|| Batcher::start(Arc::clone(&qbo), config.settle));
     let services = Services {
         qbo,
-        clickup: ClickUp::new(&clickup_secret, &config.urls.clickup, config.settle),
+        batcher,
+        clickup,
+        entries,
         control_room: ControlRoom::new(&config.urls.robocorp, config.settle),
         keys,
         keys_secret: config.secrets.robocorp.clone(),
@@ -613,6 +638,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
     match s
         .clickup
         .ensure_entry(
+            &s.entries,
             &row.clickup_task_id,
             (start_ms, end_ms),
             duration,
@@ -635,7 +661,16 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
         Err(e) => return soft(e, notes),
     }
 
-    let outcome = match create(s, row, &invoice, &doc).await {
+    let made = match &s.batcher {
+        Some(batcher) => match batcher.create(invoice.clone(), doc.clone()).await {
+            Ok(Batched::Created(created)) => Ok(Made::Created(created)),
+            Ok(Batched::Found(found)) => Ok(Made::Found(found)),
+            Ok(Batched::Single) => create(s, row, &invoice, &doc).await,
+            Err(e) => Err(e),
+        },
+        None => create(s, row, &invoice, &doc).await,
+    };
+    let outcome = match made {
         Ok(Made::Created(created)) => {
             tracing::info!(
                 event = "invoice_created",

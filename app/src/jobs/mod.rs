@@ -3,6 +3,7 @@
 //! tasks that must finish even then (saving a rotated token), and the summary that
 //! becomes the `run_finished` line and the exit code.
 
+pub mod batch;
 pub mod create;
 pub mod send;
 

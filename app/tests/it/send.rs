@@ -328,6 +328,7 @@ async fn more_than_a_page_of_invoices_is_sent_within_qbo_limits() {
     let qbo = &state["stats"]["qbo"];
     assert_eq!(qbo["throttled"], 0, "{qbo}");
     assert!(qbo["max_per_minute"].as_u64().unwrap() <= 500, "{qbo}");
+    assert!(qbo["max_per_second"].as_u64().unwrap() <= 10, "{qbo}");
     assert!(qbo["max_in_flight"].as_u64().unwrap() <= 10, "{qbo}");
 }
 

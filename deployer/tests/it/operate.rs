@@ -668,13 +668,14 @@ async fn run_task_local_runs_the_real_job_against_the_fakes_with_the_task_defini
     let endpoint = moto.endpoint();
     let month = fakes::generate::month(12, 2026, 10);
     let server = fakes::server::Fakes::start(&month.seed).await.unwrap();
-    fakes::aws_seed::seed(
-        &moto_config(&endpoint).await,
-        &month,
-        fakes::generate::TABLE,
-    )
-    .await
-    .unwrap();
+    let config = moto_config(&endpoint).await;
+    fakes::aws_seed::seed(&config, &month, fakes::generate::TABLE)
+        .await
+        .unwrap();
+    // `up` would create it.
+    fakes::aws_seed::state_table(&config, fakes::generate::STATE_TABLE)
+        .await
+        .unwrap();
     // The local environment as shipped, with the fakes on this test's port.
     let dir = tempfile::tempdir().unwrap();
     let shipped = std::fs::read_to_string(super::root().join("infra/envs/local.toml")).unwrap();

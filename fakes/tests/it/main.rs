@@ -311,6 +311,17 @@ async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() 
         .await
         .unwrap();
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    // Without dates: the last 30 days only, and that entry is older.
+    let recent: Value = http
+        .get(&entries)
+        .header("authorization", "pk_fake")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(recent["data"].as_array().unwrap().is_empty(), "{recent}");
     let bad = http
         .get(&entries)
         .header("authorization", "pk_wrong")
@@ -320,8 +331,8 @@ async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() 
     assert_eq!(bad.status(), 401);
     assert_eq!(bad.json::<Value>().await.unwrap()["ECODE"], "OAUTH_017");
 
-    // Three requests so far (the bad token counts against no one): one more fits in 4.
-    fakes.clickup.lock().unwrap().limit = 4;
+    // Four requests so far (the bad token counts against no one): one more fits in 5.
+    fakes.clickup.lock().unwrap().limit = 5;
     let mut statuses = Vec::new();
     for _ in 0..3 {
         let r = http

@@ -1,0 +1,189 @@
+//! Invoices created through QBO's batch endpoint: up to 30 in one request, at most 40
+//! batch requests a minute (Intuit, "Batch" and "API call limits and throttles"), so a
+//! month of clients costs one request per 30 invoices instead of one each. Clients hand
+//! their invoice in as they get to it; a batch leaves when it is full, or when no
+//! invoice has come for a moment.
+//!
+//! A batch is only the fast path. An item QBO faults, and every item of a batch whose
+//! answer was lost and that a lookup does not find (at once, and again once QBO can no
+//! longer be working on the batch), goes on to the single create in `create.rs`, with
+//! its own request id, replay check and lookups: no invoice is sent twice, and no
+//! refusal is taken for final on a batch's word.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::api::ApiError;
+use crate::api::qbo::{BATCH, Qbo};
+
+/// A batch leaves once no invoice has come for this long...
+const IDLE: Duration = Duration::from_millis(50);
+/// ...or its first invoice has waited this long.
+const LONGEST: Duration = Duration::from_millis(500);
+
+/// What became of one invoice handed to the batcher.
+#[derive(Debug)]
+pub enum Batched {
+    Created(Value),
+    /// The batch's answer was lost, and the invoice is there.
+    Found(Value),
+    /// Not created by a batch: create it on its own.
+    Single,
+}
+
+#[derive(Debug)]
+struct Item {
+    invoice: Value,
+    doc: String,
+    reply: oneshot::Sender<Result<Batched, ApiError>>,
+}
+
+/// Hands invoices to the task that batches them; dropping it lets the task finish.
+#[derive(Debug)]
+pub struct Batcher {
+    items: mpsc::UnboundedSender<Item>,
+}
+
+impl Batcher {
+    pub fn start(qbo: Arc<Qbo>, settle: Duration) -> Self {
+        let (items, rx) = mpsc::unbounded_channel();
+        tokio::spawn(collect(qbo, rx, settle));
+        Self { items }
+    }
+
+    /// Creates `invoice` (numbered `doc`) in the next batch.
+    pub async fn create(&self, invoice: Value, doc: String) -> Result<Batched, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        let item = Item {
+            invoice,
+            doc,
+            reply,
+        };
+        if self.items.send(item).is_err() {
+            return Ok(Batched::Single);
+        }
+        // A batch task that ended without answering made no clear write.
+        answer.await.unwrap_or(Ok(Batched::Single))
+    }
+}
+
+async fn collect(qbo: Arc<Qbo>, mut rx: mpsc::UnboundedReceiver<Item>, settle: Duration) {
+    let mut sending = JoinSet::new();
+    while let Some(first) = rx.recv().await {
+        let started = Instant::now();
+        let mut items = vec![first];
+        while items.len() < BATCH {
+            let wait = IDLE.min(LONGEST.saturating_sub(started.elapsed()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        sending.spawn(send(Arc::clone(&qbo), items, settle));
+    }
+    while sending.join_next().await.is_some() {}
+}
+
+/// One batch request, and each item's answer.
+async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
+    let invoices: Vec<&Value> = items.iter().map(|i| &i.invoice).collect();
+    let rid = request_id(&invoices);
+    match qbo.create_invoices(&invoices, &rid).await {
+        Ok(answers) => {
+            for (item, answer) in items.into_iter().zip(answers) {
+                let outcome = match answer {
+                    Ok(invoice) => Ok(Batched::Created(invoice)),
+                    Err(e) if e.fatal => Err(e),
+                    Err(e) => {
+                        tracing::info!(event = "batch_item_refused", doc_number = %item.doc, error = %e, "created on its own instead");
+                        Ok(Batched::Single)
+                    }
+                };
+                let _ = item.reply.send(outcome);
+            }
+        }
+        Err(e) if e.fatal => {
+            for item in items {
+                let _ = item.reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) if e.is_ambiguous() => {
+            let found = look_up(&qbo, &items, &e, settle).await;
+            for item in items {
+                let outcome = match &found {
+                    Ok(found) => Ok(found
+                        .get(&item.doc)
+                        .cloned()
+                        .map_or(Batched::Single, Batched::Found)),
+                    Err(e) if e.fatal => Err(e.clone()),
+                    // Not known either way: the single path looks it up first.
+                    Err(_) => Ok(Batched::Single),
+                };
+                let _ = item.reply.send(outcome);
+            }
+        }
+        // The whole request refused (a 4xx): nothing was created.
+        Err(e) => {
+            tracing::info!(event = "batch_refused", items = items.len(), error = %e, "its invoices are created one by one");
+            for item in items {
+                let _ = item.reply.send(Ok(Batched::Single));
+            }
+        }
+    }
+}
+
+/// The batch's invoices that exist, by DocNumber: looked up at once, and those not
+/// found again once QBO can no longer be working on the batch.
+async fn look_up(
+    qbo: &Qbo,
+    items: &[Item],
+    lost: &ApiError,
+    settle: Duration,
+) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut found = BTreeMap::new();
+    let mut missing: Vec<String> = items.iter().map(|i| i.doc.clone()).collect();
+    for round in 0..2 {
+        if round == 1 {
+            let sent = lost.sent.unwrap_or_else(Instant::now);
+            let wait = (sent + settle).saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                break;
+            }
+            tracing::info!(
+                event = "write_settling",
+                service = "qbo",
+                what = "batch",
+                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                "the batch's answer was lost and some of its invoices are not visible yet"
+            );
+            tokio::time::sleep(wait).await;
+        }
+        for invoice in qbo.invoices_numbered_in(&missing).await? {
+            if let Some(doc) = invoice["DocNumber"].as_str() {
+                found.entry(doc.to_owned()).or_insert(invoice);
+            }
+        }
+        missing.retain(|d| !found.contains_key(d));
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
+}
+
+/// The same invoices give the same id; at most 36 characters, as QBO asks of a batch.
+fn request_id(invoices: &[&Value]) -> String {
+    let mut hash = Sha256::new();
+    for invoice in invoices {
+        hash.update(invoice.to_string().as_bytes());
+        hash.update(b"\n");
+    }
+    let hex = crate::secrets::hex(&hash.finalize());
+    format!("bat-{}", &hex[..32])
+}
