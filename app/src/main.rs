@@ -60,7 +60,7 @@ struct Cli {
     #[arg(long, value_name = "K/N")]
     shard: Option<Shard>,
     /// Clients billed (or invoices sent) at once; each service's own limits hold regardless
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
     /// Where --send-invoices --dry-run writes the summary email it would send
     #[arg(long, value_name = "FILE", default_value = "sent_invoices_email.html")]

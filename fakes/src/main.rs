@@ -39,6 +39,10 @@ struct Cli {
     /// Write the month's secrets and client table into this AWS endpoint (moto)
     #[arg(long, value_name = "URL")]
     seed_aws: Option<String>,
+    /// With --seed-aws, also create the job-state table (`deployer up` makes it on a
+    /// deployment), for running the job with no deploy
+    #[arg(long, value_name = "NAME", requires = "seed_aws")]
+    state_table: Option<String>,
 }
 
 #[tokio::main]
@@ -85,6 +89,12 @@ async fn main() -> ExitCode {
         })
         .await;
         if let Err(e) = fakes::aws_seed::seed(&config, &month, fakes::generate::TABLE).await {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+        if let Some(table) = &cli.state_table
+            && let Err(e) = fakes::aws_seed::state_table(&config, table).await
+        {
             eprintln!("error: {e}");
             return ExitCode::from(1);
         }

@@ -21,8 +21,8 @@ use crate::secrets::Redacted;
 const SERVICE: &str = "robocorp";
 /// Runs asked for per page.
 const PAGE: &str = "100";
-/// Requests to Control Room at once.
-const IN_FLIGHT: usize = 32;
+/// Requests to Control Room at once (two per client at most, one per workspace key).
+const IN_FLIGHT: usize = 128;
 /// Pages read from one workspace at most: 100,000 runs.
 const MAX_PAGES: usize = 1000;
 

@@ -31,10 +31,8 @@ pub const PAGE: usize = 1000;
 pub const BATCH: usize = 30;
 /// Batch requests a minute per realm and app (Intuit, "API call limits and throttles").
 pub const BATCHES_PER_MINUTE: usize = 40;
-/// One request per 110 ms: QBO allows 10 per second per realm and app; the margin keeps
-/// arrivals under 10 in any second when the network delays some requests more than
-/// others.
-pub const PACE: Duration = Duration::from_millis(110);
+/// Requests per second per realm and app (Intuit, "API call limits and throttles").
+pub const PER_SECOND: usize = 10;
 
 #[derive(Debug)]
 struct Tokens {
@@ -85,7 +83,7 @@ impl Qbo {
             },
             str::to_owned,
         );
-        let limiter = Limiter::new(Some(10), Some(500)).with_pace(PACE);
+        let limiter = Limiter::new(Some(10), Some(500)).with_per_second(PER_SECOND);
         let basic = Redacted::new(base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             secret.client_id,
@@ -134,6 +132,11 @@ impl Qbo {
                 fatal: true,
                 ..ApiError::new("qbo-oauth", None, format!("the token refresh stopped: {e}"))
             })?
+    }
+
+    /// Gets an access token now (refreshing, and saving a rotated refresh token).
+    pub async fn sign_in(&self) -> Result<(), ApiError> {
+        self.access_token().await.map(drop)
     }
 
     async fn forget(&self, token: &Redacted) {

@@ -1,8 +1,8 @@
 //! Invoices created through QBO's batch endpoint: up to 30 in one request, at most 40
 //! batch requests a minute (Intuit, "Batch" and "API call limits and throttles"), so a
 //! month of clients costs one request per 30 invoices instead of one each. Clients hand
-//! their invoice in as they get to it; a batch leaves when it is full, or when no
-//! invoice has come for a moment.
+//! their invoice in as they get to it; a batch leaves when it is full, when no client
+//! still at work can add to it, or when its first invoice has waited half a second.
 //!
 //! A batch is only the fast path. An item QBO faults, and every item of a batch whose
 //! answer was lost and that a lookup does not find (at once, and again once QBO can no
@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,10 +23,10 @@ use tokio::task::JoinSet;
 use crate::api::ApiError;
 use crate::api::qbo::{BATCH, Qbo};
 
-/// A batch leaves once no invoice has come for this long...
-const IDLE: Duration = Duration::from_millis(50);
-/// ...or its first invoice has waited this long.
+/// A batch leaves at the latest once its first invoice has waited this long.
 const LONGEST: Duration = Duration::from_millis(500);
+/// How often a waiting batch looks whether any client can still add to it.
+const LOOK: Duration = Duration::from_millis(10);
 
 /// What became of one invoice handed to the batcher.
 #[derive(Debug)]
@@ -48,24 +49,51 @@ struct Item {
 #[derive(Debug)]
 pub struct Batcher {
     items: mpsc::UnboundedSender<Item>,
+    /// Clients that may still hand an invoice in.
+    coming: Arc<AtomicUsize>,
+}
+
+/// A client's place in the batches: handed in with its invoice, or given up (dropped)
+/// when the client has none.
+#[derive(Debug)]
+pub struct Ticket(Arc<AtomicUsize>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Batcher {
-    pub fn start(qbo: Arc<Qbo>, settle: Duration) -> Self {
+    /// A batcher for `clients` that may each hand in one invoice.
+    pub fn start(qbo: Arc<Qbo>, settle: Duration, clients: usize) -> Self {
         let (items, rx) = mpsc::unbounded_channel();
-        tokio::spawn(collect(qbo, rx, settle));
-        Self { items }
+        let coming = Arc::new(AtomicUsize::new(clients));
+        tokio::spawn(collect(qbo, rx, settle, Arc::clone(&coming)));
+        Self { items, coming }
+    }
+
+    /// One client's ticket (each of the `clients` takes one).
+    pub fn ticket(&self) -> Ticket {
+        Ticket(Arc::clone(&self.coming))
     }
 
     /// Creates `invoice` (numbered `doc`) in the next batch.
-    pub async fn create(&self, invoice: Value, doc: String) -> Result<Batched, ApiError> {
+    pub async fn create(
+        &self,
+        ticket: Ticket,
+        invoice: Value,
+        doc: String,
+    ) -> Result<Batched, ApiError> {
         let (reply, answer) = oneshot::channel();
         let item = Item {
             invoice,
             doc,
             reply,
         };
-        if self.items.send(item).is_err() {
+        let sent = self.items.send(item);
+        drop(ticket);
+        if sent.is_err() {
             return Ok(Batched::Single);
         }
         // A batch task that ended without answering made no clear write.
@@ -73,16 +101,29 @@ impl Batcher {
     }
 }
 
-async fn collect(qbo: Arc<Qbo>, mut rx: mpsc::UnboundedReceiver<Item>, settle: Duration) {
+async fn collect(
+    qbo: Arc<Qbo>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    settle: Duration,
+    coming: Arc<AtomicUsize>,
+) {
     let mut sending = JoinSet::new();
     while let Some(first) = rx.recv().await {
         let started = Instant::now();
         let mut items = vec![first];
-        while items.len() < BATCH {
-            let wait = IDLE.min(LONGEST.saturating_sub(started.elapsed()));
-            match tokio::time::timeout(wait, rx.recv()).await {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) | Err(_) => break,
+        while items.len() < BATCH && started.elapsed() < LONGEST {
+            match rx.try_recv() {
+                Ok(item) => items.push(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                // Nothing waiting, and no client still at work: it leaves now.
+                Err(mpsc::error::TryRecvError::Empty) if coming.load(Ordering::Relaxed) == 0 => {
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Ok(Some(item)) = tokio::time::timeout(LOOK, rx.recv()).await {
+                        items.push(item);
+                    }
+                }
             }
         }
         sending.spawn(send(Arc::clone(&qbo), items, settle));

@@ -222,7 +222,13 @@ async fn bill_month(
         ctx.secrets.get::<ClickUpSecret>(&config.secrets.clickup),
         ctx.secrets.get::<RobocorpKeys>(&config.secrets.robocorp),
     )?;
-    let rows = crate::clients::scan(&ctx.db, &config.table, opts.selection).await?;
+    // QBO's token while the table is read: the first QBO query waits for neither.
+    let (rows, signed_in) = tokio::join!(
+        crate::clients::scan(&ctx.db, &config.table, opts.selection),
+        qbo.sign_in()
+    );
+    let rows = rows?;
+    signed_in.map_err(super::fatal)?;
     let mut summary = Summary::new("create-invoices", opts.dry_run);
     summary.total = rows.len() as u64;
     tracing::info!(
@@ -341,7 +347,7 @@ async fn bill_month(
     };
     let qbo = Arc::new(qbo);
     let batcher = (!opts.dry_run && candidates.len() >= BATCH_FROM)
-        .then(|| Batcher::start(Arc::clone(&qbo), config.settle));
+        .then(|| Batcher::start(Arc::clone(&qbo), config.settle, candidates.len()));
     let services = Services {
         qbo,
         batcher,
@@ -563,6 +569,8 @@ async fn look_up(
 /// Bills one client. `Err` only for what stops the whole run.
 async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError> {
     let row = &c.row;
+    // Given up on any way out of here without an invoice, so no batch waits for it.
+    let ticket = s.batcher.as_ref().map(Batcher::ticket);
     let mut notes = Notes::default();
     let ws = &row.robocorp_workspace_id;
     let Some(key) = s.keys.0.get(ws) else {
@@ -661,14 +669,16 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
         Err(e) => return soft(e, notes),
     }
 
-    let made = match &s.batcher {
-        Some(batcher) => match batcher.create(invoice.clone(), doc.clone()).await {
-            Ok(Batched::Created(created)) => Ok(Made::Created(created)),
-            Ok(Batched::Found(found)) => Ok(Made::Found(found)),
-            Ok(Batched::Single) => create(s, row, &invoice, &doc).await,
-            Err(e) => Err(e),
-        },
-        None => create(s, row, &invoice, &doc).await,
+    let made = match (&s.batcher, ticket) {
+        (Some(batcher), Some(ticket)) => {
+            match batcher.create(ticket, invoice.clone(), doc.clone()).await {
+                Ok(Batched::Created(created)) => Ok(Made::Created(created)),
+                Ok(Batched::Found(found)) => Ok(Made::Found(found)),
+                Ok(Batched::Single) => create(s, row, &invoice, &doc).await,
+                Err(e) => Err(e),
+            }
+        }
+        _ => create(s, row, &invoice, &doc).await,
     };
     let outcome = match made {
         Ok(Made::Created(created)) => {

@@ -301,7 +301,8 @@ async fn more_than_a_page_of_invoices_is_sent_within_qbo_limits() {
         m.seed.limits.insert("qbo".into(), Limits::QBO);
     })
     .await;
-    let amounts = add_invoices(&w, 31);
+    // Over a page (1000) to send, and over QBO's 500 a minute: two minutes at least.
+    let amounts = add_invoices(&w, 24);
     let with_email = {
         let q = w.fakes.qbo.lock().unwrap();
         q.invoices()
@@ -317,7 +318,7 @@ async fn more_than_a_page_of_invoices_is_sent_within_qbo_limits() {
             .count()
     };
     assert!(
-        amounts.len() >= 1500 && with_email > 1000,
+        with_email > 1000,
         "{} invoices, {with_email} to send",
         amounts.len()
     );
