@@ -96,8 +96,15 @@ impl Batcher {
         if sent.is_err() {
             return Ok(Batched::Single);
         }
-        // A batch task that ended without answering made no clear write.
-        answer.await.unwrap_or(Ok(Batched::Single))
+        // A batch task that ended without answering leaves the write unknown: the
+        // client fails this run, and the next one looks the invoice up first.
+        answer.await.unwrap_or_else(|_| {
+            Err(ApiError::new(
+                "qbo",
+                None,
+                "the batch holding this invoice ended without an answer",
+            ))
+        })
     }
 }
 
@@ -135,47 +142,47 @@ async fn collect(
 async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
     let invoices: Vec<&Value> = items.iter().map(|i| &i.invoice).collect();
     let rid = request_id(&invoices);
-    match qbo.create_invoices(&invoices, &rid).await {
-        Ok(answers) => {
-            for (item, answer) in items.into_iter().zip(answers) {
-                let outcome = match answer {
-                    Ok(invoice) => Ok(Batched::Created(invoice)),
-                    Err(e) if e.fatal => Err(e),
-                    Err(e) => {
-                        tracing::info!(event = "batch_item_refused", doc_number = %item.doc, error = %e, "created on its own instead");
-                        Ok(Batched::Single)
-                    }
-                };
-                let _ = item.reply.send(outcome);
-            }
+    let answers = match qbo.create_invoices(&invoices, &rid).await {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(e) => vec![Err(e); items.len()],
+    };
+    // Unclear items (the whole answer lost, or an item left out of it) are looked up
+    // together before anything else happens to them.
+    let unclear: Vec<(&Item, &ApiError)> = items
+        .iter()
+        .zip(&answers)
+        .filter_map(|(item, a)| match a {
+            Ok(Err(e)) | Err(e) if e.is_ambiguous() && !e.fatal => Some((item, e)),
+            _ => None,
+        })
+        .collect();
+    let found = match unclear.first() {
+        Some((_, lost)) => {
+            let of: Vec<&Item> = unclear.iter().map(|(i, _)| *i).collect();
+            Some(look_up(&qbo, &of, lost, settle).await)
         }
-        Err(e) if e.fatal => {
-            for item in items {
-                let _ = item.reply.send(Err(e.clone()));
+        None => None,
+    };
+    for (item, answer) in items.into_iter().zip(answers) {
+        let outcome = match answer {
+            Ok(Ok(invoice)) => Ok(Batched::Created(invoice)),
+            Ok(Err(e)) | Err(e) if e.fatal => Err(e),
+            Ok(Err(e)) | Err(e) if e.is_ambiguous() => match &found {
+                Some(Ok(found)) => Ok(found
+                    .get(&item.doc)
+                    .cloned()
+                    .map_or(Batched::Single, Batched::Found)),
+                Some(Err(lookup)) if lookup.fatal => Err(lookup.clone()),
+                // Not known either way: the client fails this run; the next looks it up.
+                _ => Err(e),
+            },
+            // Refused (the item, or the whole request with a 4xx): nothing was created.
+            Ok(Err(e)) | Err(e) => {
+                tracing::info!(event = "batch_item_refused", doc_number = %item.doc, error = %e, "created on its own instead");
+                Ok(Batched::Single)
             }
-        }
-        Err(e) if e.is_ambiguous() => {
-            let found = look_up(&qbo, &items, &e, settle).await;
-            for item in items {
-                let outcome = match &found {
-                    Ok(found) => Ok(found
-                        .get(&item.doc)
-                        .cloned()
-                        .map_or(Batched::Single, Batched::Found)),
-                    Err(e) if e.fatal => Err(e.clone()),
-                    // Not known either way: the single path looks it up first.
-                    Err(_) => Ok(Batched::Single),
-                };
-                let _ = item.reply.send(outcome);
-            }
-        }
-        // The whole request refused (a 4xx): nothing was created.
-        Err(e) => {
-            tracing::info!(event = "batch_refused", items = items.len(), error = %e, "its invoices are created one by one");
-            for item in items {
-                let _ = item.reply.send(Ok(Batched::Single));
-            }
-        }
+        };
+        let _ = item.reply.send(outcome);
     }
 }
 
@@ -183,7 +190,7 @@ async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
 /// found again once QBO can no longer be working on the batch.
 async fn look_up(
     qbo: &Qbo,
-    items: &[Item],
+    items: &[&Item],
     lost: &ApiError,
     settle: Duration,
 ) -> Result<BTreeMap<String, Value>, ApiError> {
