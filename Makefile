@@ -41,5 +41,7 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# The integration tests mostly wait (on emulators, rate limits, settle times), so they
+# run more at once than there are cores.
 unit:
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked -- --test-threads 6
