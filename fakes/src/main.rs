@@ -19,7 +19,8 @@ struct Cli {
     /// Generated clients (at least 9: the first nine are the problem cases)
     #[arg(long, default_value_t = 50)]
     clients: usize,
-    /// Month the generated runs fall in, YYYY-MM (default: last month)
+    /// Month the generated runs fall in, YYYY-MM (default: last month in
+    /// America/Los_Angeles, the job's default billing time zone)
     #[arg(long)]
     period: Option<String>,
     /// Latency added to every call, in milliseconds
@@ -55,7 +56,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         None => {
-            let today = jiff::Zoned::now().date();
+            // Last month where the job bills by default (its BILLING_TIMEZONE), not in
+            // this machine's zone: on the 1st in UTC it can still be the 30th there.
+            let tz = jiff::tz::TimeZone::get("America/Los_Angeles").expect("tzdb");
+            let today = jiff::Zoned::now().with_time_zone(tz).date();
             let last = today.first_of_month().yesterday().expect("in range");
             (last.year(), last.month())
         }
