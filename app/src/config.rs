@@ -52,6 +52,12 @@ pub struct Config {
     /// throttles"), plus a margin. A write whose answer was lost is looked up again
     /// this long after it was sent before it is sent again; QBO calls time out then.
     pub settle: Duration,
+    /// How many runs share the realm's and the token's budgets: `--shard K/N` runs N
+    /// at once, and each keeps to its Nth.
+    pub share: u32,
+    /// The runs started together as one (`deployer run-task --shards` sets it), for the
+    /// logs.
+    pub run_group: Option<String>,
 }
 
 /// QBO's own request timeout, plus 10 s.
@@ -197,6 +203,8 @@ impl Config {
             urls,
             state_table: or("JOB_STATE_TABLE", "qbo-invoice-processor-job-state"),
             settle,
+            share: 1,
+            run_group: get("RUN_GROUP"),
         };
         if problems.is_empty() {
             Ok(config)

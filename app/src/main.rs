@@ -149,6 +149,8 @@ async fn main() -> ExitCode {
             tracing::info!(
                 event = "run_finished",
                 job,
+                shard = cli.shard.map(|s| format!("{}/{}", s.k, s.n)),
+                run_group = std::env::var("RUN_GROUP").ok(),
                 success = false,
                 dry_run = cli.dry_run,
                 interrupted = stop.reason().is_some(),
@@ -191,7 +193,10 @@ async fn stop_on_signals(stop: Stop) {
 }
 
 async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, Error> {
-    let config = Config::from_vars(|k| std::env::var(k).ok()).map_err(Error::Config)?;
+    let mut config = Config::from_vars(|k| std::env::var(k).ok()).map_err(Error::Config)?;
+    config.share = cli
+        .shard
+        .map_or(1, |s| u32::try_from(s.n).unwrap_or(u32::MAX));
     if cli.send_invoices {
         if cli.period.is_some() || cli.shard.is_some() || cli.clients.is_some() {
             return Err(Error::Usage(

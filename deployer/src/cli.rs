@@ -152,6 +152,16 @@ pub enum Job {
     Send,
 }
 
+impl Job {
+    /// The job's name, as its log lines give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create-invoices",
+            Self::Send => "send-invoices",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunTaskArgs {
     /// Which job to run
@@ -165,7 +175,9 @@ pub struct RunTaskArgs {
     #[arg(long, conflicts_with = "local")]
     pub no_wait: bool,
 
-    /// Start N tasks of create-invoices, task K running `--shard K/N`
+    /// Start N tasks of create-invoices, task K running `--shard K/N`. Each keeps to its
+    /// Nth of QBO's and ClickUp's limits, which bound the run: shards isolate failures,
+    /// or a very long month, in separate tasks and logs; they do not bill faster
     #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "local")]
     pub shards: u32,
 

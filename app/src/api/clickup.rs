@@ -40,13 +40,14 @@ pub struct Entry {
 }
 
 impl ClickUp {
-    /// `settle` (see `Config::settle`) caps each request's 30 s timeout.
-    pub fn new(secret: &ClickUpSecret, base: &str, settle: Duration) -> Self {
+    /// `settle` (see `Config::settle`) caps each request's 30 s timeout; `share` runs
+    /// use the token at once, and this one keeps to its part of the budget.
+    pub fn new(secret: &ClickUpSecret, base: &str, settle: Duration, share: u32) -> Self {
         Self {
             api: Api::new(
                 SERVICE,
                 Duration::from_secs(30).min(settle),
-                Limiter::new(None, Some(100)),
+                Limiter::new(None, Some(100)).shared_by(share),
             ),
             base: base.to_owned(),
             team: secret.team_id.clone(),

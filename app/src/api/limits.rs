@@ -38,7 +38,10 @@ const EDGE: Duration = Duration::from_secs(1);
 struct Window {
     /// How long a departure counts.
     length: Duration,
+    /// The service's limit (for everyone on the token or realm).
     limit: usize,
+    /// How many runs share it: this one keeps to its part.
+    share: usize,
     /// Departures of the last `length` (or of the service's minute).
     sent: VecDeque<Instant>,
     /// The service's own minute, once an answer has named it.
@@ -69,6 +72,7 @@ impl Window {
         Self {
             length,
             limit,
+            share: 1,
             sent: VecDeque::new(),
             service: None,
         }
@@ -77,6 +81,7 @@ impl Window {
     /// Takes room for one departure now, or says how long to wait.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let limit = u64::try_from(self.limit).unwrap_or(u64::MAX);
+        let part = (self.limit / self.share.max(1)).max(1);
         match &mut self.service {
             None => {
                 let length = self.length;
@@ -87,7 +92,7 @@ impl Window {
                 {
                     self.sent.pop_front();
                 }
-                if self.sent.len() >= self.limit {
+                if self.sent.len() >= part {
                     let first = self.sent.front().copied().unwrap_or(now);
                     return Err(length.saturating_sub(now.duration_since(first)));
                 }
@@ -107,7 +112,8 @@ impl Window {
                     self.sent.pop_front();
                 }
                 let counted = u64::try_from(self.sent.len()).unwrap_or(u64::MAX);
-                if counted + service.others >= limit {
+                let part = u64::try_from(part).unwrap_or(u64::MAX);
+                if counted >= part || counted + service.others >= limit {
                     return Err(service.reset.saturating_duration_since(now));
                 }
             }
@@ -162,6 +168,16 @@ impl Limiter {
             also: Some(window(per_minute, MINUTE)),
             ..self.clone()
         }
+    }
+
+    /// This run shares the minute budget with `n - 1` others (shards): it keeps to its
+    /// part of the limit, the service's headers' limit included.
+    #[must_use]
+    pub fn shared_by(self, n: u32) -> Self {
+        if let Some(w) = &self.window {
+            w.lock().expect("limiter").share = usize::try_from(n.max(1)).unwrap_or(1);
+        }
+        self
     }
 
     /// At most `n` requests in any second (a burst of `n` goes at once).

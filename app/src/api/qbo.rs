@@ -45,6 +45,9 @@ struct Tokens {
 /// What a token refresh needs, shared with the task that runs it.
 #[derive(Debug)]
 struct Refresher {
+    /// Refreshes tried before the token is given up on: shards refreshing at once each
+    /// find the token the others rotated.
+    rounds: u32,
     auth: Api,
     token_url: String,
     basic: Redacted,
@@ -83,7 +86,10 @@ impl Qbo {
             },
             str::to_owned,
         );
-        let limiter = Limiter::new(Some(10), Some(500)).with_per_second(PER_SECOND);
+        // Shards share the realm: each keeps to its part of every budget.
+        let part = |n: usize| (n / config.share as usize).max(1);
+        let limiter =
+            Limiter::new(Some(part(10)), Some(part(500))).with_per_second(part(PER_SECOND));
         let basic = Redacted::new(base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             secret.client_id,
@@ -93,10 +99,15 @@ impl Qbo {
             // Intuit: after a 429, wait a minute.
             api: Api::new(SERVICE, settle, limiter.clone())
                 .with_throttle_wait(Duration::from_mins(1)),
-            batch_api: Api::new(SERVICE, settle, limiter.and_per_minute(BATCHES_PER_MINUTE))
-                .with_throttle_wait(Duration::from_mins(1)),
+            batch_api: Api::new(
+                SERVICE,
+                settle,
+                limiter.and_per_minute(part(BATCHES_PER_MINUTE)),
+            )
+            .with_throttle_wait(Duration::from_mins(1)),
             base: format!("{host}/v3/company/{}", secret.realm_id),
             refresher: Arc::new(Refresher {
+                rounds: 3 + config.share,
                 auth: Api::new("qbo-oauth", Duration::from_secs(30), limiter),
                 token_url: config.urls.qbo_token.clone(),
                 basic,
@@ -502,7 +513,7 @@ impl Refresher {
                 Ok(answer) => break answer,
                 // Another run (a shard, the other job) may have rotated the token and
                 // stored the new one: take it from the secret and try again.
-                Err(e) if e.code.as_deref() == Some("invalid_grant") && round < 3 => {
+                Err(e) if e.code.as_deref() == Some("invalid_grant") && round < self.rounds => {
                     // Another run (a shard, the other job) may have rotated the token:
                     // its save can take a few seconds to land, so look a few times.
                     let mut reloaded = false;

@@ -231,9 +231,13 @@ async fn bill_month(
     signed_in.map_err(super::fatal)?;
     let mut summary = Summary::new("create-invoices", opts.dry_run);
     summary.total = rows.len() as u64;
+    summary.shard = opts.selection.shard.map(|s| format!("{}/{}", s.k, s.n));
+    summary.run_group.clone_from(&config.run_group);
     tracing::info!(
         event = "run_started",
         job = "create-invoices",
+        shard = opts.selection.shard.map(|s| format!("{}/{}", s.k, s.n)),
+        run_group = config.run_group,
         period = %period.label(),
         clients = rows.len(),
         dry_run = opts.dry_run,
@@ -335,7 +339,12 @@ async fn bill_month(
         });
     }
 
-    let clickup = ClickUp::new(&clickup_secret, &config.urls.clickup, config.settle);
+    let clickup = ClickUp::new(
+        &clickup_secret,
+        &config.urls.clickup,
+        config.settle,
+        config.share,
+    );
     // The period's entries, once: one ClickUp call for the run, then one per entry made.
     let entries = if opts.dry_run || candidates.is_empty() {
         Vec::new()

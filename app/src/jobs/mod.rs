@@ -285,6 +285,9 @@ pub struct Summary {
     pub runs_in_progress: u64,
     /// Another run held the job's lease until then: this one did nothing.
     pub busy: Option<jiff::Timestamp>,
+    /// `K/N` of a sharded run, and the group of runs started together.
+    pub shard: Option<String>,
+    pub run_group: Option<String>,
 }
 
 impl Summary {
@@ -340,6 +343,8 @@ impl Summary {
         tracing::info!(
             event = "run_finished",
             job = self.job,
+            shard = self.shard,
+            run_group = self.run_group,
             success = self.failures.is_empty() && self.stopped.is_none(),
             dry_run = self.dry_run,
             interrupted = self.stopped.is_some(),

@@ -528,3 +528,45 @@ async fn two_runs_at_once_bill_each_client_once_and_the_second_does_nothing() {
         idle.stdout
     );
 }
+
+#[tokio::test]
+async fn four_shards_at_once_keep_to_one_realms_budget_and_bill_each_client_once() {
+    let w = world(60, |_| {}).await;
+    let shards: Vec<Vec<String>> = (1..=4)
+        .map(|k| args(&["--shard", &format!("{k}/4")]))
+        .collect();
+    let children: Vec<_> = shards
+        .iter()
+        .map(|a| w.job(&strs(a)).spawn().unwrap())
+        .collect();
+    let mut runs = Vec::new();
+    for child in children {
+        runs.push(finish(child).await);
+    }
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w));
+    assert_eq!(entries(&state), expected_entries(&w));
+    let qbo = &state["stats"]["qbo"];
+    assert_eq!(qbo["throttled"], 0, "{qbo}");
+    assert!(qbo["max_per_second"].as_u64().unwrap() <= 10, "{qbo}");
+    assert!(qbo["max_in_flight"].as_u64().unwrap() <= 10, "{qbo}");
+    assert_eq!(state["stats"]["clickup"]["throttled"], 0);
+    let mut failed: Vec<String> = Vec::new();
+    for (k, run) in runs.iter().enumerate() {
+        let done = run.finished();
+        assert_eq!(done["shard"], format!("{}/4", k + 1), "{}", run.stdout);
+        failed.extend(
+            done["failed_ids"]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    failed.sort();
+    assert_eq!(failed.join(","), super::create::failed_ids(&w));
+    // The token the shards rotated in turn is the one stored.
+    let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
+    assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
+}

@@ -26,12 +26,20 @@ pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
         .as_deref()
         .map(|task| stream_name(&env.file.task.container, task));
     let mut tail = Tail::new(&env.file.logs.group, stream, start.as_millisecond());
+    let mut shards: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     loop {
-        for (ts, message) in tail.next_batch(&aws).await? {
+        for (ts, stream, message) in tail.next_batch(&aws).await? {
+            // A shard's lines carry its `K/N` (learned from the stream's first lines).
+            if let Some(shard) = shard_of(&message) {
+                shards.insert(stream.clone(), shard);
+            }
             let line = if args.json {
                 message
             } else {
-                readable(ts, &message)
+                match shards.get(&stream) {
+                    Some(shard) => format!("[{shard}] {}", readable(ts, &message)),
+                    None => readable(ts, &message),
+                }
             };
             let mut out = std::io::stdout().lock();
             writeln!(out, "{line}")?;
@@ -85,8 +93,9 @@ impl Tail {
         }
     }
 
-    /// The events not returned before, oldest first, as `(milliseconds, message)`.
-    pub async fn next_batch(&mut self, aws: &Aws) -> Result<Vec<(i64, String)>> {
+    /// The events not returned before, oldest first, as `(milliseconds, stream,
+    /// message)`.
+    pub async fn next_batch(&mut self, aws: &Aws) -> Result<Vec<(i64, String, String)>> {
         let mut pages = aws
             .logs
             .filter_log_events()
@@ -117,18 +126,28 @@ impl Tail {
                 if self.seen.insert(id) {
                     events.push((
                         e.timestamp().unwrap_or(0),
+                        e.log_stream_name().unwrap_or_default().to_owned(),
                         e.message().unwrap_or_default().to_owned(),
                     ));
                 }
             }
         }
-        events.sort_by_key(|(ts, _)| *ts);
-        if let Some((last, _)) = events.last() {
+        events.sort_by_key(|(ts, _, _)| *ts);
+        if let Some((last, _, _)) = events.last() {
             // Events can share a millisecond: start there again; `seen` drops repeats.
             self.from = self.from.max(*last);
         }
         Ok(events)
     }
+}
+
+/// The `shard` (`K/N`) a job line names, if any.
+pub fn shard_of(message: &str) -> Option<String> {
+    serde_json::from_str::<Value>(message)
+        .ok()?
+        .get("shard")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `TIME  EVENT  key=value ...` for the job's JSON lines; other lines as they are.
@@ -163,6 +182,16 @@ pub fn readable(ts: i64, message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shards_lines_name_it() {
+        assert_eq!(
+            shard_of(r#"{"event":"run_started","shard":"2/4"}"#).as_deref(),
+            Some("2/4")
+        );
+        assert_eq!(shard_of(r#"{"event":"progress"}"#), None);
+        assert_eq!(shard_of("not json"), None);
+    }
 
     #[test]
     fn json_lines_read_as_event_then_fields() {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, LaunchType, NetworkConfiguration,
-    PropagateTags, TaskOverride,
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
+    NetworkConfiguration, PropagateTags, TaskOverride,
 };
 use infra::resources::{Kind, Spec};
 use infra::stack::container_environment;
@@ -61,6 +61,14 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
             "leave out --shards for send-invoices".into(),
         ));
     }
+    // One name for the shards of this run, in their logs (`status` shows them as one).
+    let group = (shards > 1).then(|| {
+        format!(
+            "{}-{}",
+            args.job.name(),
+            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+        )
+    });
     let mut tasks = Vec::new();
     for k in 1..=shards {
         let mut cmd = command.clone();
@@ -98,6 +106,9 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
                         ContainerOverride::builder()
                             .name(container)
                             .set_command(Some(cmd))
+                            .set_environment(group.as_ref().map(|g| {
+                                vec![KeyValuePair::builder().name("RUN_GROUP").value(g).build()]
+                            }))
                             .build(),
                     )
                     .build(),
@@ -165,14 +176,14 @@ async fn wait(
         .collect();
     let label = |i: usize| {
         if tasks.len() > 1 {
-            format!("[{}] ", i + 1)
+            format!("[{}/{}] ", i + 1, tasks.len())
         } else {
             String::new()
         }
     };
     loop {
         for (i, tail) in tails.iter_mut().enumerate() {
-            for (ts, line) in tail.next_batch(aws).await? {
+            for (ts, _, line) in tail.next_batch(aws).await? {
                 println!("{}{}", label(i), readable(ts, &line));
             }
         }
@@ -191,7 +202,7 @@ async fn wait(
         if stopped && out.tasks().len() == tasks.len() {
             // The last lines may land after the task stops being reported.
             for (i, tail) in tails.iter_mut().enumerate() {
-                for (ts, line) in tail.next_batch(aws).await? {
+                for (ts, _, line) in tail.next_batch(aws).await? {
                     println!("{}{}", label(i), readable(ts, &line));
                 }
             }

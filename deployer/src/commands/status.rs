@@ -46,6 +46,9 @@ struct Run {
     success: bool,
     duration_ms: Option<u64>,
     summary: Value,
+    /// The `run_finished` lines of the other shards of the same run (`run_group`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shards: Vec<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +123,7 @@ async fn recent_runs(aws: &crate::aws::Aws, group: &str, now: Timestamp) -> Resu
         .filter_pattern(r#"{ $.event = "run_finished" }"#)
         .into_paginator()
         .send();
-    let mut runs = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
@@ -142,12 +145,27 @@ async fn recent_runs(aws: &crate::aws::Aws, group: &str, now: Timestamp) -> Resu
                 .and_then(|ms| Timestamp::from_millisecond(ms).ok())
                 .map(|t| t.to_string())
                 .unwrap_or_default();
+            // The shards of one run are one run: the last to finish stands for it.
+            if let Some(group) = line["run_group"].as_str()
+                && let Some(run) = runs
+                    .iter_mut()
+                    .find(|r| r.summary["run_group"].as_str() == Some(group))
+            {
+                run.success &= line["success"].as_bool().unwrap_or(false);
+                run.duration_ms = run.duration_ms.max(line["duration_ms"].as_u64());
+                if finished > run.finished {
+                    run.finished = finished;
+                }
+                run.shards.push(line);
+                continue;
+            }
             runs.push(Run {
                 finished,
                 job: line["job"].as_str().unwrap_or("?").to_owned(),
                 success: line["success"].as_bool().unwrap_or(false),
                 duration_ms: line["duration_ms"].as_u64(),
                 summary: line,
+                shards: Vec::new(),
             });
         }
     }
@@ -208,7 +226,12 @@ fn text(s: &Status) -> String {
                 f64::from(u32::try_from(ms).unwrap_or(u32::MAX)) / 60_000.0
             )
         });
-        let _ = writeln!(t, "  {}  {:<16} {result}{took}", r.finished, r.job);
+        let shards = if r.shards.is_empty() {
+            String::new()
+        } else {
+            format!("  ({} shards)", r.shards.len() + 1)
+        };
+        let _ = writeln!(t, "  {}  {:<16} {result}{took}{shards}", r.finished, r.job);
     }
     let _ = writeln!(t, "\nAlarms:");
     if s.alarms.is_empty() {

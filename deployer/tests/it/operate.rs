@@ -35,6 +35,14 @@ async fn status_shows_next_runs_across_dst_the_last_runs_the_image_and_alarm_sta
             r#"{"event":"run_finished","job":"create-invoices","success":false,"duration_ms":600000}"#,
         ),
         (
+            now - 5_400_000,
+            r#"{"event":"run_finished","job":"create-invoices","shard":"1/2","run_group":"create-invoices-g1","success":true,"duration_ms":100000}"#,
+        ),
+        (
+            now - 5_300_000,
+            r#"{"event":"run_finished","job":"create-invoices","shard":"2/2","run_group":"create-invoices-g1","success":false,"duration_ms":200000}"#,
+        ),
+        (
             now - 3_600_000,
             r#"{"event":"progress","done":1,"total":2}"#,
         ),
@@ -104,10 +112,17 @@ async fn status_shows_next_runs_across_dst_the_last_runs_the_image_and_alarm_sta
         .collect();
     assert_eq!(
         summary,
-        [("send-invoices", true), ("create-invoices", false)],
+        [
+            ("send-invoices", true),
+            ("create-invoices", false),
+            ("create-invoices", false)
+        ],
         "{status}"
     );
     assert_eq!(runs[0]["duration_ms"], 90000);
+    // The two shards of one run are one run: it failed if one did, took the longest.
+    assert_eq!(runs[1]["shards"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(runs[1]["duration_ms"], 200000);
 
     let alarm = |name: &str| -> Value {
         status["alarms"]
@@ -390,6 +405,18 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
             "--create-invoices --shard 3/3"
         ]
     );
+    // One run group for the three, in their logs.
+    let groups: std::collections::BTreeSet<String> = tasks
+        .tasks()
+        .iter()
+        .map(|t| {
+            let env = t.overrides().unwrap().container_overrides()[0].environment();
+            assert_eq!(env[0].name(), Some("RUN_GROUP"));
+            env[0].value().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert!(groups.first().unwrap().starts_with("create-invoices-"));
 }
 
 /// Starts `run-task send` (through `endpoint`), writes `lines` to the task's log stream
