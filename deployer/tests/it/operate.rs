@@ -122,7 +122,7 @@ async fn status_shows_next_runs_across_dst_the_last_runs_the_image_and_alarm_sta
     assert_eq!(runs[0]["duration_ms"], 90000);
     // The two shards of one run are one run: it failed if one did, took the longest.
     assert_eq!(runs[1]["shards"].as_array().unwrap().len(), 1, "{status}");
-    assert_eq!(runs[1]["duration_ms"], 200000);
+    assert_eq!(runs[1]["duration_ms"], 200_000);
 
     let alarm = |name: &str| -> Value {
         status["alarms"]
