@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use infra::Stack;
 use infra::graph;
-use infra::resources::{Attribute, Kind, Ref, Resource, ResourceId, Spec, Tags};
+use infra::resources::{Attribute, Kind, Ref, Resource, ResourceId, Tags};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -117,13 +117,13 @@ pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: boo
     }
     let mut extras = resources::extras(aws, env, stack).await?;
     extras.reverse();
-    steps.extend(extras.into_iter().map(|(resource, live)| Step {
-        id: resource.id(),
+    steps.extend(extras.into_iter().map(|extra| Step {
+        id: extra.resource.id(),
         action: Action::Delete,
         changes: Vec::new(),
-        note: Some("no longer in the environment file".into()),
-        resource,
-        live: Some(live),
+        note: Some(extra.note),
+        resource: extra.resource,
+        live: Some(extra.live),
     }));
     Ok(Plan {
         environment: stack.environment.clone(),
@@ -205,8 +205,8 @@ fn decide(resource: Resource, live: Option<Live>, ours: &Tags, adopt: bool) -> S
 pub fn diff(desired: &Resource, live: &Live) -> Vec<Change> {
     let mut want = desired.properties.clone();
     let mut have = live.spec.clone();
-    normalize(&mut want);
-    normalize(&mut have);
+    resources::normalize(&mut want);
+    resources::normalize(&mut have);
     let mut changes = Vec::new();
     json_diff(
         "properties",
@@ -226,40 +226,6 @@ pub fn diff(desired: &Resource, live: &Live) -> Vec<Change> {
         }
     }
     changes
-}
-
-/// Orders what AWS does not keep in order, so only real differences remain.
-fn normalize(spec: &mut Spec) {
-    match spec {
-        Spec::IamRole(r) => {
-            r.trust_policy = r.trust_policy.normalized();
-            for doc in r.inline_policies.values_mut() {
-                *doc = doc.normalized();
-            }
-            r.managed_policy_arns.sort();
-        }
-        Spec::SnsTopic(t) => t.policy = t.policy.normalized(),
-        Spec::SecurityGroup(g) => {
-            g.ingress.sort();
-            g.egress.sort();
-        }
-        Spec::Schedule(s) => {
-            s.target.subnets.sort();
-            s.target.security_groups.sort();
-        }
-        Spec::EventRule(infra::resources::EventRule {
-            target: infra::resources::RuleTarget::Ecs { target, .. },
-            ..
-        }) => {
-            target.subnets.sort();
-            target.security_groups.sort();
-        }
-        Spec::Alarm(a) => {
-            a.alarm_actions.sort();
-            a.ok_actions.sort();
-        }
-        _ => {}
-    }
 }
 
 /// Objects are compared key by key; anything else as a whole.
@@ -322,6 +288,8 @@ pub async fn apply(
     let mut outputs: BTreeMap<ResourceId, Outputs> = plan
         .steps
         .iter()
+        // An extra can share its id with the stack's resource it was replaced by.
+        .filter(|s| s.action != Action::Delete)
         .filter_map(|s| Some((s.id.clone(), s.live.as_ref()?.outputs.clone())))
         .collect();
     let (forward, deletions): (Vec<&Step>, Vec<&Step>) =
@@ -415,7 +383,8 @@ pub async fn apply(
 
 async fn apply_step(aws: &Aws, step: &Step, resource: &Resource) -> Result<Outputs> {
     match (step.action, &step.live) {
-        (Action::Create | Action::Replace, _) => resources::create(aws, resource).await,
+        (Action::Create, _) => resources::create(aws, resource).await,
+        (Action::Replace, Some(live)) => resources::replace(aws, resource, live).await,
         (Action::Update, Some(live)) => {
             let changes = diff(resource, live);
             resources::update(aws, resource, live, &changes).await

@@ -27,6 +27,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Prerequisite(String, String),
+    /// A change the deployer will not make by itself: what and why, then the fix.
+    #[error("{0}")]
+    Refused(String, String),
     #[error("the plan widens IAM or network access and there is no terminal to confirm it")]
     NeedsConfirmation,
     #[error("nothing was changed: not confirmed")]
@@ -78,7 +81,7 @@ impl Error {
             Self::WrongAccount { .. } => Some(
                 "use credentials for the environment's account (--profile or AWS_PROFILE), or fix `account` in the environment file".into(),
             ),
-            Self::Prerequisite(_, help) => Some(help.clone()),
+            Self::Prerequisite(_, help) | Self::Refused(_, help) => Some(help.clone()),
             Self::NeedsConfirmation => Some("review the plan with `deployer diff`, then pass --yes".into()),
             Self::Aws { code: Some(code), .. } if code.contains("AccessDenied") || code == "UnauthorizedOperation" => {
                 Some("the deploying identity lacks this permission; see the README's deployer permissions".into())
@@ -94,6 +97,15 @@ impl Error {
     /// A closed pipe (`deployer synth | head`) is how the reader says it has enough.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Self::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The AWS error code, for a failed AWS call.
+    pub fn aws_code(&self) -> Option<&str> {
+        match self {
+            Self::Aws { code, .. } => code.as_deref(),
+            Self::Apply { cause, .. } => cause.aws_code(),
+            _ => None,
+        }
     }
 
     /// The errors ECS, Scheduler and EventBridge give while a new role propagates:

@@ -14,6 +14,7 @@ mod image;
 mod output;
 mod resolve;
 mod resources;
+mod wait;
 
 #[tokio::main]
 async fn main() -> ExitCode {

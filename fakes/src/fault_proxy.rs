@@ -4,6 +4,8 @@
 //! of the Nth one: retries share the SDK's `amz-sdk-invocation-id`. It can also rewrite
 //! one operation's responses, to show what the emulator cannot (a task's non-zero exit),
 //! or hold one operation's requests for a while (a slow AWS call a signal can land in).
+//! Where moto is kinder than AWS, it answers as AWS does: a security group still used by
+//! a network interface cannot be deleted.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -199,21 +201,13 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
     {
         std::thread::sleep(*pause);
     }
-    let mut upstream = TcpStream::connect(state.upstream)?;
-    for line in &head {
-        let name = line.split(':').next().unwrap_or_default();
-        if name.eq_ignore_ascii_case("connection") {
-            continue;
-        }
-        if line == "\r\n" {
-            upstream.write_all(b"Connection: close\r\n")?;
-        }
-        upstream.write_all(line.as_bytes())?;
+    if operation.as_deref() == Some("DeleteSecurityGroup")
+        && let Some(refusal) = group_in_use(state, &head, &body)?
+    {
+        out.write_all(&refusal)?;
+        return out.flush();
     }
-    upstream.write_all(&body)?;
-    upstream.flush()?;
-    let mut response = Vec::new();
-    upstream.read_to_end(&mut response)?;
+    let mut response = exchange(state.upstream, &head, &body)?;
     if let Some((op, from, to)) = &state.rewrite
         && operation.as_deref() == Some(op.as_str())
     {
@@ -221,6 +215,58 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
     }
     out.write_all(&response)?;
     out.flush()
+}
+
+/// Sends one request upstream as it came (but closing the connection after it) and
+/// returns the whole response.
+fn exchange(upstream: SocketAddr, head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut upstream = TcpStream::connect(upstream)?;
+    for line in head {
+        let name = line.split(':').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if line == "\r\n" {
+            write!(
+                upstream,
+                "Connection: close\r\nContent-Length: {}\r\n",
+                body.len()
+            )?;
+        }
+        upstream.write_all(line.as_bytes())?;
+    }
+    upstream.write_all(body)?;
+    upstream.flush()?;
+    let mut response = Vec::new();
+    upstream.read_to_end(&mut response)?;
+    Ok(response)
+}
+
+/// EC2 refuses to delete a security group a network interface still uses, with
+/// `DependencyViolation` (EC2 API reference, DeleteSecurityGroup); moto deletes it
+/// anyway. The refusal, when an interface uses the group named in `body`.
+fn group_in_use(state: &State, head: &[String], body: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
+    let form = String::from_utf8_lossy(body);
+    let Some(group) = form.split('&').find_map(|kv| kv.strip_prefix("GroupId=")) else {
+        return Ok(None);
+    };
+    let query = format!(
+        "Action=DescribeNetworkInterfaces&Version=2016-11-15&Filter.1.Name=group-id&Filter.1.Value.1={group}"
+    );
+    let answer = exchange(state.upstream, head, query.as_bytes())?;
+    if !String::from_utf8_lossy(&answer).contains("<networkInterfaceId>") {
+        return Ok(None);
+    }
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>DependencyViolation</Code><Message>resource {group} has a dependent object</Message></Error></Errors><RequestID>fault-proxy</RequestID></Response>"
+    );
+    Ok(Some(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    ))
 }
 
 /// The response with `from` replaced by `to` in its body and Content-Length fixed.

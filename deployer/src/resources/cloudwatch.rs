@@ -6,8 +6,9 @@ use aws_sdk_cloudwatch::types::{
 use infra::resources::{Alarm, Kind, Resource, Spec, Tags};
 use infra::{Environment, Stack};
 
-use super::{Live, Outputs, aws_error, tag_map};
+use super::{Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, tag_map};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::Result;
 
 fn spec(a: &MetricAlarm) -> Alarm {
@@ -79,7 +80,7 @@ async fn live(aws: &Aws, alarm: &MetricAlarm) -> Result<Live> {
     })
 }
 
-pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     match describe(aws, Some(&r.name), None).await?.first() {
         Some(alarm) => Ok(Some(live(aws, alarm).await?)),
         None => Ok(None),
@@ -87,7 +88,7 @@ pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
 }
 
 /// PutMetricAlarm creates or replaces the whole alarm; tags apply only on creation.
-pub async fn put(aws: &Aws, r: &Resource, d: &Alarm, create: bool) -> Result<Outputs> {
+async fn put(aws: &Aws, r: &Resource, d: &Alarm, create: bool) -> Result<Outputs> {
     let mut put = aws
         .cloudwatch
         .put_metric_alarm()
@@ -120,7 +121,7 @@ pub async fn put(aws: &Aws, r: &Resource, d: &Alarm, create: bool) -> Result<Out
     })
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.cloudwatch
         .tag_resource()
         .resource_arn(arn)
@@ -131,7 +132,7 @@ pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     Ok(())
 }
 
-pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
+async fn delete(aws: &Aws, name: &str) -> Result<()> {
     aws.cloudwatch
         .delete_alarms()
         .alarm_names(name)
@@ -142,7 +143,7 @@ pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
 }
 
 /// Alarms tagged with this environment that the stack no longer has.
-pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
     let wanted: Vec<&str> = stack
         .of_kind(Kind::Alarm)
         .map(|r| r.name.as_str())
@@ -162,7 +163,7 @@ pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(
         if owned {
             let mut resource = Resource::new(&name, live.spec.clone());
             resource.tags = ours.clone();
-            found.push((resource, live));
+            found.push(Extra::dropped(resource, live));
         }
     }
     Ok(found)
@@ -172,4 +173,68 @@ fn tags(t: &Tags) -> Vec<Tag> {
     t.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
+}
+
+impl Managed for Alarm {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        put(aws, r, self, true).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        put(aws, r, self, false).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+
+    fn normalize(&mut self) {
+        self.alarm_actions.sort();
+        self.ok_actions.sort();
+    }
+
+    async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
+        extras(aws, env, stack).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    fn alarm(spec: &mut Spec) -> &mut infra::resources::Alarm {
+        let Spec::Alarm(a) = spec else {
+            panic!("an alarm")
+        };
+        a
+    }
+
+    #[test]
+    fn shuffled_actions_are_no_change_and_a_new_threshold_is_in_place() {
+        let mut r = resource(Kind::Alarm);
+        alarm(&mut r.properties).alarm_actions = vec!["arn:a".into(), "arn:b".into()];
+        let (paths, _) = judge(&r, |s| alarm(s).alarm_actions.reverse());
+        assert!(paths.is_empty(), "{paths:?}");
+        let (paths, replaced) = judge(&r, |s| alarm(s).threshold += 1.0);
+        assert_eq!(paths, ["properties.threshold"]);
+        assert!(!replaced);
+    }
 }

@@ -8,9 +8,10 @@ use aws_sdk_dynamodb::types::{
 };
 use infra::resources::{DynamodbTable, Resource, Spec, Tags};
 
-use super::{Live, Outputs, aws_error, built, code, tag_map};
+use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, tag_map};
 use crate::aws::Aws;
-use crate::error::Result;
+use crate::engine::Change;
+use crate::error::{Error, Result};
 
 pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let out = match aws
@@ -141,4 +142,83 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
     t.iter()
         .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
         .collect()
+}
+
+impl Managed for DynamodbTable {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        update(aws, r, self, live).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+
+    /// DynamoDB cannot change a table's key schema (UpdateTable has no key parameter).
+    fn replaces(change: &Change) -> bool {
+        change.path == "properties.partition_key"
+    }
+
+    /// The table is the job's ledger: a new one under the same name would mean deleting
+    /// what says which invoices were already reported, so this is left to a person.
+    async fn replace(&self, _aws: &Aws, r: &Resource, live: &Live) -> Result<Outputs> {
+        let have = match &live.spec {
+            Spec::DynamodbTable(t) => t.partition_key.clone(),
+            _ => String::new(),
+        };
+        Err(Error::Refused(
+            format!(
+                "table {} is keyed by `{have}`, the stack wants `{}`, and a key cannot change in place",
+                r.name, self.partition_key
+            ),
+            format!(
+                "the table holds the job's ledger and run leases: when no run is in progress, export what you need, delete the table (`aws dynamodb delete-table --table-name {}`) and run `deployer up` again",
+                r.name
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    fn table(spec: &mut Spec) -> &mut infra::resources::DynamodbTable {
+        let Spec::DynamodbTable(t) = spec else {
+            panic!("a table")
+        };
+        t
+    }
+
+    #[test]
+    fn another_key_replaces_the_table_and_billing_changes_in_place() {
+        let r = resource(Kind::DynamodbTable);
+        let (paths, replaced) = judge(&r, |s| table(s).partition_key = "id".into());
+        assert_eq!(paths, ["properties.partition_key"]);
+        assert!(replaced);
+        let (paths, replaced) = judge(&r, |s| table(s).billing_mode = "PROVISIONED".into());
+        assert_eq!(paths, ["properties.billing_mode"]);
+        assert!(!replaced);
+    }
 }

@@ -3,8 +3,9 @@
 use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
 use infra::resources::{EcrRepository, Resource, Spec, Tags};
 
-use super::{Deleted, Live, Outputs, aws_error, code, tag_map};
+use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::{Error, Result};
 
 pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
@@ -183,4 +184,54 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
                 .map_err(|e| Error::Internal(e.to_string()))
         })
         .collect()
+}
+
+impl Managed for EcrRepository {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        live: &Self,
+        outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        update(aws, r, self, live, outputs).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, o: Options) -> Result<Deleted> {
+        delete(aws, &r.name, o.include_images).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    #[test]
+    fn repository_settings_change_in_place() {
+        let (paths, replaced) = judge(&resource(Kind::EcrRepository), |s| {
+            let Spec::EcrRepository(e) = s else { panic!() };
+            e.tag_mutability = "MUTABLE".into();
+            e.lifecycle_policy = serde_json::Value::Null;
+        });
+        assert_eq!(
+            paths,
+            ["properties.lifecycle_policy", "properties.tag_mutability"]
+        );
+        assert!(!replaced);
+    }
 }

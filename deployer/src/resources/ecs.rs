@@ -10,11 +10,12 @@ use aws_sdk_ecs::types::{
 };
 use infra::resources::{self, EcsCluster, Resource, Spec, Tags, TaskDefinition};
 
-use super::{Live, Outputs, aws_error, code, tag_map};
+use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::{Error, Result};
 
-pub async fn read_cluster(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read_cluster(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let out = aws
         .ecs
         .describe_clusters()
@@ -55,7 +56,7 @@ fn insights(d: &EcsCluster) -> ClusterSetting {
         .build()
 }
 
-pub async fn create_cluster(aws: &Aws, r: &Resource, d: &EcsCluster) -> Result<Outputs> {
+async fn create_cluster(aws: &Aws, r: &Resource, d: &EcsCluster) -> Result<Outputs> {
     let out = aws
         .ecs
         .create_cluster()
@@ -74,25 +75,7 @@ pub async fn create_cluster(aws: &Aws, r: &Resource, d: &EcsCluster) -> Result<O
     })
 }
 
-pub async fn update_cluster(
-    aws: &Aws,
-    r: &Resource,
-    d: &EcsCluster,
-    changed: bool,
-) -> Result<Outputs> {
-    if changed {
-        aws.ecs
-            .update_cluster_settings()
-            .cluster(&r.name)
-            .settings(insights(d))
-            .send()
-            .await
-            .map_err(aws_error("update settings of", r.id()))?;
-    }
-    Ok(Outputs::default())
-}
-
-pub async fn delete_cluster(aws: &Aws, name: &str) -> Result<()> {
+async fn delete_cluster(aws: &Aws, name: &str) -> Result<()> {
     match aws.ecs.delete_cluster().cluster(name).send().await {
         Ok(_) => Ok(()),
         Err(e) if code(&e) == Some("ClusterNotFoundException") => Ok(()),
@@ -100,7 +83,7 @@ pub async fn delete_cluster(aws: &Aws, name: &str) -> Result<()> {
     }
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.ecs
         .tag_resource()
         .resource_arn(arn)
@@ -200,11 +183,7 @@ pub async fn read_task_definition(aws: &Aws, family: &str) -> Result<Option<Live
     }))
 }
 
-pub async fn register_task_definition(
-    aws: &Aws,
-    r: &Resource,
-    d: &TaskDefinition,
-) -> Result<Outputs> {
+async fn register_task_definition(aws: &Aws, r: &Resource, d: &TaskDefinition) -> Result<Outputs> {
     let c = &d.container;
     let log = LogConfiguration::builder()
         .log_driver(LogDriver::from(c.log_driver.as_str()))
@@ -279,7 +258,7 @@ pub async fn register_task_definition(
 }
 
 /// Deregisters every active revision of the family.
-pub async fn deregister_family(aws: &Aws, family: &str) -> Result<()> {
+async fn deregister_family(aws: &Aws, family: &str) -> Result<()> {
     let mut pages = aws
         .ecs
         .list_task_definitions()
@@ -323,4 +302,100 @@ fn ecs_tags(t: &[Tag]) -> Tags {
         t.iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned()))),
     )
+}
+
+impl Managed for EcsCluster {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_cluster(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create_cluster(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        aws.ecs
+            .update_cluster_settings()
+            .cluster(&r.name)
+            .settings(insights(self))
+            .send()
+            .await
+            .map_err(aws_error("update settings of", r.id()))?;
+        Ok(Outputs::default())
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete_cluster(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+}
+
+impl Managed for TaskDefinition {
+    async fn read(&self, aws: &Aws, _r: &Resource) -> Result<Option<Live>> {
+        read_task_definition(aws, &self.family).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        register_task_definition(aws, r, self).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, _r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        deregister_family(aws, &self.family).await?;
+        Ok(Deleted::Yes)
+    }
+
+    /// A registered revision cannot change: every difference is a new revision (the
+    /// old one stays, for `rollback`).
+    fn replaces(_change: &Change) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, judge_tagged, resource};
+
+    #[test]
+    fn any_task_definition_difference_is_a_new_revision_but_tags_are_not() {
+        let r = resource(Kind::TaskDefinition);
+        let (paths, replaced) = judge(&r, |s| {
+            let Spec::TaskDefinition(t) = s else { panic!() };
+            t.container.image = "registry/repo@sha256:0ld".into();
+        });
+        assert_eq!(paths, ["properties.container.image"]);
+        assert!(replaced);
+        let mut tagged = r.clone();
+        tagged.tags.insert("owner".into(), "billing".into());
+        let (paths, replaced) = judge_tagged(&tagged, &r.tags, |_| {});
+        assert_eq!(paths, ["tags.owner"]);
+        assert!(!replaced);
+    }
+
+    #[test]
+    fn cluster_settings_change_in_place() {
+        let r = resource(Kind::EcsCluster);
+        let (paths, replaced) = judge(&r, |s| {
+            let Spec::EcsCluster(c) = s else { panic!() };
+            c.container_insights = !c.container_insights;
+        });
+        assert_eq!(paths, ["properties.container_insights"]);
+        assert!(!replaced);
+    }
 }

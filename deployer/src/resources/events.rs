@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
 use infra::resources::{EventRule, Resource, RuleTarget, Spec, Tags};
 
-use super::{Live, Outputs, aws_error, built, code, ecs_target, tag_map};
+use super::{
+    Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, ecs_target, tag_map,
+};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::Result;
 
-pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let rule = match aws.events.describe_rule().name(&r.name).send().await {
         Ok(out) => out,
         Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
@@ -129,12 +132,7 @@ fn target_id(t: &RuleTarget) -> &str {
 
 /// PutRule creates or updates; PutTargets replaces the target with the same id; a
 /// target with another id is removed, so the rule always has exactly one.
-pub async fn put(
-    aws: &Aws,
-    r: &Resource,
-    d: &EventRule,
-    live: Option<&EventRule>,
-) -> Result<Outputs> {
+async fn put(aws: &Aws, r: &Resource, d: &EventRule, live: Option<&EventRule>) -> Result<Outputs> {
     let rule_changed = live.is_none_or(|l| {
         l.description != d.description
             || l.schedule_expression != d.schedule_expression
@@ -206,7 +204,7 @@ pub async fn put(
     })
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.events
         .tag_resource()
         .resource_arn(arn)
@@ -217,7 +215,7 @@ pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     Ok(())
 }
 
-pub async fn delete(aws: &Aws, name: &str) -> Result<()> {
+async fn delete(aws: &Aws, name: &str) -> Result<()> {
     let targets = match aws.events.list_targets_by_rule().rule(name).send().await {
         Ok(out) => out,
         Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(()),
@@ -250,4 +248,83 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
     t.iter()
         .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
         .collect()
+}
+
+impl Managed for EventRule {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        put(aws, r, self, None).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        put(aws, r, self, Some(live)).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+
+    fn normalize(&mut self) {
+        if let RuleTarget::Ecs { target, .. } = &mut self.target {
+            target.subnets.sort();
+            target.security_groups.sort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, RuleTarget, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    #[test]
+    fn a_rule_changes_in_place() {
+        let r = resource(Kind::EventRule);
+        let (paths, replaced) = judge(&r, |s| {
+            let Spec::EventRule(rule) = s else { panic!() };
+            rule.enabled = !rule.enabled;
+        });
+        assert_eq!(paths, ["properties.enabled"]);
+        assert!(!replaced);
+    }
+
+    #[test]
+    fn shuffled_ecs_target_subnets_are_no_change() {
+        let mut r = resource(Kind::EventRule);
+        let Spec::EventRule(rule) = &mut r.properties else {
+            panic!()
+        };
+        let mut target = match resource(Kind::Schedule).properties {
+            Spec::Schedule(s) => s.target,
+            _ => panic!(),
+        };
+        target.subnets = vec!["subnet-a".into(), "subnet-b".into()];
+        rule.target = RuleTarget::Ecs {
+            id: "run".into(),
+            target,
+        };
+        let (paths, _) = judge(&r, |s| {
+            let Spec::EventRule(rule) = s else { panic!() };
+            if let RuleTarget::Ecs { target, .. } = &mut rule.target {
+                target.subnets.reverse();
+            }
+        });
+        assert!(paths.is_empty(), "{paths:?}");
+    }
 }

@@ -6,11 +6,12 @@ use aws_sdk_iam::types::Tag;
 use infra::policy::PolicyDocument;
 use infra::resources::{IamRole, Resource, Spec, Tags};
 
-use super::{Live, Outputs, aws_error, code, tag_map};
+use super::{Deleted, Live, Managed, Options, Outputs, aws_error, code, tag_map};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::{Error, Result};
 
-pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let role = match aws.iam.get_role().role_name(&r.name).send().await {
         Ok(out) => match out.role {
             Some(role) => role,
@@ -86,7 +87,7 @@ fn json(doc: &PolicyDocument) -> String {
     serde_json::to_string(doc).expect("policy documents serialize")
 }
 
-pub async fn create(aws: &Aws, r: &Resource, d: &IamRole) -> Result<Outputs> {
+async fn create(aws: &Aws, r: &Resource, d: &IamRole) -> Result<Outputs> {
     let out = aws
         .iam
         .create_role()
@@ -110,7 +111,7 @@ pub async fn create(aws: &Aws, r: &Resource, d: &IamRole) -> Result<Outputs> {
     })
 }
 
-pub async fn update(aws: &Aws, r: &Resource, d: &IamRole, live: &IamRole) -> Result<Outputs> {
+async fn update(aws: &Aws, r: &Resource, d: &IamRole, live: &IamRole) -> Result<Outputs> {
     let name = &r.name;
     if d.trust_policy.normalized() != live.trust_policy.normalized() {
         aws.iam
@@ -197,7 +198,7 @@ async fn detach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn tag(aws: &Aws, role: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, role: &str, t: &Tags) -> Result<()> {
     aws.iam
         .tag_role()
         .role_name(role)
@@ -209,7 +210,7 @@ pub async fn tag(aws: &Aws, role: &str, t: &Tags) -> Result<()> {
 }
 
 /// A role goes only once its policies are gone.
-pub async fn delete(aws: &Aws, role: &str) -> Result<()> {
+async fn delete(aws: &Aws, role: &str) -> Result<()> {
     let names = match aws.iam.list_role_policies().role_name(role).send().await {
         Ok(out) => out.policy_names,
         Err(e) if code(&e) == Some("NoSuchEntity") => return Ok(()),
@@ -255,4 +256,74 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
                 .map_err(|e| Error::Internal(e.to_string()))
         })
         .collect()
+}
+
+impl Managed for IamRole {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        update(aws, r, self, live).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, _outputs: &Outputs) -> Result<()> {
+        tag(aws, &r.name, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+
+    /// IAM keeps no order in policies, statements, actions or attached policies.
+    fn normalize(&mut self) {
+        self.trust_policy = self.trust_policy.normalized();
+        for doc in self.inline_policies.values_mut() {
+            *doc = doc.normalized();
+        }
+        self.managed_policy_arns.sort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    fn role(spec: &mut Spec) -> &mut infra::resources::IamRole {
+        let Spec::IamRole(r) = spec else {
+            panic!("a role")
+        };
+        r
+    }
+
+    #[test]
+    fn shuffled_policies_are_no_change_and_a_new_description_is_in_place() {
+        let r = resource(Kind::IamRole);
+        let (paths, _) = judge(&r, |s| {
+            let role = role(s);
+            role.managed_policy_arns.reverse();
+            role.trust_policy.statement.reverse();
+            for doc in role.inline_policies.values_mut() {
+                doc.statement.reverse();
+            }
+        });
+        assert!(paths.is_empty(), "{paths:?}");
+        let (paths, replaced) = judge(&r, |s| role(s).description = "old".into());
+        assert_eq!(paths, ["properties.description"]);
+        assert!(!replaced);
+    }
 }

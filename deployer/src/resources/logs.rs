@@ -4,11 +4,12 @@ use aws_sdk_cloudwatchlogs::types::MetricTransformation;
 use infra::resources::{Kind, LogGroup, MetricFilter, Resource, Spec, Tags};
 use infra::{Environment, Stack};
 
-use super::{Live, Outputs, aws_error, code, tag_map};
+use super::{Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::{Error, Result};
 
-pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let out = aws
         .logs
         .describe_log_groups()
@@ -51,7 +52,7 @@ pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     }))
 }
 
-pub async fn create_group(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<Outputs> {
+async fn create_group(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<Outputs> {
     aws.logs
         .create_log_group()
         .log_group_name(&r.name)
@@ -66,13 +67,6 @@ pub async fn create_group(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<Outpu
     })
 }
 
-pub async fn update_group(aws: &Aws, r: &Resource, d: &LogGroup, changed: bool) -> Result<Outputs> {
-    if changed {
-        put_retention(aws, r, d).await?;
-    }
-    Ok(Outputs::default())
-}
-
 async fn put_retention(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<()> {
     aws.logs
         .put_retention_policy()
@@ -84,7 +78,7 @@ async fn put_retention(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<()> {
     Ok(())
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.logs
         .tag_resource()
         .resource_arn(arn)
@@ -95,7 +89,7 @@ pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     Ok(())
 }
 
-pub async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
+async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
     match aws
         .logs
         .delete_log_group()
@@ -145,7 +139,7 @@ async fn filters(aws: &Aws, group: &str, prefix: &str) -> Result<Vec<(String, Me
     Ok(found)
 }
 
-pub async fn read_filter(aws: &Aws, name: &str, group: &str) -> Result<Option<Live>> {
+async fn read_filter(aws: &Aws, name: &str, group: &str) -> Result<Option<Live>> {
     Ok(filters(aws, group, name)
         .await?
         .into_iter()
@@ -164,7 +158,7 @@ fn filter_live(name: &str, f: MetricFilter) -> Live {
     }
 }
 
-pub async fn put_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
+async fn put_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
     let transformation = MetricTransformation::builder()
         .metric_namespace(&d.metric_namespace)
         .metric_name(&d.metric_name)
@@ -188,12 +182,12 @@ pub async fn put_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outpu
 
 /// AWS replaces a filter put under the same name, but moto keeps both: deleting first
 /// is correct on both.
-pub async fn replace_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
+async fn replace_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> {
     delete_filter(aws, name, &d.log_group).await?;
     put_filter(aws, name, d).await
 }
 
-pub async fn delete_filter(aws: &Aws, name: &str, group: &str) -> Result<()> {
+async fn delete_filter(aws: &Aws, name: &str, group: &str) -> Result<()> {
     match aws
         .logs
         .delete_metric_filter()
@@ -209,7 +203,7 @@ pub async fn delete_filter(aws: &Aws, name: &str, group: &str) -> Result<()> {
 }
 
 /// Filters named like the stack's (`{app}-...`) on its log group that it no longer has.
-pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
     let group = &env.file.logs.group;
     let prefix = format!("{}-", env.file.app);
     let wanted: Vec<&str> = stack
@@ -222,7 +216,91 @@ pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(
         .filter(|(name, _)| !wanted.contains(&name.as_str()))
         .map(|(name, f)| {
             let resource = Resource::new(&name, Spec::MetricFilter(f.clone()));
-            (resource, filter_live(&name, f))
+            Extra::dropped(resource, filter_live(&name, f))
         })
         .collect())
+}
+
+impl Managed for LogGroup {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_group(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create_group(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        put_retention(aws, r, self).await?;
+        Ok(Outputs::default())
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete_group(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+}
+
+impl Managed for MetricFilter {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_filter(aws, &r.name, &self.log_group).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        put_filter(aws, &r.name, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        replace_filter(aws, &r.name, self).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete_filter(aws, &r.name, &self.log_group).await?;
+        Ok(Deleted::Yes)
+    }
+
+    async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
+        extras(aws, env, stack).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    #[test]
+    fn retention_and_filter_patterns_change_in_place() {
+        let (paths, replaced) = judge(&resource(Kind::LogGroup), |s| {
+            let Spec::LogGroup(g) = s else { panic!() };
+            g.retention_days = 7;
+        });
+        assert_eq!(paths, ["properties.retention_days"]);
+        assert!(!replaced);
+        let (paths, replaced) = judge(&resource(Kind::MetricFilter), |s| {
+            let Spec::MetricFilter(f) = s else { panic!() };
+            f.filter_pattern = "{ $.event = \"x\" }".into();
+        });
+        assert_eq!(paths, ["properties.filter_pattern"]);
+        assert!(!replaced);
+    }
 }

@@ -8,7 +8,11 @@ use std::fmt::Display;
 
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use infra::resources::{Kind, Resource, Spec, Tags};
+use infra::resources::{
+    Alarm, DynamodbTable, EcrRepository, EcsCluster, EventRule, IamRole, Kind, LogGroup,
+    MetricFilter, Resource, Schedule, ScheduleGroup, SecurityGroup, SnsSubscription, SnsTopic,
+    Spec, Tags, TaskDefinition,
+};
 use infra::{Environment, Stack};
 
 use crate::aws::Aws;
@@ -51,134 +55,182 @@ pub struct Options {
     pub include_images: bool,
 }
 
-pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
-    match &r.properties {
-        Spec::EcrRepository(_) => ecr::read(aws, r).await,
-        Spec::LogGroup(_) => logs::read_group(aws, r).await,
-        Spec::MetricFilter(d) => logs::read_filter(aws, &r.name, &d.log_group).await,
-        Spec::IamRole(_) => iam::read(aws, r).await,
-        Spec::EcsCluster(_) => ecs::read_cluster(aws, r).await,
-        Spec::TaskDefinition(d) => ecs::read_task_definition(aws, &d.family).await,
-        Spec::SecurityGroup(d) => ec2::read(aws, &r.name, &d.vpc_id).await,
-        Spec::ScheduleGroup(_) => scheduler::read_group(aws, r).await,
-        Spec::Schedule(d) => scheduler::read_schedule(aws, &r.name, &d.group).await,
-        Spec::EventRule(_) => events::read(aws, r).await,
-        Spec::SnsTopic(_) => sns::read_topic(aws, r).await,
-        Spec::SnsSubscription(d) => {
-            sns::read_subscription(aws, &d.topic_arn, &d.protocol, &d.endpoint).await
-        }
-        Spec::Alarm(_) => cloudwatch::read(aws, r).await,
-        Spec::DynamodbTable(_) => dynamodb::read(aws, r).await,
+/// The whole lifecycle of one kind, implemented on its spec (`infra`'s typed shape) in
+/// its own module: what most kinds do not need has a default here.
+pub(crate) trait Managed: Sized {
+    /// The live resource in the stack's shape, or `None` when there is none.
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>>;
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs>;
+
+    /// Changes the live resource in place to match `self`; `changes` names what differs.
+    /// By default only tags can differ in place (they are set after this).
+    async fn update(
+        &self,
+        _aws: &Aws,
+        _r: &Resource,
+        _live: &Self,
+        outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        Ok(outputs.clone())
+    }
+
+    /// Adds the stack's tags; kinds AWS cannot tag are owned through their parent.
+    async fn tag(&self, _aws: &Aws, _r: &Resource, _outputs: &Outputs) -> Result<()> {
+        Ok(())
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, live: &Live, o: Options) -> Result<Deleted>;
+
+    /// The kind's `ForceNew`: whether this change (a path as `engine::diff` names it,
+    /// `properties.x.y`) cannot be made in place.
+    fn replaces(_change: &Change) -> bool {
+        false
+    }
+
+    /// Makes the replacement of `live`; by default a new one beside it (the old one is
+    /// kept, or found by `extras` and deleted once nothing uses it).
+    async fn replace(&self, aws: &Aws, r: &Resource, _live: &Live) -> Result<Outputs> {
+        self.create(aws, r).await
+    }
+
+    /// Puts in a fixed order what AWS keeps in none, so only real differences remain.
+    fn normalize(&mut self) {}
+
+    /// Live resources of this kind that this environment owns and the stack no longer
+    /// describes, to be deleted after everything else has moved off them.
+    async fn extras(_aws: &Aws, _env: &Environment, _stack: &Stack) -> Result<Vec<Extra>> {
+        Ok(Vec::new())
     }
 }
 
-pub async fn create(aws: &Aws, r: &Resource) -> Result<Outputs> {
-    match &r.properties {
-        Spec::EcrRepository(d) => ecr::create(aws, r, d).await,
-        Spec::LogGroup(d) => logs::create_group(aws, r, d).await,
-        Spec::MetricFilter(d) => logs::put_filter(aws, &r.name, d).await,
-        Spec::IamRole(d) => iam::create(aws, r, d).await,
-        Spec::EcsCluster(d) => ecs::create_cluster(aws, r, d).await,
-        Spec::TaskDefinition(d) => ecs::register_task_definition(aws, r, d).await,
-        Spec::SecurityGroup(d) => ec2::create(aws, r, d).await,
-        Spec::ScheduleGroup(_) => scheduler::create_group(aws, r).await,
-        Spec::Schedule(d) => scheduler::put_schedule(aws, &r.name, d, true).await,
-        Spec::EventRule(d) => events::put(aws, r, d, None).await,
-        Spec::SnsTopic(d) => sns::create_topic(aws, r, d).await,
-        Spec::SnsSubscription(d) => sns::subscribe(aws, d).await,
-        Spec::Alarm(d) => cloudwatch::put(aws, r, d, true).await,
-        Spec::DynamodbTable(d) => dynamodb::create(aws, r, d).await,
+/// A live resource of this environment that the stack no longer has.
+#[derive(Debug, Clone)]
+pub struct Extra {
+    pub resource: Resource,
+    pub live: Live,
+    /// Why it goes, for the plan.
+    pub note: String,
+}
+
+impl Extra {
+    /// One dropped from the environment file.
+    pub fn dropped(resource: Resource, live: Live) -> Self {
+        Self {
+            resource,
+            live,
+            note: "no longer in the environment file".into(),
+        }
     }
 }
+
+/// Generates the dispatch from `Spec` (and `Kind`) to each kind's `Managed`; a kind
+/// left out of the list is a compile error (non-exhaustive `match`).
+macro_rules! kinds {
+    ($($kind:ident),+ $(,)?) => {
+        pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+            match &r.properties {
+                $(Spec::$kind(d) => d.read(aws, r).await,)+
+            }
+        }
+
+        pub async fn create(aws: &Aws, r: &Resource) -> Result<Outputs> {
+            match &r.properties {
+                $(Spec::$kind(d) => d.create(aws, r).await,)+
+            }
+        }
+
+        pub async fn replace(aws: &Aws, r: &Resource, live: &Live) -> Result<Outputs> {
+            match &r.properties {
+                $(Spec::$kind(d) => d.replace(aws, r, live).await,)+
+            }
+        }
+
+        async fn update_properties(
+            aws: &Aws,
+            r: &Resource,
+            live: &Live,
+            changes: &[Change],
+        ) -> Result<Outputs> {
+            match (&r.properties, &live.spec) {
+                $((Spec::$kind(d), Spec::$kind(l)) => {
+                    d.update(aws, r, l, &live.outputs, changes).await
+                })+
+                (desired, live) => Err(Error::Internal(format!(
+                    "{} compared with a live {}",
+                    desired.kind(),
+                    live.kind()
+                ))),
+            }
+        }
+
+        async fn tag(aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+            match &r.properties {
+                $(Spec::$kind(d) => d.tag(aws, r, outputs).await,)+
+            }
+        }
+
+        pub async fn delete(aws: &Aws, r: &Resource, live: &Live, options: Options) -> Result<Deleted> {
+            match &r.properties {
+                $(Spec::$kind(d) => d.delete(aws, r, live, options).await,)+
+            }
+        }
+
+        /// Whether a change cannot be made in place.
+        pub fn needs_replace(kind: Kind, changes: &[Change]) -> bool {
+            let mut props = changes.iter().filter(|c| !c.path.starts_with("tags"));
+            match kind {
+                $(Kind::$kind => props.any(<$kind as Managed>::replaces),)+
+            }
+        }
+
+        pub fn normalize(spec: &mut Spec) {
+            match spec {
+                $(Spec::$kind(d) => d.normalize(),)+
+            }
+        }
+
+        /// Live resources of this environment that the stack no longer describes.
+        pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
+            let mut found = Vec::new();
+            $(found.extend(<$kind as Managed>::extras(aws, env, stack).await?);)+
+            Ok(found)
+        }
+    };
+}
+
+// In dependency order (what a kind refers to comes before it), the order extras are
+// found in: they are deleted in reverse.
+kinds![
+    EcrRepository,
+    LogGroup,
+    MetricFilter,
+    IamRole,
+    EcsCluster,
+    SecurityGroup,
+    DynamodbTable,
+    TaskDefinition,
+    ScheduleGroup,
+    Schedule,
+    EventRule,
+    SnsTopic,
+    SnsSubscription,
+    Alarm,
+];
 
 /// Changes a live resource in place to match `r`; `changes` names what differs.
 pub async fn update(aws: &Aws, r: &Resource, live: &Live, changes: &[Change]) -> Result<Outputs> {
-    let tags_changed = changes.iter().any(|c| c.path.starts_with("tags"));
-    let props_changed = changes.iter().any(|c| !c.path.starts_with("tags"));
-    let outputs = match (&r.properties, &live.spec) {
-        (Spec::EcrRepository(d), Spec::EcrRepository(l)) => {
-            ecr::update(aws, r, d, l, &live.outputs).await?
-        }
-        (Spec::LogGroup(d), _) => logs::update_group(aws, r, d, props_changed).await?,
-        (Spec::MetricFilter(d), _) => logs::replace_filter(aws, &r.name, d).await?,
-        (Spec::IamRole(d), Spec::IamRole(l)) => iam::update(aws, r, d, l).await?,
-        (Spec::EcsCluster(d), _) => ecs::update_cluster(aws, r, d, props_changed).await?,
-        (Spec::SecurityGroup(d), Spec::SecurityGroup(l)) => {
-            ec2::update(aws, d, l, &live.outputs).await?
-        }
-        (Spec::Schedule(d), _) => scheduler::put_schedule(aws, &r.name, d, false).await?,
-        (Spec::EventRule(d), Spec::EventRule(l)) => events::put(aws, r, d, Some(l)).await?,
-        (Spec::SnsTopic(d), _) => sns::update_topic(aws, d, &live.outputs).await?,
-        // Only their tags can differ in place (a task definition change is a replace).
-        (Spec::TaskDefinition(_) | Spec::ScheduleGroup(_) | Spec::SnsSubscription(_), _) => {
-            live.outputs.clone()
-        }
-        (Spec::Alarm(d), _) => cloudwatch::put(aws, r, d, false).await?,
-        (Spec::DynamodbTable(d), Spec::DynamodbTable(l)) => dynamodb::update(aws, r, d, l).await?,
-        (desired, live) => {
-            return Err(Error::Internal(format!(
-                "{} compared with a live {}",
-                desired.kind(),
-                live.kind()
-            )));
-        }
+    let outputs = if changes.iter().any(|c| !c.path.starts_with("tags")) {
+        update_properties(aws, r, live, changes).await?
+    } else {
+        live.outputs.clone()
     };
-    if tags_changed {
-        tag(aws, r, &outputs.merged(&live.outputs)).await?;
+    let outputs = outputs.merged(&live.outputs);
+    if changes.iter().any(|c| c.path.starts_with("tags")) && !r.tags.is_empty() {
+        tag(aws, r, &outputs).await?;
     }
-    Ok(outputs.merged(&live.outputs))
-}
-
-/// Adds the stack's tags (ownership); existing other tags are left as they are.
-async fn tag(aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
-    if r.tags.is_empty() {
-        return Ok(());
-    }
-    let arn = || {
-        outputs
-            .arn
-            .clone()
-            .ok_or_else(|| Error::Internal(format!("no ARN to tag {}", r.id())))
-    };
-    match r.kind {
-        Kind::EcrRepository => ecr::tag(aws, &arn()?, &r.tags).await,
-        Kind::LogGroup => logs::tag(aws, &arn()?, &r.tags).await,
-        Kind::IamRole => iam::tag(aws, &r.name, &r.tags).await,
-        Kind::EcsCluster | Kind::TaskDefinition => ecs::tag(aws, &arn()?, &r.tags).await,
-        Kind::SecurityGroup => {
-            let id = outputs
-                .id
-                .clone()
-                .ok_or_else(|| Error::Internal("no group id".into()))?;
-            ec2::tag(aws, &id, &r.tags).await
-        }
-        Kind::ScheduleGroup => scheduler::tag(aws, &arn()?, &r.tags).await,
-        Kind::EventRule => events::tag(aws, &arn()?, &r.tags).await,
-        Kind::SnsTopic => sns::tag(aws, &arn()?, &r.tags).await,
-        Kind::Alarm => cloudwatch::tag(aws, &arn()?, &r.tags).await,
-        Kind::DynamodbTable => dynamodb::tag(aws, &arn()?, &r.tags).await,
-        Kind::MetricFilter | Kind::Schedule | Kind::SnsSubscription => Ok(()),
-    }
-}
-
-pub async fn delete(aws: &Aws, r: &Resource, live: &Live, options: Options) -> Result<Deleted> {
-    match &r.properties {
-        Spec::EcrRepository(_) => return ecr::delete(aws, &r.name, options.include_images).await,
-        Spec::LogGroup(_) => logs::delete_group(aws, &r.name).await?,
-        Spec::MetricFilter(d) => logs::delete_filter(aws, &r.name, &d.log_group).await?,
-        Spec::IamRole(_) => iam::delete(aws, &r.name).await?,
-        Spec::EcsCluster(_) => ecs::delete_cluster(aws, &r.name).await?,
-        Spec::TaskDefinition(d) => ecs::deregister_family(aws, &d.family).await?,
-        Spec::SecurityGroup(_) => ec2::delete(aws, &live.outputs).await?,
-        Spec::ScheduleGroup(_) => scheduler::delete_group(aws, &r.name).await?,
-        Spec::Schedule(d) => scheduler::delete_schedule(aws, &r.name, &d.group).await?,
-        Spec::EventRule(_) => events::delete(aws, &r.name).await?,
-        Spec::SnsTopic(_) => sns::delete_topic(aws, &live.outputs).await?,
-        Spec::SnsSubscription(_) => return sns::unsubscribe(aws, &live.outputs).await,
-        Spec::Alarm(_) => cloudwatch::delete(aws, &r.name).await?,
-        Spec::DynamodbTable(_) => dynamodb::delete(aws, &r.name).await?,
-    }
-    Ok(Deleted::Yes)
+    Ok(outputs)
 }
 
 /// What `delete` did.
@@ -189,29 +241,12 @@ pub enum Deleted {
     Kept(String),
 }
 
-/// Live resources of this environment that the stack no longer describes (a schedule,
-/// alarm, filter or subscription removed from the file), as resources to delete.
-pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
-    let mut found = Vec::new();
-    found.extend(scheduler::extras(aws, env, stack).await?);
-    found.extend(cloudwatch::extras(aws, env, stack).await?);
-    found.extend(logs::extras(aws, env, stack).await?);
-    found.extend(sns::extras(aws, env, stack).await?);
-    Ok(found)
-}
-
-/// Whether a change cannot be made in place.
-pub fn needs_replace(kind: Kind, changes: &[Change]) -> bool {
-    let props = changes.iter().filter(|c| !c.path.starts_with("tags"));
-    match kind {
-        // Every change is a new revision.
-        Kind::TaskDefinition => props.count() > 0,
-        Kind::SecurityGroup => props
-            .into_iter()
-            .any(|c| c.path == "description" || c.path == "vpc_id"),
-        Kind::DynamodbTable => props.into_iter().any(|c| c.path.ends_with("partition_key")),
-        _ => false,
-    }
+/// The ARN a kind tags by, from its outputs.
+pub fn arn_of<'a>(r: &Resource, outputs: &'a Outputs) -> Result<&'a str> {
+    outputs
+        .arn
+        .as_deref()
+        .ok_or_else(|| Error::Internal(format!("no ARN to tag {}", r.id())))
 }
 
 impl Outputs {
@@ -307,4 +342,48 @@ pub fn overrides(input: Option<&str>) -> (String, Vec<String>) {
         })
         .unwrap_or_default();
     (name, command)
+}
+
+/// The stack of `infra/envs/prod.toml` synthesized offline, and what the engine makes of
+/// a live resource that differs from it: for each kind's unit tests of its rules.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use infra::resources::{Kind, Resource, Spec};
+
+    use super::{Live, Outputs, needs_replace};
+
+    pub fn resource(kind: Kind) -> Resource {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/envs/prod.toml");
+        let env = infra::Environment::load(std::path::Path::new(path)).expect("prod.toml loads");
+        let stack = infra::synthesize(&env, &infra::Context::offline(&env));
+        stack
+            .of_kind(kind)
+            .next()
+            .cloned()
+            .unwrap_or_else(|| panic!("the stack has a {kind}"))
+    }
+
+    /// The paths `engine::diff` names between `desired` and a live copy changed by
+    /// `change`, and whether the kind's rule calls for a replacement.
+    pub fn judge(desired: &Resource, change: impl FnOnce(&mut Spec)) -> (Vec<String>, bool) {
+        judge_tagged(desired, &desired.tags, change)
+    }
+
+    /// The same, for a live copy that carries `tags`.
+    pub fn judge_tagged(
+        desired: &Resource,
+        tags: &infra::resources::Tags,
+        change: impl FnOnce(&mut Spec),
+    ) -> (Vec<String>, bool) {
+        let mut spec = desired.properties.clone();
+        change(&mut spec);
+        let live = Live {
+            spec,
+            tags: Some(tags.clone()),
+            outputs: Outputs::default(),
+        };
+        let changes = crate::engine::diff(desired, &live);
+        let paths = changes.iter().map(|c| c.path.clone()).collect();
+        (paths, needs_replace(desired.kind, &changes))
+    }
 }

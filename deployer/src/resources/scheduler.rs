@@ -7,11 +7,15 @@ use aws_sdk_scheduler::types::{
 use infra::resources::{EcsTarget, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
 use infra::{Environment, Stack};
 
-use super::{Live, Outputs, aws_error, built, code, ecs_target, tag_map};
+use super::{
+    Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, ecs_target,
+    tag_map,
+};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::Result;
 
-pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let group = match aws
         .scheduler
         .get_schedule_group()
@@ -41,7 +45,7 @@ pub async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     }))
 }
 
-pub async fn create_group(aws: &Aws, r: &Resource) -> Result<Outputs> {
+async fn create_group(aws: &Aws, r: &Resource) -> Result<Outputs> {
     let out = aws
         .scheduler
         .create_schedule_group()
@@ -56,7 +60,7 @@ pub async fn create_group(aws: &Aws, r: &Resource) -> Result<Outputs> {
     })
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.scheduler
         .tag_resource()
         .resource_arn(arn)
@@ -68,7 +72,7 @@ pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
 }
 
 /// Deleting the group deletes the schedules in it.
-pub async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
+async fn delete_group(aws: &Aws, name: &str) -> Result<()> {
     match aws
         .scheduler
         .delete_schedule_group()
@@ -136,7 +140,7 @@ fn target(t: &EcsTarget) -> Result<Target> {
 }
 
 /// CreateSchedule or UpdateSchedule: both take the whole schedule.
-pub async fn put_schedule(aws: &Aws, name: &str, d: &Schedule, create: bool) -> Result<Outputs> {
+async fn put_schedule(aws: &Aws, name: &str, d: &Schedule, create: bool) -> Result<Outputs> {
     let window = built(
         FlexibleTimeWindow::builder()
             .mode(FlexibleTimeWindowMode::Off)
@@ -176,7 +180,7 @@ pub async fn put_schedule(aws: &Aws, name: &str, d: &Schedule, create: bool) -> 
     })
 }
 
-pub async fn delete_schedule(aws: &Aws, name: &str, group: &str) -> Result<()> {
+async fn delete_schedule(aws: &Aws, name: &str, group: &str) -> Result<()> {
     match aws
         .scheduler
         .delete_schedule()
@@ -192,7 +196,7 @@ pub async fn delete_schedule(aws: &Aws, name: &str, group: &str) -> Result<()> {
 }
 
 /// Schedules in the environment's group that the file no longer lists.
-pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
     let Some(group) = stack.of_kind(Kind::ScheduleGroup).next() else {
         return Ok(Vec::new());
     };
@@ -222,7 +226,10 @@ pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<(
     let mut found = Vec::new();
     for name in names.into_iter().filter(|n| !wanted.contains(&n.as_str())) {
         if let Some(live) = read_schedule(aws, &name, &group.name).await? {
-            found.push((Resource::new(&name, live.spec.clone()), live));
+            found.push(Extra::dropped(
+                Resource::new(&name, live.spec.clone()),
+                live,
+            ));
         }
     }
     Ok(found)
@@ -232,4 +239,93 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
     t.iter()
         .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
         .collect()
+}
+
+impl Managed for ScheduleGroup {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_group(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create_group(aws, r).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete_group(aws, &r.name).await?;
+        Ok(Deleted::Yes)
+    }
+}
+
+impl Managed for Schedule {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_schedule(aws, &r.name, &self.group).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        put_schedule(aws, &r.name, self, true).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        put_schedule(aws, &r.name, self, false).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        delete_schedule(aws, &r.name, &self.group).await?;
+        Ok(Deleted::Yes)
+    }
+
+    fn normalize(&mut self) {
+        self.target.subnets.sort();
+        self.target.security_groups.sort();
+    }
+
+    async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
+        extras(aws, env, stack).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, judge_tagged, resource};
+
+    fn schedule(spec: &mut Spec) -> &mut infra::resources::Schedule {
+        let Spec::Schedule(s) = spec else {
+            panic!("a schedule")
+        };
+        s
+    }
+
+    #[test]
+    fn shuffled_subnets_are_no_change_and_a_new_time_is_in_place() {
+        let mut r = resource(Kind::Schedule);
+        schedule(&mut r.properties).target.subnets = vec!["subnet-a".into(), "subnet-b".into()];
+        let (paths, _) = judge(&r, |s| schedule(s).target.subnets.reverse());
+        assert!(paths.is_empty(), "{paths:?}");
+        let (paths, replaced) = judge(&r, |s| schedule(s).expression = "cron(0 6 * * ? *)".into());
+        assert_eq!(paths, ["properties.expression"]);
+        assert!(!replaced);
+    }
+
+    #[test]
+    fn a_schedule_group_changes_only_its_tags() {
+        let r = resource(Kind::ScheduleGroup);
+        let mut tagged = r.clone();
+        tagged.tags.insert("owner".into(), "billing".into());
+        let (paths, replaced) = judge_tagged(&tagged, &r.tags, |_| {});
+        assert_eq!(paths, ["tags.owner"]);
+        assert!(!replaced);
+    }
 }

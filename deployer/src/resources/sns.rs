@@ -5,11 +5,14 @@ use infra::policy::PolicyDocument;
 use infra::resources::{Kind, Resource, SnsSubscription, SnsTopic, Spec, Tags};
 use infra::{Environment, Stack};
 
-use super::{Deleted, Live, Outputs, aws_error, built, code, tag_map};
+use super::{
+    Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, tag_map,
+};
 use crate::aws::Aws;
+use crate::engine::Change;
 use crate::error::{Error, Result};
 
-pub async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let arn = r.arn.clone().unwrap_or_default();
     let attrs = match aws.sns.get_topic_attributes().topic_arn(&arn).send().await {
         Ok(out) => out.attributes.unwrap_or_default(),
@@ -44,7 +47,7 @@ fn policy_json(d: &SnsTopic) -> String {
     serde_json::to_string(&d.policy).expect("policy documents serialize")
 }
 
-pub async fn create_topic(aws: &Aws, r: &Resource, d: &SnsTopic) -> Result<Outputs> {
+async fn create_topic(aws: &Aws, r: &Resource, d: &SnsTopic) -> Result<Outputs> {
     let out = aws
         .sns
         .create_topic()
@@ -61,7 +64,7 @@ pub async fn create_topic(aws: &Aws, r: &Resource, d: &SnsTopic) -> Result<Outpu
     })
 }
 
-pub async fn update_topic(aws: &Aws, d: &SnsTopic, outputs: &Outputs) -> Result<Outputs> {
+async fn update_topic(aws: &Aws, d: &SnsTopic, outputs: &Outputs) -> Result<Outputs> {
     let arn = outputs.arn.as_deref().unwrap_or_default();
     for (name, value) in [
         ("DisplayName", d.display_name.clone()),
@@ -79,7 +82,7 @@ pub async fn update_topic(aws: &Aws, d: &SnsTopic, outputs: &Outputs) -> Result<
     Ok(outputs.clone())
 }
 
-pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
+async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     aws.sns
         .tag_resource()
         .resource_arn(arn)
@@ -90,7 +93,7 @@ pub async fn tag(aws: &Aws, arn: &str, t: &Tags) -> Result<()> {
     Ok(())
 }
 
-pub async fn delete_topic(aws: &Aws, outputs: &Outputs) -> Result<()> {
+async fn delete_topic(aws: &Aws, outputs: &Outputs) -> Result<()> {
     let Some(arn) = outputs.arn.as_deref() else {
         return Ok(());
     };
@@ -143,7 +146,7 @@ fn subscription_live(topic: &str, protocol: String, endpoint: String, arn: Strin
     }
 }
 
-pub async fn read_subscription(
+async fn read_subscription(
     aws: &Aws,
     topic: &str,
     protocol: &str,
@@ -156,7 +159,7 @@ pub async fn read_subscription(
         .map(|(p, e, arn)| subscription_live(topic, p, e, arn)))
 }
 
-pub async fn subscribe(aws: &Aws, d: &SnsSubscription) -> Result<Outputs> {
+async fn subscribe(aws: &Aws, d: &SnsSubscription) -> Result<Outputs> {
     let out = aws
         .sns
         .subscribe()
@@ -174,7 +177,7 @@ pub async fn subscribe(aws: &Aws, d: &SnsSubscription) -> Result<Outputs> {
 
 /// A subscription still waiting for its confirmation has no ARN and cannot be removed;
 /// AWS drops it after three days.
-pub async fn unsubscribe(aws: &Aws, outputs: &Outputs) -> Result<Deleted> {
+async fn unsubscribe(aws: &Aws, outputs: &Outputs) -> Result<Deleted> {
     let arn = outputs.arn.as_deref().unwrap_or_default();
     if !arn.starts_with("arn:") {
         return Ok(Deleted::Kept(
@@ -191,7 +194,7 @@ pub async fn unsubscribe(aws: &Aws, outputs: &Outputs) -> Result<Deleted> {
 }
 
 /// Subscriptions on the stack's topic to an address the file no longer names.
-pub async fn extras(aws: &Aws, _env: &Environment, stack: &Stack) -> Result<Vec<(Resource, Live)>> {
+async fn extras(aws: &Aws, _env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
     let Some(topic) = stack
         .of_kind(Kind::SnsTopic)
         .next()
@@ -213,7 +216,7 @@ pub async fn extras(aws: &Aws, _env: &Environment, stack: &Stack) -> Result<Vec<
         .map(|(p, e, arn)| {
             let live = subscription_live(&topic, p.clone(), e.clone(), arn);
             let name = format!("{}/{p}/{e}", topic.rsplit(':').next().unwrap_or_default());
-            (Resource::new(name, live.spec.clone()), live)
+            Extra::dropped(Resource::new(name, live.spec.clone()), live)
         })
         .collect())
 }
@@ -223,4 +226,96 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
         .map(|(k, v)| built(Tag::builder().key(k).value(v).build()))
         .collect::<Result<Vec<_>>>()
         .map_err(|e| Error::Internal(e.to_string()))
+}
+
+impl Managed for SnsTopic {
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_topic(aws, r).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        create_topic(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        _r: &Resource,
+        _live: &Self,
+        outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        update_topic(aws, self, outputs).await
+    }
+
+    async fn tag(&self, aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
+        tag(aws, arn_of(r, outputs)?, &r.tags).await
+    }
+
+    async fn delete(&self, aws: &Aws, _r: &Resource, live: &Live, _o: Options) -> Result<Deleted> {
+        delete_topic(aws, &live.outputs).await?;
+        Ok(Deleted::Yes)
+    }
+
+    fn normalize(&mut self) {
+        self.policy = self.policy.normalized();
+    }
+}
+
+impl Managed for SnsSubscription {
+    /// Found by what it is (protocol and endpoint) on its topic: a subscription to
+    /// another address is another subscription, and the old one an extra.
+    async fn read(&self, aws: &Aws, _r: &Resource) -> Result<Option<Live>> {
+        read_subscription(aws, &self.topic_arn, &self.protocol, &self.endpoint).await
+    }
+
+    async fn create(&self, aws: &Aws, _r: &Resource) -> Result<Outputs> {
+        subscribe(aws, self).await
+    }
+
+    async fn delete(&self, aws: &Aws, _r: &Resource, live: &Live, _o: Options) -> Result<Deleted> {
+        unsubscribe(aws, &live.outputs).await
+    }
+
+    async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
+        extras(aws, env, stack).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use infra::resources::{Kind, Spec};
+
+    use crate::resources::fixture::{judge, resource};
+
+    #[test]
+    fn a_shuffled_topic_policy_is_no_change_and_a_new_name_is_in_place() {
+        let r = resource(Kind::SnsTopic);
+        let (paths, _) = judge(&r, |s| {
+            let Spec::SnsTopic(t) = s else { panic!() };
+            t.policy.statement.reverse();
+        });
+        assert!(paths.is_empty(), "{paths:?}");
+        let (paths, replaced) = judge(&r, |s| {
+            let Spec::SnsTopic(t) = s else { panic!() };
+            t.display_name = "old".into();
+        });
+        assert_eq!(paths, ["properties.display_name"]);
+        assert!(!replaced);
+    }
+
+    /// A subscription is read by its protocol and address, so a new address is a new
+    /// subscription (and the old one an extra), never a change to compare.
+    #[test]
+    fn a_subscription_has_no_replacement_rule() {
+        let r = resource(Kind::SnsSubscription);
+        let (paths, replaced) = judge(&r, |s| {
+            let Spec::SnsSubscription(sub) = s else {
+                panic!()
+            };
+            sub.endpoint = "old@example.com".into();
+        });
+        assert_eq!(paths, ["properties.endpoint"]);
+        assert!(!replaced);
+    }
 }

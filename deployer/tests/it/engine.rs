@@ -1106,3 +1106,227 @@ async fn classic_utc_rules_engine_deploys_ecs_targets_and_a_second_up_changes_no
     );
     assert_eq!(second["calls"]["writes"], 0, "{second}");
 }
+
+/// What holds a security group while a task's network interface still uses it.
+async fn interface(aws: &Live, subnet: &str, group: &str) -> String {
+    aws.ec2
+        .create_network_interface()
+        .subnet_id(subnet)
+        .groups(group)
+        .description("arn:aws:ecs:us-east-1:123456789012:attachment/test")
+        .send()
+        .await
+        .unwrap()
+        .network_interface()
+        .and_then(|n| n.network_interface_id())
+        .unwrap()
+        .to_owned()
+}
+
+/// Every security group tagged as this environment's, as `(id, vpc)`.
+async fn our_groups(aws: &Live) -> Vec<(String, String)> {
+    use aws_sdk_ec2::types::Filter;
+    let out = aws
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("tag:env").values("local").build())
+        .filters(
+            Filter::builder()
+                .name("tag:managed-by")
+                .values("deployer")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.security_groups()
+        .iter()
+        .map(|g| {
+            (
+                g.group_id().unwrap().to_owned(),
+                g.vpc_id().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The tasks move to another VPC: the old group (found by its tags) is deleted once the
+/// new one is in place and the schedules use it, after the interface of a stopped task
+/// lets go of it; `destroy` then waits within its bound, says what holds the group, and
+/// leaves no group of ours anywhere. Runs through the proxy, because moto deletes a group
+/// that an interface still uses and EC2 does not.
+#[tokio::test]
+async fn moving_the_tasks_to_another_vpc_replaces_the_group_and_deletes_the_old_one() {
+    let moto = Moto::start().unwrap();
+    let proxy = FaultProxy::start(moto.addr(), 0).unwrap();
+    let endpoint = proxy.endpoint();
+    let aws = live(&endpoint).await;
+    up(&endpoint);
+    let [(old, default_vpc)] = our_groups(&aws).await.try_into().unwrap();
+
+    let vpc = aws
+        .ec2
+        .create_vpc()
+        .cidr_block("10.9.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_owned();
+    let subnet = aws
+        .ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.9.1.0/24")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    // The same environment (named by its file) with its tasks in the new VPC.
+    let moved = dir.path().join("local.toml");
+    let text = std::fs::read_to_string(root().join("infra/envs/local.toml")).unwrap();
+    std::fs::write(
+        &moved,
+        format!("{text}\n[network]\nsubnets = [\"{subnet}\"]\n"),
+    )
+    .unwrap();
+    let env = moved.to_str().unwrap().to_owned();
+
+    let diff = json(
+        &endpoint,
+        &["diff", "--env", &env, "--image", IMAGE, "--output", "json"],
+    );
+    let steps: Vec<(String, String, String)> = diff["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] != "no-change")
+        .map(|s| {
+            (
+                s["action"].as_str().unwrap().to_owned(),
+                s["id"].as_str().unwrap().to_owned(),
+                s["note"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let group_id = "security-group/qbo-invoice-processor-tasks";
+    assert_eq!(steps[0].0, "replace", "{steps:?}");
+    assert_eq!(steps[0].1, group_id);
+    let last = steps.last().unwrap();
+    assert_eq!((last.0.as_str(), last.1.as_str()), ("delete", group_id));
+    assert!(last.2.contains(&old) && last.2.contains(&vpc), "{last:?}");
+    let updates: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.0 == "update")
+        .map(|s| s.1.as_str())
+        .collect();
+    assert_eq!(
+        updates,
+        [
+            "schedule/qbo-send-invoices-daily",
+            "schedule/qbo-create-invoices-monthly"
+        ]
+    );
+
+    // A task that stopped a moment ago still holds the old group through its interface.
+    let default_subnet = aws
+        .ec2
+        .describe_subnets()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&default_vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .subnet_id()
+        .unwrap()
+        .to_owned();
+    let eni = interface(&aws, &default_subnet, &old).await;
+    let ec2 = aws.ec2.clone();
+    let released = eni.clone();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        ec2.delete_network_interface()
+            .network_interface_id(released)
+            .send()
+            .await
+            .unwrap();
+    });
+    let (e, u) = (endpoint.clone(), env.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        deployer(&e, &["up", "--env", &u, "--image", IMAGE, "--yes"])
+    })
+    .await
+    .unwrap();
+    release.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("waiting for security group {old}"))
+            && stderr(&out).contains(&eni),
+        "says what it waits for: {}",
+        stderr(&out)
+    );
+    let [(new, in_vpc)] = our_groups(&aws).await.try_into().unwrap();
+    assert_eq!(in_vpc, vpc);
+    assert_ne!(new, old);
+    for schedule in ["qbo-send-invoices-daily", "qbo-create-invoices-monthly"] {
+        let s = aws
+            .scheduler
+            .get_schedule()
+            .group_name(GROUP)
+            .name(schedule)
+            .send()
+            .await
+            .unwrap();
+        let network = s
+            .target()
+            .and_then(|t| t.ecs_parameters())
+            .and_then(|p| p.network_configuration())
+            .and_then(|n| n.awsvpc_configuration())
+            .unwrap();
+        assert_eq!(network.security_groups(), std::slice::from_ref(&new));
+        assert_eq!(network.subnets(), std::slice::from_ref(&subnet));
+    }
+
+    let again = json(
+        &endpoint,
+        &[
+            "up", "--env", &env, "--image", IMAGE, "--yes", "--output", "json",
+        ],
+    );
+    assert_eq!(again["calls"]["writes"], 0, "{again}");
+
+    // An interface that does not go: destroy waits its bound, names it, and fails.
+    let held = interface(&aws, &subnet, &new).await;
+    let out = super::deployer_command(Some(&endpoint))
+        .env("DEPLOYER_WAIT_LIMIT", "3")
+        .args(["destroy", "--env", &env, "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&held) && stderr(&out).contains("still in use after waiting"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(our_groups(&aws).await.len(), 1, "the held group stays");
+    aws.ec2
+        .delete_network_interface()
+        .network_interface_id(&held)
+        .send()
+        .await
+        .unwrap();
+    let out = deployer(&endpoint, &["destroy", "--env", &env, "--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(our_groups(&aws).await.is_empty());
+}
