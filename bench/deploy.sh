@@ -1,48 +1,73 @@
 #!/usr/bin/env bash
 # Times `deployer up` (fresh, then a no-op rerun) against the original guide's `aws` CLI
-# steps (bench/original-guide.sh), side by side on one moto server in one run, and
-# prints the ratios and the API calls each made. Needs `make tools`; installs awscli
-# into .venv/ when missing.
+# steps (bench/original-guide.sh), side by side on one moto server in one run: first on
+# loopback, then through `fakes aws-proxy --latency-ms 100` (a typical AWS API round
+# trip), and prints the times, the API calls each made and the ratios, with the targets.
+# Needs `make tools`; installs awscli into its own .venv-bench/ (awscli pins a botocore
+# that moto's boto3 does not accept, so it must not share moto's .venv/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/moto_server ] || make tools >/dev/null
-[ -x .venv/bin/aws ] || .venv/bin/pip install --quiet --disable-pip-version-check 'awscli==1.45.11'
-cargo build --quiet -p deployer
-deployer=${CARGO_TARGET_DIR:-target}/debug/deployer
+if [ ! -x .venv-bench/bin/aws ]; then
+  python3 -m venv .venv-bench
+  .venv-bench/bin/pip install --quiet --disable-pip-version-check 'awscli==1.45.11'
+fi
+cargo build --quiet -p deployer -p fakes
+bin=${CARGO_TARGET_DIR:-target}/debug
+deployer=$bin/deployer
+LATENCY_MS=${LATENCY_MS:-100}
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
 moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT
-export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$bin/fakes" aws-proxy --upstream "http://127.0.0.1:$port" --port "$proxy_port" --latency-ms "$LATENCY_MS" >/dev/null &
+proxy=$!
+trap 'kill $moto $proxy 2>/dev/null; wait $moto $proxy 2>/dev/null || true' EXIT
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
   AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-until curl -s "$AWS_ENDPOINT_URL/moto-api/" >/dev/null; do sleep 0.1; done
+moto_url=http://127.0.0.1:$port
+until curl -s "$moto_url/moto-api/" >/dev/null; do sleep 0.1; done
 
 image=127.0.0.1:5000/qbo-invoice-processor@sha256:$(printf '1%.0s' {1..64})
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d$1)"; }
-
-# moto loads the AWS managed policies on first use: warm it up before each timed run.
-warm() { "$deployer" diff --env local --image "$image" >/dev/null 2>&1; }
-warm
-t0=$(now); fresh=$("$deployer" up --env local --image "$image" --yes --output json 2>/dev/null); t1=$(now)
-noop=$("$deployer" up --env local --image "$image" --yes --output json 2>/dev/null); t2=$(now)
-curl -s -X POST "$AWS_ENDPOINT_URL/moto-api/reset" >/dev/null
-warm
-t3=$(now); guide=$(AWS=.venv/bin/aws bash bench/original-guide.sh); t4=$(now)
-rerun=$(CONTINUE=1 AWS=.venv/bin/aws bash bench/original-guide.sh 2>/dev/null); t5=$(now)
-
-up_s=$(secs "$t0" "$t1"); noop_s=$(secs "$t1" "$t2"); guide_s=$(secs "$t3" "$t4"); rerun_s=$(secs "$t4" "$t5")
-printf '%-34s %8s %8s %8s %10s\n' "run (moto on loopback)" seconds reads writes resources
-printf '%-34s %8s %8s %8s %10s\n' "deployer up (fresh)" "$up_s" "$(field '["calls"]["reads"]' <<<"$fresh")" "$(field '["calls"]["writes"]' <<<"$fresh")" "$(field '["summary"]["created"]' <<<"$fresh")"
-printf '%-34s %8s %8s %8s %10s\n' "deployer up (no change)" "$noop_s" "$(field '["calls"]["reads"]' <<<"$noop")" "$(field '["calls"]["writes"]' <<<"$noop")" 0
 count() { sed -n "s/.*$1=\([0-9]*\).*/\1/p" <<<"$2"; }
-printf '%-34s %8s %17s %10s\n' "original guide, aws CLI" "$guide_s" "$(count calls "$guide") calls" 15
-printf '%-34s %8s %17s %10s\n' "original guide again" "$rerun_s" "$(count calls "$rerun") calls" "$(count failed "$rerun") failed"
-python3 - "$up_s" "$noop_s" "$guide_s" <<'PY'
+
+# One round against ENDPOINT: deployer fresh and no-op, then (after a reset) the guide.
+# moto loads the AWS managed policies on first use: warmed up before each timed run.
+round() {
+  local label=$1 endpoint=$2
+  export AWS_ENDPOINT_URL=$endpoint
+  curl -s -X POST "$moto_url/moto-api/reset" >/dev/null
+  "$deployer" diff --env local --image "$image" >/dev/null 2>&1
+  local t0 t1 t2 t3 t4 fresh noop guide
+  t0=$(now); fresh=$("$deployer" up --env local --image "$image" --yes --output json 2>/dev/null); t1=$(now)
+  noop=$("$deployer" up --env local --image "$image" --yes --output json 2>/dev/null); t2=$(now)
+  curl -s -X POST "$moto_url/moto-api/reset" >/dev/null
+  "$deployer" diff --env local --image "$image" >/dev/null 2>&1
+  t3=$(now); guide=$(AWS=.venv-bench/bin/aws bash bench/original-guide.sh); t4=$(now)
+  up_s=$(secs "$t0" "$t1"); noop_s=$(secs "$t1" "$t2"); guide_s=$(secs "$t3" "$t4")
+  printf '\n%-36s %8s %8s %8s %10s\n' "run ($label)" seconds reads writes resources
+  printf '%-36s %8s %8s %8s %10s\n' "deployer up (fresh)" "$up_s" "$(field '["calls"]["reads"]' <<<"$fresh")" "$(field '["calls"]["writes"]' <<<"$fresh")" "$(field '["summary"]["created"]' <<<"$fresh")"
+  printf '%-36s %8s %8s %8s %10s\n' "deployer up (no change)" "$noop_s" "$(field '["calls"]["reads"]' <<<"$noop")" "$(field '["calls"]["writes"]' <<<"$noop")" 0
+  printf '%-36s %8s %17s %10s\n' "original guide, aws CLI" "$guide_s" "$(count calls "$guide") calls" 15
+}
+
+round "moto on loopback" "$moto_url"
+loop_up=$up_s loop_noop=$noop_s loop_guide=$guide_s
+round "${LATENCY_MS} ms per call" "http://127.0.0.1:$proxy_port"
+python3 - "$loop_up" "$loop_noop" "$loop_guide" "$up_s" "$noop_s" "$guide_s" "$LATENCY_MS" <<'PY'
 import sys
-up, noop, guide = map(float, sys.argv[1:])
-print(f"\nratio aws-CLI guide / deployer fresh up: {guide / up:.1f}x")
-print(f"ratio aws-CLI guide / deployer no-op up: {guide / noop:.1f}x")
+lu, ln, lg, up, noop, guide = map(float, sys.argv[1:7])
+ms = sys.argv[7]
+print()
+print(f"on loopback: fresh up {lu:.2f} s, no-op up {ln:.2f} s, aws-CLI guide {lg:.2f} s (mostly the CLI's start-up)")
+ok = lambda b: "met" if b else "MISSED"
+print(f"at {ms} ms per call: no-op up {noop:.2f} s (target <= 1.0 s: {ok(noop <= 1.0)}), "
+      f"fresh up {up:.2f} s (target <= 2.5 s: {ok(up <= 2.5)})")
+print(f"ratio aws-CLI guide / deployer fresh up, loopback: {lg / lu:.1f}x")
+print(f"ratio aws-CLI guide / deployer fresh up, {ms} ms per call: {guide / up:.1f}x (target >= 4x: {ok(guide / up >= 4)})")
+print(f"ratio aws-CLI guide / deployer no-op up, {ms} ms per call: {guide / noop:.1f}x")
 PY

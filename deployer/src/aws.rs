@@ -23,7 +23,8 @@ pub struct Aws {
 
 impl Aws {
     pub async fn connect(options: &AwsOptions) -> Self {
-        Self::from_config(&aws_setup::load(options).await)
+        // Boxed: loading the configuration is a large future (clippy::large_futures).
+        Self::from_config(&Box::pin(aws_setup::load(options)).await)
     }
 
     pub fn from_config(config: &SdkConfig) -> Self {

@@ -94,17 +94,45 @@ impl Plan {
     }
 }
 
+/// Reads in flight at once per AWS service: below the request rates the services allow
+/// for reads (the SDK retries a throttled call), and enough for a plan of this size to
+/// take a few round trips.
+const PER_SERVICE: usize = 8;
+
 /// Reads the live state of every resource of the stack (and of resources this
 /// environment still has that the stack dropped) and decides what to do with each.
 pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: bool) -> Result<Plan> {
     let ours = env.tags();
     let mut outputs: BTreeMap<ResourceId, Outputs> = BTreeMap::new();
     let mut steps = Vec::new();
-    for wave in stack.waves() {
+    // Every read at once (a read needs no other resource's outputs), at most
+    // `PER_SERVICE` in flight per service, and the extras alongside; on a real network
+    // the plan then takes a few round trips instead of one per resource.
+    let waves = stack.waves();
+    let limits: BTreeMap<&str, tokio::sync::Semaphore> = waves
+        .iter()
+        .flatten()
+        .map(|r| {
+            (
+                resources::service(r.kind),
+                tokio::sync::Semaphore::new(PER_SERVICE),
+            )
+        })
+        .collect();
+    let reads = join_all(waves.iter().flatten().map(|r| {
+        let limit = &limits[resources::service(r.kind)];
+        async move {
+            let _permit = limit.acquire().await;
+            resources::read(aws, r).await
+        }
+    }));
+    let (lives, extras) = tokio::join!(reads, resources::extras(aws, env, stack));
+    let mut lives = lives.into_iter();
+    for wave in waves {
         let resolved: Vec<Resource> = wave.iter().map(|r| resolve(r, &outputs)).collect();
-        let lives = join_all(resolved.iter().map(|r| resources::read(aws, r))).await;
-        for (resource, live) in resolved.into_iter().zip(lives) {
-            let step = decide(resource, live?, &ours, adopt);
+        for resource in resolved {
+            let live = lives.next().expect("one read per resource")?;
+            let step = decide(resource, live, &ours, adopt);
             if matches!(
                 step.action,
                 Action::NoChange | Action::Update | Action::Unowned
@@ -115,7 +143,7 @@ pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: boo
             steps.push(step);
         }
     }
-    let mut extras = resources::extras(aws, env, stack).await?;
+    let mut extras = extras?;
     extras.reverse();
     steps.extend(extras.into_iter().map(|extra| Step {
         id: extra.resource.id(),
@@ -416,6 +444,85 @@ where
             }
             other => return other,
         }
+    }
+}
+
+/// How long `up` and `destroy` wait for AWS to show what they did everywhere: EC2, IAM
+/// and ECS answer reads from eventually consistent copies, so a read right after a
+/// write may still show the state before it.
+pub const SETTLE: Duration = Duration::from_mins(2);
+
+/// Re-reads until the account matches the stack, backing off, for up to `SETTLE`, and
+/// returns what still differs then (`- id` style lines): only differences that persist.
+pub async fn verify(
+    aws: &Aws,
+    env: &infra::Environment,
+    stack: &Stack,
+    adopt: bool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<String>> {
+    let bound = crate::wait::limit(SETTLE);
+    settle(bound, say, || async {
+        let after = plan(aws, env, stack, adopt).await?;
+        Ok(after
+            .changes()
+            .map(|s| format!("{} {}", s.action.symbol(), s.id))
+            .collect())
+    })
+    .await
+}
+
+/// Re-reads until none of `deleted` shows any more, for up to `SETTLE`; returns the
+/// ones that still do.
+pub async fn verify_gone(
+    aws: &Aws,
+    env: &infra::Environment,
+    stack: &Stack,
+    deleted: &[ResourceId],
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<String>> {
+    let bound = crate::wait::limit(SETTLE);
+    settle(bound, say, || async {
+        let after = plan(aws, env, stack, false).await?;
+        Ok(after
+            .steps
+            .iter()
+            .filter(|s| s.live.is_some() && deleted.contains(&s.id))
+            .map(|s| s.id.to_string())
+            .collect())
+    })
+    .await
+}
+
+/// Calls `left` until it returns nothing or `bound` has passed, saying once what it
+/// waits for.
+async fn settle<F, Fut>(
+    bound: Duration,
+    say: &(dyn Fn(&str) + Sync),
+    mut left: F,
+) -> Result<Vec<String>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Vec<String>>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    let mut said = false;
+    loop {
+        let differ = left().await?;
+        if differ.is_empty() || started.elapsed() + pause > bound {
+            return Ok(differ);
+        }
+        if !said {
+            say(&format!(
+                "waiting for AWS to show every change (up to {} s; reads may lag writes): {}",
+                bound.as_secs(),
+                differ.join(", ")
+            ));
+            said = true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
 

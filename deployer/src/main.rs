@@ -19,7 +19,7 @@ mod wait;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    match commands::run(&cli).await {
+    match Box::pin(commands::run(&cli)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error::Error::ChangesPending) => ExitCode::from(2),
         Err(err) => {

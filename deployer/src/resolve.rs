@@ -24,12 +24,36 @@ pub async fn context(
     ctx.placeholders.clear();
     let mut warnings = Vec::new();
 
-    let me = aws
-        .sts
-        .get_caller_identity()
-        .send()
-        .await
-        .map_err(aws_error("identify the caller of", "STS"))?;
+    // Independent reads, at once: on a real network each is a round trip.
+    let identity = async {
+        aws.sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(aws_error("identify the caller of", "STS"))
+    };
+    let secrets = futures_util::future::join_all(
+        env.file
+            .secrets
+            .entries()
+            .into_iter()
+            .filter(|(_, name)| !name.starts_with("arn:"))
+            .map(|(key, name)| async move {
+                (
+                    key,
+                    name,
+                    aws.secrets.describe_secret().secret_id(name).send().await,
+                )
+            }),
+    );
+    let newest = async {
+        match image {
+            Some(_) => None,
+            None => Some(newest_image(aws, env, local_registry).await),
+        }
+    };
+    let (me, secrets, network, newest) = tokio::join!(identity, secrets, network(aws, env), newest);
+    let me = me?;
     let actual = me.account().unwrap_or_default().to_owned();
     if let Some(expected) = &env.file.account
         && *expected != actual
@@ -46,11 +70,8 @@ pub async fn context(
         None => infra::context::registry_host(env, &ctx.account),
     };
 
-    for (key, name) in env.file.secrets.entries() {
-        if name.starts_with("arn:") {
-            continue;
-        }
-        match aws.secrets.describe_secret().secret_id(name).send().await {
+    for (key, name, found) in secrets {
+        match found {
             Ok(out) => {
                 if let Some(arn) = out.arn() {
                     ctx.secret_arns.insert(name.to_owned(), arn.to_owned());
@@ -63,7 +84,7 @@ pub async fn context(
         }
     }
 
-    let (vpc, subnets) = network(aws, env).await?;
+    let (vpc, subnets) = network?;
     ctx.vpc_id = vpc;
     ctx.subnets = subnets;
 
@@ -78,7 +99,7 @@ pub async fn context(
             ctx.image = Some(format!("{repo}@{digest}"));
             digest.to_owned()
         }
-        None => match newest_image(aws, env, local_registry).await {
+        None => match newest.expect("looked up when no image is given") {
             Err(Error::Prerequisite(..)) if !need_image => ctx.image_digest.clone(),
             other => other?,
         },
@@ -90,23 +111,10 @@ pub async fn context(
 async fn network(aws: &Aws, env: &Environment) -> Result<(String, Vec<String>)> {
     let configured = &env.file.network.subnets;
     if configured.is_empty() {
-        let vpcs = aws
-            .ec2
-            .describe_vpcs()
-            .filters(Filter::builder().name("is-default").values("true").build())
-            .send()
-            .await
-            .map_err(aws_error("find", "the default VPC"))?;
-        let Some(vpc) = vpcs.vpcs().first().and_then(|v| v.vpc_id()) else {
-            return Err(Error::Prerequisite(
-                format!("region {} has no default VPC", env.file.region),
-                "list the subnets to run in under [network] subnets = [...] in the environment file".into(),
-            ));
-        };
+        // Only the default VPC has default subnets: one call finds both.
         let subnets = aws
             .ec2
             .describe_subnets()
-            .filters(Filter::builder().name("vpc-id").values(vpc).build())
             .filters(
                 Filter::builder()
                     .name("default-for-az")
@@ -115,19 +123,24 @@ async fn network(aws: &Aws, env: &Environment) -> Result<(String, Vec<String>)> 
             )
             .send()
             .await
-            .map_err(aws_error("list subnets of", vpc))?;
+            .map_err(aws_error("list the default subnets of", "the default VPC"))?;
+        let vpc = subnets.subnets().iter().find_map(|s| s.vpc_id());
         let mut ids: Vec<String> = subnets
             .subnets()
             .iter()
+            .filter(|s| s.vpc_id() == vpc)
             .filter_map(|s| s.subnet_id().map(str::to_owned))
             .collect();
         ids.sort();
-        if ids.is_empty() {
+        let Some(vpc) = vpc else {
             return Err(Error::Prerequisite(
-                format!("the default VPC {vpc} has no default subnets"),
-                "list the subnets to run in under [network] subnets = [...]".into(),
+                format!(
+                    "region {} has no default VPC with default subnets",
+                    env.file.region
+                ),
+                "list the subnets to run in under [network] subnets = [...] in the environment file".into(),
             ));
-        }
+        };
         return Ok((vpc.to_owned(), ids));
     }
     let found = aws

@@ -62,3 +62,33 @@ where
         }
     }
 }
+
+/// How long a resource just made may stay invisible to the calls naming it: EC2 and
+/// IAM document eventual consistency without a bound ("Eventual consistency in the
+/// Amazon EC2 API"; IAM user guide, "Changes that I make are not always immediately
+/// visible"); two minutes is ours, as for a new role to be usable by ECS.
+pub const VISIBLE: Duration = Duration::from_mins(2);
+
+/// Calls `call` again, with backoff for up to `VISIBLE`, while it fails with one of
+/// `codes`: the not-found answers of a service that does not show a new resource
+/// everywhere yet. Any other outcome is returned at once.
+pub async fn until_visible<T, F, Fut>(codes: &[&str], mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let deadline = Instant::now() + limit(VISIBLE);
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match call().await {
+            Err(e)
+                if e.aws_code().is_some_and(|c| codes.contains(&c))
+                    && Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+}

@@ -5,13 +5,18 @@
 //! one operation's responses, to show what the emulator cannot (a task's non-zero exit),
 //! or hold one operation's requests for a while (a slow AWS call a signal can land in).
 //! Where moto is kinder than AWS, it answers as AWS does: a security group still used by
-//! a network interface cannot be deleted.
+//! a network interface cannot be deleted. With a stale window it also answers as an
+//! eventually consistent AWS may (see `Consistency`), and it can add a fixed latency to
+//! every call, as a real network does.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::consistency::{Call, Consistency};
 
 #[derive(Debug)]
 pub struct FaultProxy {
@@ -32,13 +37,38 @@ struct State {
     rewrite: Option<(String, String, String)>,
     /// `(operation, how long)`: requests of that operation wait this long upstream.
     delay: Option<(String, std::time::Duration)>,
+    /// Added to every call, as a network round trip.
+    latency: std::time::Duration,
+    consistency: Option<Mutex<Consistency>>,
+}
+
+/// What a proxy does besides forwarding; `Default` forwards only (and refuses what EC2
+/// refuses, as every proxy does).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Fails every attempt of the Nth write call (1-based; 0 fails nothing).
+    pub fail_write: usize,
+    /// `(operation, from, to)`: text replaced in that operation's response bodies.
+    pub rewrite: Option<(String, String, String)>,
+    /// `(operation, how long)`: that operation's requests wait this long first.
+    pub delay: Option<(String, std::time::Duration)>,
+    /// Added to every call.
+    pub latency: std::time::Duration,
+    /// The stale window of the eventual-consistency mode (`None`: off).
+    pub stale: Option<std::time::Duration>,
 }
 
 impl FaultProxy {
     /// Proxies to `upstream` (`127.0.0.1:PORT`), failing the `fail_write`-th write call
     /// (1-based; 0 fails nothing).
     pub fn start(upstream: SocketAddr, fail_write: usize) -> std::io::Result<Self> {
-        Self::with(upstream, fail_write, None, None)
+        Self::with(
+            upstream,
+            Options {
+                fail_write,
+                ..Options::default()
+            },
+        )
     }
 
     /// Proxies to `upstream`, replacing `from` with `to` in the bodies of `operation`'s
@@ -51,9 +81,10 @@ impl FaultProxy {
     ) -> std::io::Result<Self> {
         Self::with(
             upstream,
-            0,
-            Some((operation.to_owned(), from.to_owned(), to.to_owned())),
-            None,
+            Options {
+                rewrite: Some((operation.to_owned(), from.to_owned(), to.to_owned())),
+                ..Options::default()
+            },
         )
     }
 
@@ -64,26 +95,52 @@ impl FaultProxy {
         operation: &str,
         delay: std::time::Duration,
     ) -> std::io::Result<Self> {
-        Self::with(upstream, 0, None, Some((operation.to_owned(), delay)))
+        Self::with(
+            upstream,
+            Options {
+                delay: Some((operation.to_owned(), delay)),
+                ..Options::default()
+            },
+        )
     }
 
-    fn with(
+    /// Proxies to `upstream` as eventually consistent AWS answers: see `Consistency`.
+    pub fn eventually_consistent(
         upstream: SocketAddr,
-        fail_write: usize,
-        rewrite: Option<(String, String, String)>,
-        delay: Option<(String, std::time::Duration)>,
+        stale: std::time::Duration,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", 0))?;
+        Self::with(
+            upstream,
+            Options {
+                stale: Some(stale),
+                ..Options::default()
+            },
+        )
+    }
+
+    pub fn with(upstream: SocketAddr, options: Options) -> std::io::Result<Self> {
+        Self::on(("127.0.0.1", 0), upstream, options)
+    }
+
+    /// Listens on `at` (a port of one's choice for a proxy run by hand).
+    pub fn on(
+        at: impl std::net::ToSocketAddrs,
+        upstream: SocketAddr,
+        options: Options,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(at)?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             upstream,
-            fail_write,
+            fail_write: options.fail_write,
             writes: AtomicUsize::new(0),
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
-            rewrite,
-            delay,
+            rewrite: options.rewrite,
+            delay: options.delay,
+            latency: options.latency,
+            consistency: options.stale.map(|w| Mutex::new(Consistency::new(w))),
         });
         let shared = Arc::clone(&state);
         let thread = std::thread::spawn(move || {
@@ -112,6 +169,15 @@ impl FaultProxy {
     /// Write operations seen so far.
     pub fn writes(&self) -> usize {
         self.state.writes.load(Ordering::SeqCst)
+    }
+
+    /// How many answers the eventual-consistency mode gave instead of upstream's.
+    pub fn stale_answers(&self) -> usize {
+        self.state
+            .consistency
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.served))
+            .unwrap_or(0)
     }
 
     /// The operations that were failed (one entry per failed attempt).
@@ -165,7 +231,17 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         .next()
         .unwrap_or("GET")
         .to_owned();
-    let operation = operation(&method, header("x-amz-target").as_deref(), &body);
+    let path = head[0].split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let service = header("authorization")
+        .and_then(|a| {
+            let scope = a.split("Credential=").nth(1)?;
+            scope.split('/').nth(3).map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
+    if !state.latency.is_zero() {
+        std::thread::sleep(state.latency);
+    }
     let invocation = header("amz-sdk-invocation-id").unwrap_or_default();
 
     let mut fail = false;
@@ -201,6 +277,25 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
     {
         std::thread::sleep(*pause);
     }
+    let op = operation.clone().unwrap_or_default();
+    let call = Call {
+        service: &service,
+        operation: &op,
+        read: !is_write(&op),
+        method: &method,
+        path: &path,
+        body: &body,
+    };
+    if let Some(consistency) = &state.consistency {
+        let answer = consistency
+            .lock()
+            .expect("proxy lock")
+            .before(&call, Instant::now());
+        if let Some(answer) = answer {
+            out.write_all(&answer)?;
+            return out.flush();
+        }
+    }
     if operation.as_deref() == Some("DeleteSecurityGroup")
         && let Some(refusal) = group_in_use(state, &head, &body)?
     {
@@ -212,6 +307,12 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         && operation.as_deref() == Some(op.as_str())
     {
         response = rewritten(&response, from, to);
+    }
+    if let Some(consistency) = &state.consistency {
+        consistency
+            .lock()
+            .expect("proxy lock")
+            .after(&call, &response, Instant::now());
     }
     out.write_all(&response)?;
     out.flush()
@@ -290,18 +391,32 @@ fn rewritten(response: &[u8], from: &str, to: &str) -> Vec<u8> {
 }
 
 /// The operation a request calls: JSON protocols name it in `X-Amz-Target`, query
-/// protocols in the `Action` form field; REST APIs by method (only non-GET counts).
-fn operation(method: &str, target: Option<&str>, body: &[u8]) -> Option<String> {
+/// protocols in the `Action` form field, RPC v2 in the path; REST APIs by method and
+/// path (EventBridge Scheduler's by name, others only as read or write).
+fn operation(method: &str, path: &str, target: Option<&str>, body: &[u8]) -> Option<String> {
     if let Some(t) = target {
         return t.rsplit('.').next().map(str::to_owned);
+    }
+    if let Some((_, op)) = path.split_once("/operation/") {
+        return Some(op.trim_end_matches('/').to_owned());
     }
     let text = String::from_utf8_lossy(body);
     if let Some(action) = text.split('&').find_map(|kv| kv.strip_prefix("Action=")) {
         return Some(action.to_owned());
     }
-    Some(match method {
-        "GET" | "HEAD" => "Get".to_owned(),
-        other => format!("{other}Rest"),
+    let resource = path.trim_start_matches('/').split(['/', '?']).next();
+    let scheduler = match (method, resource) {
+        ("POST", Some("schedule-groups")) => Some("CreateScheduleGroup"),
+        ("DELETE", Some("schedule-groups")) => Some("DeleteScheduleGroup"),
+        ("POST", Some("schedules")) => Some("CreateSchedule"),
+        ("PUT", Some("schedules")) => Some("UpdateSchedule"),
+        ("DELETE", Some("schedules")) => Some("DeleteSchedule"),
+        _ => None,
+    };
+    Some(match (scheduler, method) {
+        (Some(op), _) => op.to_owned(),
+        (None, "GET" | "HEAD") => "Get".to_owned(),
+        (None, other) => format!("{other}Rest"),
     })
 }
 

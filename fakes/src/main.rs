@@ -11,8 +11,15 @@ use fakes::server::Fakes;
 
 /// Local stand-ins of QuickBooks Online, ClickUp, Microsoft Graph and Control Room.
 #[derive(Debug, Parser)]
-#[command(name = "fakes", version, max_term_width = 100)]
+#[command(
+    name = "fakes",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Loopback port to listen on (0 picks a free one)
     #[arg(long, default_value_t = 8080)]
     port: u16,
@@ -46,9 +53,77 @@ struct Cli {
     state_table: Option<String>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// A loopback proxy in front of an AWS emulator (moto) that answers as real AWS
+    /// does where moto is kinder: eventually consistent reads, a network's latency, and
+    /// EC2's refusal to delete a security group an interface still uses. Point
+    /// AWS_ENDPOINT_URL at the address it prints.
+    AwsProxy(ProxyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProxyArgs {
+    /// The emulator, e.g. http://127.0.0.1:5000
+    #[arg(long, value_name = "URL")]
+    upstream: String,
+    /// Loopback port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Stale window in milliseconds: for this long after a write, reads answered
+    /// before it answer the same again, and a new IAM role or security group is not
+    /// found by the calls naming it (0: off)
+    #[arg(long, default_value_t = 0)]
+    stale_ms: u64,
+    /// Latency added to every call, in milliseconds (100 is a typical API round trip)
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+fn aws_proxy(args: &ProxyArgs) -> ExitCode {
+    let upstream = args
+        .upstream
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let Ok(upstream) = upstream.parse::<std::net::SocketAddr>() else {
+        eprintln!(
+            "error: --upstream {:?} is not http://IP:PORT (e.g. http://127.0.0.1:5000)",
+            args.upstream
+        );
+        return ExitCode::from(2);
+    };
+    let options = fakes::fault_proxy::Options {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        stale: (args.stale_ms > 0).then(|| std::time::Duration::from_millis(args.stale_ms)),
+        ..fakes::fault_proxy::Options::default()
+    };
+    let proxy =
+        match fakes::fault_proxy::FaultProxy::on(("127.0.0.1", args.port), upstream, options) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: cannot listen on 127.0.0.1:{}: {e}", args.port);
+                return ExitCode::from(1);
+            }
+        };
+    println!(
+        "aws-proxy listening on {} -> {} (stale {} ms, latency {} ms)",
+        proxy.endpoint(),
+        args.upstream,
+        args.stale_ms,
+        args.latency_ms
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    loop {
+        std::thread::park();
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::AwsProxy(args)) = &cli.command {
+        return aws_proxy(args);
+    }
     let (year, mon) = match cli.period.as_deref().map(parse_period) {
         Some(Ok(p)) => p,
         Some(Err(e)) => {

@@ -25,12 +25,30 @@ pub async fn run(cli: &Cli, args: &DestroyArgs) -> Result<()> {
         let options = Options {
             include_images: args.include_images,
         };
+        let deleted = std::sync::Mutex::new(Vec::new());
         let progress = |p: &engine::Progress| {
             if text {
                 eprintln!("{}", output::progress_line(p));
             }
+            if p.outcome == Ok(None) {
+                deleted.lock().expect("progress lock").push(p.id.clone());
+            }
         };
         let summary = engine::apply(&aws, &plan, options, &progress).await?;
+        // Done once AWS shows the deletions: an `up` right after must not find them.
+        let say = |what: &str| {
+            if text {
+                eprintln!("  {what}");
+            }
+        };
+        let deleted = deleted.into_inner().expect("progress lock");
+        let left = engine::verify_gone(&aws, &env, &stack, &deleted, &say).await?;
+        if !left.is_empty() {
+            eprintln!(
+                "warning: AWS accepted these deletions but still shows {}; they should go within minutes",
+                left.join(", ")
+            );
+        }
         if text {
             output::text(&output::summary_line(&summary, &aws))?;
         } else {

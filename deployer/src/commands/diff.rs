@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::output;
 
 pub async fn run(cli: &Cli, args: &DiffArgs) -> Result<()> {
-    let (_env, aws, _stack, plan) = super::prepare(cli, &args.plan).await?;
+    let (_env, aws, _stack, plan) = Box::pin(super::prepare(cli, &args.plan)).await?;
     match args.plan.output {
         Format::Json => output::json(&json!({
             "plan": plan,

@@ -23,17 +23,18 @@ pub mod status;
 pub mod synth;
 pub mod up;
 
+/// Each command's future is boxed: they hold whole AWS calls (clippy::large_futures).
 pub async fn run(cli: &Cli) -> Result<()> {
     match &cli.command {
         Command::Synth(args) => synth::run(cli, args),
-        Command::Diff(args) => diff::run(cli, args).await,
-        Command::Up(args) => up::run(cli, args).await,
-        Command::Destroy(args) => destroy::run(cli, args).await,
-        Command::PushImage(args) => push_image::run(cli, args).await,
-        Command::Status(args) => status::run(cli, args).await,
-        Command::Rollback(args) => rollback::run(cli, args).await,
-        Command::Logs(args) => logs::run(cli, args).await,
-        Command::RunTask(args) => run_task::run(cli, args).await,
+        Command::Diff(args) => Box::pin(diff::run(cli, args)).await,
+        Command::Up(args) => Box::pin(up::run(cli, args)).await,
+        Command::Destroy(args) => Box::pin(destroy::run(cli, args)).await,
+        Command::PushImage(args) => Box::pin(push_image::run(cli, args)).await,
+        Command::Status(args) => Box::pin(status::run(cli, args)).await,
+        Command::Rollback(args) => Box::pin(rollback::run(cli, args)).await,
+        Command::Logs(args) => Box::pin(logs::run(cli, args)).await,
+        Command::RunTask(args) => Box::pin(run_task::run(cli, args)).await,
         Command::Cost(args) => cost::run(cli, args),
         Command::Completions(args) => {
             use clap::CommandFactory as _;

@@ -64,7 +64,7 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<()> {
         },
         yes: args.yes,
     };
-    super::up::run(cli, &up).await
+    Box::pin(super::up::run(cli, &up)).await
 }
 
 /// The newest active revision of the family that runs another image than `current`.

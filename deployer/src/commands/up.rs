@@ -3,13 +3,13 @@
 use serde_json::json;
 
 use crate::cli::{Cli, Format, UpArgs};
-use crate::engine::{self, Action};
+use crate::engine;
 use crate::error::{Error, Result};
 use crate::output;
 use crate::resources::Options;
 
 pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
-    let (env, aws, stack, plan) = super::prepare(cli, &args.plan).await?;
+    let (env, aws, stack, plan) = Box::pin(super::prepare(cli, &args.plan)).await?;
     let text = args.plan.output == Format::Text;
     if text {
         output::text(&output::plan_text(&plan))?;
@@ -40,13 +40,13 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
             return Err(e);
         }
     };
-    // Re-read: the account must now match the stack.
-    let after = engine::plan(&aws, &env, &stack, args.plan.adopt).await?;
-    let left: Vec<String> = after
-        .changes()
-        .filter(|s| s.action != Action::Delete || s.live.is_some())
-        .map(|s| format!("{} {}", s.action.symbol(), s.id))
-        .collect();
+    // Re-read: the account must now match the stack, once AWS shows every change.
+    let say = |what: &str| {
+        if text {
+            eprintln!("  {what}");
+        }
+    };
+    let left = engine::verify(&aws, &env, &stack, args.plan.adopt, &say).await?;
     if text {
         output::text(&output::summary_line(&summary, &aws))?;
     } else {

@@ -150,12 +150,15 @@ async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra
         .collect();
     let ours = env.tags();
     let mut found = Vec::new();
-    for alarm in describe(aws, None, Some(&format!("{}-", env.file.app))).await? {
+    let others: Vec<MetricAlarm> = describe(aws, None, Some(&format!("{}-", env.file.app)))
+        .await?
+        .into_iter()
+        .filter(|a| !wanted.contains(&a.alarm_name().unwrap_or_default()))
+        .collect();
+    let lives = futures_util::future::join_all(others.iter().map(|a| live(aws, a))).await;
+    for (alarm, live) in others.iter().zip(lives) {
         let name = alarm.alarm_name().unwrap_or_default().to_owned();
-        if wanted.contains(&name.as_str()) {
-            continue;
-        }
-        let live = live(aws, &alarm).await?;
+        let live = live?;
         let owned = live
             .tags
             .as_ref()
@@ -176,6 +179,8 @@ fn tags(t: &Tags) -> Vec<Tag> {
 }
 
 impl Managed for Alarm {
+    const SERVICE: &'static str = "cloudwatch";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r).await
     }

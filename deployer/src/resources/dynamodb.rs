@@ -145,6 +145,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for DynamodbTable {
+    const SERVICE: &'static str = "dynamodb";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r).await
     }

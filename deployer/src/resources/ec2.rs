@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use aws_sdk_ec2::types::{
     Filter, IpPermission, IpRange, ResourceType, SecurityGroup as Ec2Group, Tag, TagSpecification,
 };
@@ -176,42 +178,80 @@ async fn update(
         stale(&d.ingress, &live.ingress),
         stale(&live.ingress, &d.ingress),
     );
-    if !revoke_out.is_empty() {
-        aws.ec2
-            .revoke_security_group_egress()
-            .group_id(id)
-            .set_ip_permissions(Some(revoke_out))
-            .send()
-            .await
-            .map_err(aws_error("revoke egress rules of", id))?;
-    }
-    if !add_out.is_empty() {
-        aws.ec2
-            .authorize_security_group_egress()
-            .group_id(id)
-            .set_ip_permissions(Some(add_out))
-            .send()
-            .await
-            .map_err(aws_error("authorize egress rules of", id))?;
-    }
-    if !revoke_in.is_empty() {
-        aws.ec2
-            .revoke_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(revoke_in))
-            .send()
-            .await
-            .map_err(aws_error("revoke ingress rules of", id))?;
-    }
-    if !add_in.is_empty() {
-        aws.ec2
-            .authorize_security_group_ingress()
-            .group_id(id)
-            .set_ip_permissions(Some(add_in))
-            .send()
-            .await
-            .map_err(aws_error("authorize ingress rules of", id))?;
-    }
+    // Each call is tried again on its own while EC2 does not know a new id everywhere
+    // yet ("Eventual consistency in the Amazon EC2 API"); the four are independent.
+    let not_yet = &["InvalidGroup.NotFound"];
+    let revoke_out = async {
+        if revoke_out.is_empty() {
+            return Ok(());
+        }
+        wait::until_visible(not_yet, || {
+            aws.ec2
+                .revoke_security_group_egress()
+                .group_id(id)
+                .set_ip_permissions(Some(revoke_out.clone()))
+                .send()
+                .map(|r| r.map(drop).map_err(aws_error("revoke egress rules of", id)))
+        })
+        .await
+    };
+    let add_out = async {
+        if add_out.is_empty() {
+            return Ok(());
+        }
+        wait::until_visible(not_yet, || {
+            aws.ec2
+                .authorize_security_group_egress()
+                .group_id(id)
+                .set_ip_permissions(Some(add_out.clone()))
+                .send()
+                .map(|r| {
+                    r.map(drop)
+                        .map_err(aws_error("authorize egress rules of", id))
+                })
+        })
+        .await
+    };
+    let revoke_in = async {
+        if revoke_in.is_empty() {
+            return Ok(());
+        }
+        wait::until_visible(not_yet, || {
+            aws.ec2
+                .revoke_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(revoke_in.clone()))
+                .send()
+                .map(|r| {
+                    r.map(drop)
+                        .map_err(aws_error("revoke ingress rules of", id))
+                })
+        })
+        .await
+    };
+    let add_in = async {
+        if add_in.is_empty() {
+            return Ok(());
+        }
+        wait::until_visible(not_yet, || {
+            aws.ec2
+                .authorize_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(add_in.clone()))
+                .send()
+                .map(|r| {
+                    r.map(drop)
+                        .map_err(aws_error("authorize ingress rules of", id))
+                })
+        })
+        .await
+    };
+    tokio::try_join!(
+        Box::pin(revoke_out),
+        Box::pin(add_out),
+        Box::pin(revoke_in),
+        Box::pin(add_in)
+    )?;
     Ok(outputs.clone())
 }
 
@@ -325,6 +365,8 @@ async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra
 }
 
 impl Managed for SecurityGroup {
+    const SERVICE: &'static str = "ec2";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r, self).await
     }

@@ -24,27 +24,33 @@ pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let arn = repo.repository_arn().unwrap_or_default().to_owned();
-    let lifecycle = match aws
-        .ecr
-        .get_lifecycle_policy()
-        .repository_name(&r.name)
-        .send()
-        .await
-    {
-        Ok(out) => out
-            .lifecycle_policy_text()
-            .and_then(|t| serde_json::from_str(t).ok())
-            .unwrap_or(serde_json::Value::Null),
-        Err(e) if code(&e) == Some("LifecyclePolicyNotFoundException") => serde_json::Value::Null,
-        Err(e) => return Err(aws_error("read lifecycle policy of", r.id())(e)),
+    let lifecycle = async {
+        match aws
+            .ecr
+            .get_lifecycle_policy()
+            .repository_name(&r.name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .lifecycle_policy_text()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or(serde_json::Value::Null)),
+            Err(e) if code(&e) == Some("LifecyclePolicyNotFoundException") => {
+                Ok(serde_json::Value::Null)
+            }
+            Err(e) => Err(aws_error("read lifecycle policy of", r.id())(e)),
+        }
     };
-    let tags = aws
-        .ecr
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(aws_error("read tags of", r.id()))?;
+    let tags = async {
+        aws.ecr
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+            .await
+            .map_err(aws_error("read tags of", r.id()))
+    };
+    let (lifecycle, tags) = tokio::try_join!(lifecycle, tags)?;
     Ok(Some(Live {
         spec: Spec::EcrRepository(EcrRepository {
             scan_on_push: repo
@@ -187,6 +193,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for EcrRepository {
+    const SERVICE: &'static str = "ecr";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r).await
     }

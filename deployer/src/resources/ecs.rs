@@ -305,6 +305,8 @@ fn ecs_tags(t: &[Tag]) -> Tags {
 }
 
 impl Managed for EcsCluster {
+    const SERVICE: &'static str = "ecs";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_cluster(aws, r).await
     }
@@ -342,6 +344,8 @@ impl Managed for EcsCluster {
 }
 
 impl Managed for TaskDefinition {
+    const SERVICE: &'static str = "ecs";
+
     async fn read(&self, aws: &Aws, _r: &Resource) -> Result<Option<Live>> {
         read_task_definition(aws, &self.family).await
     }

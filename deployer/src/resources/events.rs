@@ -20,20 +20,15 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let arn = rule.arn().unwrap_or_default().to_owned();
-    let targets = aws
-        .events
-        .list_targets_by_rule()
-        .rule(&r.name)
-        .send()
-        .await
-        .map_err(aws_error("read targets of", r.id()))?;
-    let tags = aws
-        .events
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(aws_error("read tags of", r.id()))?;
+    let (targets, tags) = tokio::join!(
+        aws.events.list_targets_by_rule().rule(&r.name).send(),
+        aws.events
+            .list_tags_for_resource()
+            .resource_arn(&arn)
+            .send()
+    );
+    let targets = targets.map_err(aws_error("read targets of", r.id()))?;
+    let tags = tags.map_err(aws_error("read tags of", r.id()))?;
     let target = targets.targets().first().map_or(
         RuleTarget::Sns {
             id: String::new(),
@@ -251,6 +246,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for EventRule {
+    const SERVICE: &'static str = "events";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r).await
     }

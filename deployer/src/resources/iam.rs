@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iam::types::Tag;
+use futures_util::FutureExt;
+use futures_util::future::{join_all, try_join_all};
 use infra::policy::PolicyDocument;
 use infra::resources::{IamRole, Resource, Spec, Tags};
 
@@ -10,6 +12,7 @@ use super::{Deleted, Live, Managed, Options, Outputs, aws_error, code, tag_map};
 use crate::aws::Aws;
 use crate::engine::Change;
 use crate::error::{Error, Result};
+use crate::wait;
 
 async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let role = match aws.iam.get_role().role_name(&r.name).send().await {
@@ -21,39 +24,38 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let trust = document(role.assume_role_policy_document().unwrap_or("{}"), &r.name)?;
-    let mut inline = BTreeMap::new();
-    let names = aws
-        .iam
-        .list_role_policies()
-        .role_name(&r.name)
-        .send()
-        .await
-        .map_err(aws_error("list inline policies of", r.id()))?;
-    for name in names.policy_names() {
-        let policy = aws
+    // GetRole carries the tags; the inline and managed policies are read at once.
+    let inline = async {
+        let names = aws
             .iam
-            .get_role_policy()
+            .list_role_policies()
             .role_name(&r.name)
-            .policy_name(name)
             .send()
             .await
-            .map_err(aws_error("read inline policy of", r.id()))?;
-        inline.insert(name.clone(), document(policy.policy_document(), &r.name)?);
-    }
-    let attached = aws
-        .iam
-        .list_attached_role_policies()
-        .role_name(&r.name)
-        .send()
-        .await
-        .map_err(aws_error("list managed policies of", r.id()))?;
-    let tags = aws
-        .iam
-        .list_role_tags()
-        .role_name(&r.name)
-        .send()
-        .await
-        .map_err(aws_error("read tags of", r.id()))?;
+            .map_err(aws_error("list inline policies of", r.id()))?;
+        let docs = join_all(names.policy_names().iter().map(|name| async move {
+            let policy = aws
+                .iam
+                .get_role_policy()
+                .role_name(&r.name)
+                .policy_name(name)
+                .send()
+                .await
+                .map_err(aws_error("read inline policy of", r.id()))?;
+            Ok::<_, Error>((name.clone(), document(policy.policy_document(), &r.name)?))
+        }))
+        .await;
+        docs.into_iter().collect::<Result<BTreeMap<_, _>>>()
+    };
+    let attached = async {
+        aws.iam
+            .list_attached_role_policies()
+            .role_name(&r.name)
+            .send()
+            .await
+            .map_err(aws_error("list managed policies of", r.id()))
+    };
+    let (inline, attached) = tokio::try_join!(inline, attached)?;
     Ok(Some(Live {
         spec: Spec::IamRole(IamRole {
             description: role.description().unwrap_or_default().to_owned(),
@@ -65,7 +67,7 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
                 .filter_map(|p| p.policy_arn().map(str::to_owned))
                 .collect(),
         }),
-        tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
+        tags: Some(tag_map(role.tags().iter().map(|t| (t.key(), t.value())))),
         outputs: Outputs {
             id: Some(role.role_id().to_owned()),
             arn: Some(role.arn().to_owned()),
@@ -98,12 +100,15 @@ async fn create(aws: &Aws, r: &Resource, d: &IamRole) -> Result<Outputs> {
         .send()
         .await
         .map_err(aws_error("create", r.id()))?;
-    for (name, doc) in &d.inline_policies {
-        put_policy(aws, &r.name, name, doc).await?;
-    }
-    for arn in &d.managed_policy_arns {
-        attach(aws, &r.name, arn).await?;
-    }
+    let puts = d
+        .inline_policies
+        .iter()
+        .map(|(name, doc)| put_policy(aws, &r.name, name, doc).boxed());
+    let attaches = d
+        .managed_policy_arns
+        .iter()
+        .map(|arn| attach(aws, &r.name, arn).boxed());
+    try_join_all(puts.chain(attaches)).await?;
     let role = out.role();
     Ok(Outputs {
         id: role.map(|r| r.role_id().to_owned()),
@@ -164,26 +169,36 @@ async fn update(aws: &Aws, r: &Resource, d: &IamRole, live: &IamRole) -> Result<
     Ok(Outputs::default())
 }
 
+/// A role made a moment ago may not be found yet by the calls after it: those are
+/// tried again for a while (`wait::until_visible`).
+const NOT_YET: &[&str] = &["NoSuchEntity"];
+
 async fn put_policy(aws: &Aws, role: &str, name: &str, doc: &PolicyDocument) -> Result<()> {
-    aws.iam
-        .put_role_policy()
-        .role_name(role)
-        .policy_name(name)
-        .policy_document(json(doc))
-        .send()
-        .await
-        .map_err(aws_error("put an inline policy on role", role))?;
+    wait::until_visible(NOT_YET, || async {
+        aws.iam
+            .put_role_policy()
+            .role_name(role)
+            .policy_name(name)
+            .policy_document(json(doc))
+            .send()
+            .await
+            .map_err(aws_error("put an inline policy on role", role))
+    })
+    .await?;
     Ok(())
 }
 
 async fn attach(aws: &Aws, role: &str, arn: &str) -> Result<()> {
-    aws.iam
-        .attach_role_policy()
-        .role_name(role)
-        .policy_arn(arn)
-        .send()
-        .await
-        .map_err(aws_error("attach a managed policy to role", role))?;
+    wait::until_visible(NOT_YET, || async {
+        aws.iam
+            .attach_role_policy()
+            .role_name(role)
+            .policy_arn(arn)
+            .send()
+            .await
+            .map_err(aws_error("attach a managed policy to role", role))
+    })
+    .await?;
     Ok(())
 }
 
@@ -259,6 +274,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for IamRole {
+    const SERVICE: &'static str = "iam";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read(aws, r).await
     }

@@ -222,6 +222,8 @@ async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra
 }
 
 impl Managed for LogGroup {
+    const SERVICE: &'static str = "logs";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_group(aws, r).await
     }
@@ -253,6 +255,8 @@ impl Managed for LogGroup {
 }
 
 impl Managed for MetricFilter {
+    const SERVICE: &'static str = "logs";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_filter(aws, &r.name, &self.log_group).await
     }

@@ -58,6 +58,10 @@ pub struct Options {
 /// The whole lifecycle of one kind, implemented on its spec (`infra`'s typed shape) in
 /// its own module: what most kinds do not need has a default here.
 pub(crate) trait Managed: Sized {
+    /// The AWS service it lives in (the SDK's signing name), for bounding the calls in
+    /// flight per service.
+    const SERVICE: &'static str;
+
     /// The live resource in the stack's shape, or `None` when there is none.
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>>;
 
@@ -127,23 +131,25 @@ impl Extra {
 
 /// Generates the dispatch from `Spec` (and `Kind`) to each kind's `Managed`; a kind
 /// left out of the list is a compile error (non-exhaustive `match`).
+// Each kind's future is boxed: a dispatch then costs one pointer, not the size of
+// the largest kind's state (clippy::large_futures).
 macro_rules! kinds {
     ($($kind:ident),+ $(,)?) => {
         pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
             match &r.properties {
-                $(Spec::$kind(d) => d.read(aws, r).await,)+
+                $(Spec::$kind(d) => Box::pin(d.read(aws, r)).await,)+
             }
         }
 
         pub async fn create(aws: &Aws, r: &Resource) -> Result<Outputs> {
             match &r.properties {
-                $(Spec::$kind(d) => d.create(aws, r).await,)+
+                $(Spec::$kind(d) => Box::pin(d.create(aws, r)).await,)+
             }
         }
 
         pub async fn replace(aws: &Aws, r: &Resource, live: &Live) -> Result<Outputs> {
             match &r.properties {
-                $(Spec::$kind(d) => d.replace(aws, r, live).await,)+
+                $(Spec::$kind(d) => Box::pin(d.replace(aws, r, live)).await,)+
             }
         }
 
@@ -155,7 +161,7 @@ macro_rules! kinds {
         ) -> Result<Outputs> {
             match (&r.properties, &live.spec) {
                 $((Spec::$kind(d), Spec::$kind(l)) => {
-                    d.update(aws, r, l, &live.outputs, changes).await
+                    Box::pin(d.update(aws, r, l, &live.outputs, changes)).await
                 })+
                 (desired, live) => Err(Error::Internal(format!(
                     "{} compared with a live {}",
@@ -167,13 +173,19 @@ macro_rules! kinds {
 
         async fn tag(aws: &Aws, r: &Resource, outputs: &Outputs) -> Result<()> {
             match &r.properties {
-                $(Spec::$kind(d) => d.tag(aws, r, outputs).await,)+
+                $(Spec::$kind(d) => Box::pin(d.tag(aws, r, outputs)).await,)+
             }
         }
 
         pub async fn delete(aws: &Aws, r: &Resource, live: &Live, options: Options) -> Result<Deleted> {
             match &r.properties {
-                $(Spec::$kind(d) => d.delete(aws, r, live, options).await,)+
+                $(Spec::$kind(d) => Box::pin(d.delete(aws, r, live, options)).await,)+
+            }
+        }
+
+        pub fn service(kind: Kind) -> &'static str {
+            match kind {
+                $(Kind::$kind => <$kind as Managed>::SERVICE,)+
             }
         }
 
@@ -194,7 +206,7 @@ macro_rules! kinds {
         /// Live resources of this environment that the stack no longer describes.
         pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
             let mut found = Vec::new();
-            $(found.extend(<$kind as Managed>::extras(aws, env, stack).await?);)+
+            $(found.extend(Box::pin(<$kind as Managed>::extras(aws, env, stack)).await?);)+
             Ok(found)
         }
     };

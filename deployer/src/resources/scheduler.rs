@@ -2,8 +2,9 @@
 //! in it, each starting the task with the job's command override.
 
 use aws_sdk_scheduler::types::{
-    FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleState, Tag, Target,
+    FlexibleTimeWindow, FlexibleTimeWindowMode, ScheduleGroupState, ScheduleState, Tag, Target,
 };
+use futures_util::FutureExt;
 use infra::resources::{EcsTarget, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
 use infra::{Environment, Stack};
 
@@ -14,6 +15,7 @@ use super::{
 use crate::aws::Aws;
 use crate::engine::Change;
 use crate::error::Result;
+use crate::wait;
 
 async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let group = match aws
@@ -27,6 +29,10 @@ async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
+    // A group being deleted is gone for the plan; making it again waits (`create_group`).
+    if group.state() == Some(&ScheduleGroupState::Deleting) {
+        return Ok(None);
+    }
     let arn = group.arn().unwrap_or_default().to_owned();
     let tags = aws
         .scheduler
@@ -45,15 +51,26 @@ async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     }))
 }
 
+/// A group of the same name still being deleted (it stays `DELETING` for a while after
+/// `destroy`) refuses the create with `ConflictException`: that is waited out.
 async fn create_group(aws: &Aws, r: &Resource) -> Result<Outputs> {
-    let out = aws
-        .scheduler
-        .create_schedule_group()
-        .name(&r.name)
-        .set_tags(Some(tags(&r.tags)?))
-        .send()
-        .await
-        .map_err(aws_error("create", r.id()))?;
+    let tags = tags(&r.tags)?;
+    let out = wait::while_refused(
+        &format!("schedule group {}", r.name),
+        wait::limit(wait::VISIBLE),
+        || {
+            aws.scheduler
+                .create_schedule_group()
+                .name(&r.name)
+                .set_tags(Some(tags.clone()))
+                .send()
+                .map(|out| out.map_err(aws_error("create", r.id())))
+        },
+        |e| e.aws_code() == Some("ConflictException"),
+        || async { "a group of that name is still being deleted".to_owned() },
+        "run the same command again in a few minutes, once the old group is gone",
+    )
+    .await?;
     Ok(Outputs {
         id: Some(r.name.clone()),
         arn: Some(out.schedule_group_arn().to_owned()),
@@ -242,6 +259,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for ScheduleGroup {
+    const SERVICE: &'static str = "scheduler";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_group(aws, r).await
     }
@@ -261,6 +280,8 @@ impl Managed for ScheduleGroup {
 }
 
 impl Managed for Schedule {
+    const SERVICE: &'static str = "scheduler";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_schedule(aws, &r.name, &self.group).await
     }

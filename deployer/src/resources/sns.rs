@@ -14,7 +14,11 @@ use crate::error::{Error, Result};
 
 async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     let arn = r.arn.clone().unwrap_or_default();
-    let attrs = match aws.sns.get_topic_attributes().topic_arn(&arn).send().await {
+    let (attrs, tags) = tokio::join!(
+        aws.sns.get_topic_attributes().topic_arn(&arn).send(),
+        aws.sns.list_tags_for_resource().resource_arn(&arn).send()
+    );
+    let attrs = match attrs {
         Ok(out) => out.attributes.unwrap_or_default(),
         Err(e) if code(&e) == Some("NotFound") => return Ok(None),
         Err(e) => return Err(aws_error("read", r.id())(e)),
@@ -23,13 +27,7 @@ async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         .get("Policy")
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_else(|| PolicyDocument::new(Vec::new()));
-    let tags = aws
-        .sns
-        .list_tags_for_resource()
-        .resource_arn(&arn)
-        .send()
-        .await
-        .map_err(aws_error("read tags of", r.id()))?;
+    let tags = tags.map_err(aws_error("read tags of", r.id()))?;
     Ok(Some(Live {
         spec: Spec::SnsTopic(SnsTopic {
             display_name: attrs.get("DisplayName").cloned().unwrap_or_default(),
@@ -229,6 +227,8 @@ fn tags(t: &Tags) -> Result<Vec<Tag>> {
 }
 
 impl Managed for SnsTopic {
+    const SERVICE: &'static str = "sns";
+
     async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         read_topic(aws, r).await
     }
@@ -263,6 +263,8 @@ impl Managed for SnsTopic {
 }
 
 impl Managed for SnsSubscription {
+    const SERVICE: &'static str = "sns";
+
     /// Found by what it is (protocol and endpoint) on its topic: a subscription to
     /// another address is another subscription, and the old one an extra.
     async fn read(&self, aws: &Aws, _r: &Resource) -> Result<Option<Live>> {

@@ -1,6 +1,7 @@
 //! The `deployer` binary as a user runs it, and the local emulators it deploys to.
 
 mod cli;
+mod consistency;
 mod emulators;
 mod engine;
 mod image;
