@@ -13,7 +13,7 @@
 //! unclear answer, and the ledger records the summary as pending before it is sent: a
 //! summary that may have gone out is not sent again.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::{Timestamp, Zoned};
@@ -33,9 +33,32 @@ use crate::report::Progress;
 use crate::secrets::GraphSecret;
 use crate::state::{Ledger, SummaryLedger};
 
-/// The summary email's template, built into the binary so the image needs no files.
+/// The summary email's template as built into the binary: used when the assets
+/// directory has none.
 pub const TEMPLATE: &str = include_str!("../../../assets/sent_invoices_email_template.html");
 const TEMPLATE_NAME: &str = "sent_invoices_email_template.html";
+/// Where the job looks for its templates first: `ASSETS_DIR`, else `assets` under the
+/// working directory (`/app/assets` in the image, the checkout's `assets/` locally).
+pub const ASSETS_DIR_VAR: &str = "ASSETS_DIR";
+
+/// The template's text and where it came from: the assets directory's copy when there
+/// is one, so a practice can change its email without a rebuild; else the built-in one.
+pub fn template() -> Result<(std::borrow::Cow<'static, str>, String)> {
+    let dir = std::env::var_os(ASSETS_DIR_VAR).map_or_else(|| "assets".into(), PathBuf::from);
+    let path = dir.join(TEMPLATE_NAME);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((text.into(), path.display().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok((TEMPLATE.into(), "the built-in template".into()))
+        }
+        Err(e) => Err(Error::Usage(
+            format!("cannot read the email template {}: {e}", path.display()),
+            format!(
+                "make it readable, or remove it to use the built-in template (or set {ASSETS_DIR_VAR})"
+            ),
+        )),
+    }
+}
 
 /// One row of the summary email.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -61,13 +84,14 @@ pub struct Email {
 impl Email {
     /// HTML, with every value escaped (the template is `.html`, so auto-escaping is on).
     pub fn render(&self) -> Result<String> {
+        let (source, origin) = template()?;
         let mut env = Environment::new();
-        env.add_template(TEMPLATE_NAME, TEMPLATE)
+        env.add_template(TEMPLATE_NAME, &source)
             .and_then(|()| env.get_template(TEMPLATE_NAME)?.render(self))
             .map_err(|e| {
-                Error::Fatal(
-                    format!("rendering the summary email: {e}"),
-                    "fix assets/sent_invoices_email_template.html".into(),
+                Error::Usage(
+                    format!("cannot render the summary email from {origin}: {e}"),
+                    format!("fix {origin}, or remove it to use the built-in template"),
                 )
             })
     }
@@ -136,6 +160,8 @@ async fn send_all(
     concurrency: usize,
 ) -> Result<Summary> {
     let config = &ctx.config;
+    // A template that cannot render stops the run before anything is sent, not after.
+    Email::default().render()?;
     let today = Zoned::now().with_time_zone(config.timezone.clone()).date();
     let (qbo, graph_secret) = tokio::try_join!(
         ctx.qbo(),

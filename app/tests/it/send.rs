@@ -362,3 +362,43 @@ async fn a_dry_run_sends_nothing_and_renders_the_email_to_a_file() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("BOOKKEEPER_EMAIL"), "{}", run.stderr);
 }
+
+#[tokio::test]
+async fn the_email_template_comes_from_the_assets_directory_and_a_broken_one_sends_nothing() {
+    let w = world(12, |_| {}).await;
+    add_invoices(&w, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("email.html");
+    let template = dir.path().join("sent_invoices_email_template.html");
+    std::fs::write(
+        &template,
+        "<p>Practice edition</p>{% for r in sent %}<p>{{ r.customer }}</p>{% endfor %}",
+    )
+    .unwrap();
+    let mut cmd = w.job(&[
+        "--send-invoices",
+        "--dry-run",
+        "--email-out",
+        out.to_str().unwrap(),
+    ]);
+    cmd.env("ASSETS_DIR", dir.path());
+    let run = super::finish(cmd.spawn().unwrap()).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.starts_with("<p>Practice edition</p>"), "{html}");
+
+    // A template that does not parse stops the run before any invoice is sent.
+    std::fs::write(&template, "{% for r in sent %}never closed").unwrap();
+    let mut cmd = w.job(&["--send-invoices"]);
+    cmd.env("ASSETS_DIR", dir.path());
+    let run = super::finish(cmd.spawn().unwrap()).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(template.to_str().unwrap()),
+        "{}",
+        run.stderr
+    );
+    let state = w.state().await;
+    assert!(sent(&state).is_empty());
+    assert!(state["mails"].as_array().unwrap().is_empty());
+}

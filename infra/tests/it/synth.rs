@@ -328,7 +328,7 @@ fn alerts_go_to_the_bookkeeper_and_failed_tasks_in_this_cluster_reach_the_topic(
     };
     assert_eq!(
         (sub.protocol.as_str(), sub.endpoint.as_str()),
-        ("email", "bookkeeper@example.com")
+        ("email", "whartman@automatapracdev.com")
     );
     let Spec::EventRule(rule) =
         &named(&stack, Kind::EventRule, "qbo-invoice-processor-task-failed").properties
