@@ -258,9 +258,31 @@ pub struct PushImageArgs {
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
 
-    /// Directory copied to /app/assets [default: the checkout's assets/]
+    /// Directory copied to /app/assets, where the job reads its email template first
+    /// [default: the checkout's assets/]
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
+
+    /// Build on this base image, pinned by digest, instead of the host's libraries:
+    /// the digest then depends only on the base and the binary (e.g.
+    /// gcr.io/distroless/cc-debian12@sha256:...; its glibc must be at least the build
+    /// host's)
+    #[arg(
+        long,
+        value_name = "REGISTRY/REPO@sha256:DIGEST",
+        conflicts_with = "docker"
+    )]
+    pub base: Option<String>,
+
+    /// Read the host base layer's libraries and CA certificates under this root
+    /// instead of / (a mounted root filesystem of the same layout); unused with --base
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub sysroot: PathBuf,
+
+    /// Also tag the image NAME (repeatable); a tag that already names another image
+    /// where tags are immutable is left as is, with a warning
+    #[arg(long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
 
     /// Build with the Dockerfile and a Docker engine instead
     #[arg(long)]

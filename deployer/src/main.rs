@@ -8,6 +8,7 @@ use clap::Parser as _;
 mod aws;
 mod cli;
 mod commands;
+mod deployed;
 mod engine;
 mod error;
 mod image;

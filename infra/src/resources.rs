@@ -262,8 +262,10 @@ impl Spec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EcrRepository {
     pub scan_on_push: bool,
-    /// `IMMUTABLE` or `MUTABLE`.
+    /// `IMMUTABLE`, `MUTABLE` or `IMMUTABLE_WITH_EXCLUSION`.
     pub tag_mutability: String,
+    /// With `IMMUTABLE_WITH_EXCLUSION`: the tags that may move (wildcard filters).
+    pub mutable_tags: Vec<String>,
     /// The lifecycle policy document (JSON text as ECR stores it, parsed).
     pub lifecycle_policy: Value,
 }

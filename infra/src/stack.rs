@@ -64,6 +64,10 @@ pub mod names {
 }
 
 pub const RUNS_FAILED_METRIC: &str = "RunsFailed";
+/// The tag `up` moves to the image it deploys, and the one it moves the old one to:
+/// the lifecycle rule never expires either, so `rollback` always has its target.
+pub const DEPLOYED_TAG: &str = "deployed";
+pub const PREVIOUS_TAG: &str = "previous";
 
 /// Hours without a successful daily run before the heartbeat alarm fires.
 pub const HEARTBEAT_HOURS: i32 = 26;
@@ -106,23 +110,56 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
     let role_arn = |name: &str| ctx.arn("iam", false, &format!("role/{name}"));
 
     let repo_arn = arn("ecr", &format!("repository/{}", f.repository.name));
+    let protect = |priority: u32, tag: &str| {
+        json!({
+            "rulePriority": priority,
+            "description": format!("never expire the {tag} image"),
+            "selection": {
+                "tagStatus": "tagged",
+                "tagPatternList": [tag],
+                "countType": "imageCountMoreThan",
+                "countNumber": 1,
+            },
+            "action": {"type": "expire"},
+        })
+    };
     let repo = s.add(
         Resource::new(
             &f.repository.name,
             Spec::EcrRepository(EcrRepository {
                 scan_on_push: f.repository.scan_on_push,
-                tag_mutability: if f.repository.immutable_tags { "IMMUTABLE" } else { "MUTABLE" }
-                    .into(),
-                lifecycle_policy: json!({"rules": [{
-                    "rulePriority": 1,
-                    "description": format!("keep the last {} images", f.repository.keep_last_images),
-                    "selection": {
-                        "tagStatus": "any",
-                        "countType": "imageCountMoreThan",
-                        "countNumber": f.repository.keep_last_images,
+                // Immutable tags but the two `up` moves (ECR's IMMUTABLE_WITH_EXCLUSION,
+                // July 2025; "ImageTagMutabilityExclusionFilter", ECR API reference).
+                tag_mutability: if f.repository.immutable_tags {
+                    "IMMUTABLE_WITH_EXCLUSION"
+                } else {
+                    "MUTABLE"
+                }
+                .into(),
+                mutable_tags: if f.repository.immutable_tags {
+                    vec![DEPLOYED_TAG.to_owned(), PREVIOUS_TAG.to_owned()]
+                } else {
+                    Vec::new()
+                },
+                // "An image that matches the tagging requirements of a higher priority
+                // rule cannot be expired by a rule with a lower priority" (ECR user
+                // guide, "Lifecycle policy evaluation rules"): the deployed and previous
+                // images match rules 1 and 2, which never expire (one image holds a
+                // tag), so rule 3 cannot expire them.
+                lifecycle_policy: json!({"rules": [
+                    protect(1, DEPLOYED_TAG),
+                    protect(2, PREVIOUS_TAG),
+                    {
+                        "rulePriority": 3,
+                        "description": format!("keep the last {} images", f.repository.keep_last_images),
+                        "selection": {
+                            "tagStatus": "any",
+                            "countType": "imageCountMoreThan",
+                            "countNumber": f.repository.keep_last_images,
+                        },
+                        "action": {"type": "expire"},
                     },
-                    "action": {"type": "expire"},
-                }]}),
+                ]}),
             }),
         ),
         Some(repo_arn.clone()),

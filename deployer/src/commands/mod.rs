@@ -101,6 +101,9 @@ pub async fn prepare(
         eprintln!("warning: {w}");
     }
     let stack = synthesize(&env, &ctx);
+    if let Some(digest) = crate::deployed::own_digest(&env, &stack) {
+        crate::deployed::ensure_held(cli, &aws, &env, &digest).await?;
+    }
     let plan = engine::plan(&aws, &env, &stack, args.adopt).await?;
     Ok((env, aws, stack, plan))
 }

@@ -54,7 +54,28 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
     let revision = root
         .as_deref()
         .map_or_else(|| "unknown".to_owned(), image::revision);
+    let base = match &args.base {
+        None => image::Base::Host {
+            sysroot: args.sysroot.clone(),
+        },
+        Some(reference) => {
+            let insecure = if target.insecure {
+                vec![target.host.clone()]
+            } else {
+                Vec::new()
+            };
+            let auth = if reference.starts_with(&format!("{}/", target.host)) {
+                target.auth.clone()
+            } else {
+                RegistryAuth::Anonymous
+            };
+            image::Base::Pinned(
+                image::registry::pull_base(reference, architecture, &insecure, &auth).await?,
+            )
+        }
+    };
     let built = image::assemble(&Inputs {
+        base,
         binary,
         assets,
         revision: revision.clone(),
@@ -70,13 +91,18 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
     if clean && args.binary.is_none() {
         tags.insert(0, format!("git-{}", &revision[..12]));
     }
-    // ECR's tags are immutable; a local registry's move, as `deployer-latest` must.
-    let mutable: Vec<String> = if matches!(env.file.registry, Registry::Local { .. }) {
-        tags.push(LATEST_TAG.to_owned());
-        tags.clone()
-    } else {
+    tags.extend(args.tags.iter().cloned());
+    // Tags are immutable as the repository says, in a local registry too (ECR
+    // refuses to move them); `deployer-latest` moves, as it must.
+    let mut mutable: Vec<String> = if env.file.repository.immutable_tags {
         Vec::new()
+    } else {
+        tags.clone()
     };
+    if matches!(env.file.registry, Registry::Local { .. }) {
+        tags.push(LATEST_TAG.to_owned());
+        mutable.push(LATEST_TAG.to_owned());
+    }
     let text = args.output == Format::Text;
     let progress = |what: &str, digest: &str, size: usize, uploaded: bool| {
         if text {
@@ -91,6 +117,9 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
     let report = target.push(&built, &tags, &mutable, &progress).await?;
     let pinned = target.pinned(&built.digest);
     if text {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
         eprintln!(
             "Pushed {} ({} compressed) in {:.1}s, tags: {}",
             target.repository,
@@ -104,6 +133,7 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
             "image": pinned,
             "digest": built.digest,
             "tags": report.tags,
+            "warnings": report.warnings,
             "revision": revision,
             "compressed_bytes": built.compressed_size(),
             "layers": built.layers.iter().map(|(name, l)| json!({"name": name, "digest": l.digest, "bytes": l.blob.len()})).collect::<Vec<_>>(),

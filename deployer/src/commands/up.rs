@@ -47,6 +47,20 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
         }
     };
     let left = engine::verify(&aws, &env, &stack, args.plan.adopt, &say).await?;
+    if left.is_empty()
+        && let Some(digest) = crate::deployed::own_digest(&env, &stack)
+    {
+        // Deployed: keep this image (and the one before) out of the lifecycle rule's reach.
+        match Box::pin(crate::deployed::tag(cli, &aws, &env, &digest)).await {
+            Ok(Some(done)) => say(&done),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "warning: the deploy is done, but tagging its image failed: {e}
+  fix: run `deployer up --env {}` again, or the lifecycle rule may expire the image",
+                env.name
+            ),
+        }
+    }
     if text {
         output::text(&output::summary_line(&summary, &aws))?;
     } else {

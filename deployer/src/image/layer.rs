@@ -59,6 +59,8 @@ pub struct Layer {
     pub blob: Vec<u8>,
     pub digest: String,
     pub diff_id: String,
+    /// As the manifest names it: ours are OCI gzip layers; a pinned base keeps its own.
+    pub media_type: String,
 }
 
 pub fn sha256(data: &[u8]) -> String {
@@ -102,6 +104,7 @@ pub fn build(files: &Files) -> std::io::Result<Layer> {
         digest: sha256(&blob),
         diff_id,
         blob,
+        media_type: super::LAYER_TYPE.to_owned(),
     })
 }
 

@@ -1,11 +1,19 @@
 //! Pushes an assembled image through the OCI distribution API (oci-client), skipping
-//! blobs the registry already has; reads back which digest a tag names.
+//! blobs the registry already has; reads back which digest a tag names; pulls a pinned
+//! base image.
+//!
+//! Pushes are shaped for ECR: each blob is uploaded in one request (ECR refuses upload
+//! parts under 5 MiB except the last: "UploadLayerPart", Amazon ECR API reference, and
+//! oci-client's chunked default uses 4 MiB parts), the manifest is stored by digest
+//! before any tag, and a tag that already names another image in a repository with
+//! immutable tags is reported, not fatal: the image itself is stored.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use super::{Image, MANIFEST_TYPE};
+use super::layer::{Layer, sha256};
+use super::{Image, MANIFEST_TYPE, Pinned};
 use crate::error::{Error, Result};
 
 /// Where an image goes.
@@ -28,6 +36,8 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// Tags set (`tag`), or left as they were because they already named this image.
     pub tags: Vec<String>,
+    /// Tags left naming another image (immutable), each as a sentence.
+    pub warnings: Vec<String>,
 }
 
 impl Target {
@@ -38,6 +48,7 @@ impl Target {
             } else {
                 ClientProtocol::Https
             },
+            use_monolithic_push: true,
             ..ClientConfig::default()
         })
     }
@@ -91,32 +102,71 @@ impl Target {
             }
             on_blob(what, digest, data.len(), !exists);
         }
+        // By digest first: the image is stored whatever happens to its tags.
+        let by_digest = Reference::with_digest(
+            self.host.clone(),
+            self.repository.clone(),
+            image.digest.clone(),
+        );
+        client
+            .push_manifest_raw(
+                &by_digest,
+                image.manifest.clone(),
+                http::HeaderValue::from_static(MANIFEST_TYPE),
+            )
+            .await
+            .map_err(|e| self.error("push the manifest to", e))?;
         for tag in tags {
             let reference = self.reference(tag);
+            let clash = |existing: &str| {
+                format!(
+                    "tag {tag} already names {existing} and tags here are immutable: left as is (this image is stored, by digest)"
+                )
+            };
             match client.fetch_manifest_digest(&reference, &self.auth).await {
                 Ok(existing) if existing == image.digest => {
                     report.tags.push(tag.clone());
                     continue;
                 }
                 Ok(existing) if !mutable.contains(tag) => {
-                    return Err(self.error(
-                        "tag an image in",
-                        format!("tag {tag} already names {existing}; tags here are immutable"),
-                    ));
+                    report.warnings.push(clash(&existing));
+                    continue;
                 }
                 _ => {}
             }
-            client
+            match client
                 .push_manifest_raw(
                     &reference,
                     image.manifest.clone(),
                     http::HeaderValue::from_static(MANIFEST_TYPE),
                 )
                 .await
-                .map_err(|e| self.error("push the manifest to", e))?;
-            report.tags.push(tag.clone());
+            {
+                Ok(_) => report.tags.push(tag.clone()),
+                // Set by another push since the check: ECR answers TAG_INVALID (its
+                // ImageTagAlreadyExistsException; the message's wording has changed).
+                Err(e) if e.to_string().contains("TAG_INVALID") => {
+                    report.warnings.push(clash("another image"));
+                }
+                Err(e) => return Err(self.error("tag an image in", e)),
+            }
         }
         Ok(report)
+    }
+
+    /// Whether the registry holds the image with `digest`.
+    pub async fn holds(&self, digest: &str) -> Result<bool> {
+        let client = self.client();
+        let by_digest = Reference::with_digest(
+            self.host.clone(),
+            self.repository.clone(),
+            digest.to_owned(),
+        );
+        match client.fetch_manifest_digest(&by_digest, &self.auth).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_unknown(&e) => Ok(false),
+            Err(e) => Err(self.error("look for an image in", e)),
+        }
     }
 
     /// The digest `tag` names, if the tag exists.
@@ -169,4 +219,128 @@ impl Target {
             .map_err(|e| self.error("tag an image in", e))?;
         Ok(())
     }
+}
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const MANIFEST_TYPES: [&str; 4] = [
+    MANIFEST_TYPE,
+    "application/vnd.docker.distribution.manifest.v2+json",
+    INDEX_TYPES[0],
+    INDEX_TYPES[1],
+];
+
+/// Pulls `reference` (`REGISTRY/REPO@sha256:...`, an image or a multi-platform index)
+/// for `architecture`, checking every digest. Plain HTTP for the hosts in `insecure`.
+pub async fn pull_base(
+    reference: &str,
+    architecture: &str,
+    insecure: &[String],
+    auth: &RegistryAuth,
+) -> Result<Pinned> {
+    let fail = |action: &str, e: &dyn std::fmt::Display| {
+        Error::Prerequisite(
+            format!("cannot {action} the base image {reference}: {e}"),
+            "check the reference and that this machine can reach its registry".into(),
+        )
+    };
+    let parsed: Reference = reference.parse().map_err(|e| fail("parse", &e))?;
+    let Some(pinned) = parsed.digest().map(str::to_owned) else {
+        return Err(Error::Prerequisite(
+            format!("the base image {reference} is not pinned by digest"),
+            "give it as REGISTRY/REPO@sha256:... (`crane digest IMAGE` or `docker buildx imagetools inspect IMAGE` prints the digest)".into(),
+        ));
+    };
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+        ..ClientConfig::default()
+    });
+    let by_digest = |digest: &str| {
+        Reference::with_digest(
+            parsed.registry().to_owned(),
+            parsed.repository().to_owned(),
+            digest.to_owned(),
+        )
+    };
+    let manifest = |digest: String| {
+        let client = &client;
+        let by_digest = &by_digest;
+        async move {
+            let (bytes, _) = client
+                .pull_manifest_raw(&by_digest(&digest), auth, &MANIFEST_TYPES)
+                .await
+                .map_err(|e| fail("pull", &e))?;
+            if sha256(&bytes) != digest {
+                return Err(fail("verify", &format!("its manifest is not {digest}")));
+            }
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| fail("read", &e))
+        }
+    };
+    let mut digest = pinned.clone();
+    let mut doc = manifest(digest.clone()).await?;
+    if doc["manifests"].is_array() {
+        let entry = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["platform"]["os"] == "linux" && m["platform"]["architecture"] == architecture
+            })
+            .ok_or_else(|| fail("use", &format!("it has no linux/{architecture} image")))?;
+        digest = entry["digest"].as_str().unwrap_or_default().to_owned();
+        doc = manifest(digest.clone()).await?;
+    }
+    let blob = |digest: String| {
+        let client = &client;
+        let parsed = &parsed;
+        async move {
+            let mut data = Vec::new();
+            client
+                .pull_blob(parsed, digest.as_str(), &mut data)
+                .await
+                .map_err(|e| fail("pull a layer of", &e))?;
+            if sha256(&data) != digest {
+                return Err(fail("verify", &format!("a blob is not {digest}")));
+            }
+            Ok::<_, Error>(data)
+        }
+    };
+    let config_digest = doc["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let config: serde_json::Value = serde_json::from_slice(&blob(config_digest).await?)
+        .map_err(|e| fail("read the config of", &e))?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let descriptors = doc["layers"].as_array().cloned().unwrap_or_default();
+    if diff_ids.len() != descriptors.len() {
+        return Err(fail(
+            "use",
+            &"its config and manifest list different layers",
+        ));
+    }
+    let mut layers = Vec::new();
+    for (descriptor, diff_id) in descriptors.iter().zip(&diff_ids) {
+        let digest = descriptor["digest"].as_str().unwrap_or_default().to_owned();
+        layers.push(Layer {
+            blob: blob(digest.clone()).await?,
+            digest,
+            diff_id: diff_id.as_str().unwrap_or_default().to_owned(),
+            media_type: descriptor["mediaType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        });
+    }
+    Ok(Pinned {
+        reference: reference.to_owned(),
+        digest,
+        layers,
+        config,
+    })
 }

@@ -1,6 +1,9 @@
 //! ECR repository: scan-on-push, tag mutability, lifecycle policy, tags.
 
-use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability, Tag};
+use aws_sdk_ecr::types::{
+    ImageScanningConfiguration, ImageTagMutability, ImageTagMutabilityExclusionFilter,
+    ImageTagMutabilityExclusionFilterType, Tag,
+};
 use infra::resources::{EcrRepository, Resource, Spec, Tags};
 
 use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
@@ -60,6 +63,11 @@ pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
                 .image_tag_mutability()
                 .map_or("MUTABLE", ImageTagMutability::as_str)
                 .to_owned(),
+            mutable_tags: repo
+                .image_tag_mutability_exclusion_filters()
+                .iter()
+                .map(|f| f.filter().to_owned())
+                .collect(),
             lifecycle_policy: lifecycle,
         }),
         tags: Some(tag_map(tags.tags().iter().map(|t| (t.key(), t.value())))),
@@ -76,6 +84,7 @@ pub async fn create(aws: &Aws, r: &Resource, d: &EcrRepository) -> Result<Output
         .create_repository()
         .repository_name(&r.name)
         .image_tag_mutability(ImageTagMutability::from(d.tag_mutability.as_str()))
+        .set_image_tag_mutability_exclusion_filters(exclusions(d)?)
         .image_scanning_configuration(
             ImageScanningConfiguration::builder()
                 .scan_on_push(d.scan_on_push)
@@ -115,11 +124,12 @@ pub async fn update(
             .await
             .map_err(aws_error("set scan-on-push of", r.id()))?;
     }
-    if d.tag_mutability != live.tag_mutability {
+    if d.tag_mutability != live.tag_mutability || d.mutable_tags != live.mutable_tags {
         aws.ecr
             .put_image_tag_mutability()
             .repository_name(&r.name)
             .image_tag_mutability(ImageTagMutability::from(d.tag_mutability.as_str()))
+            .set_image_tag_mutability_exclusion_filters(exclusions(d)?)
             .send()
             .await
             .map_err(aws_error("set tag mutability of", r.id()))?;
@@ -128,6 +138,24 @@ pub async fn update(
         put_lifecycle(aws, r, d).await?;
     }
     Ok(outputs.clone())
+}
+
+/// The tags that may move, as ECR's wildcard exclusion filters (none: `None`).
+fn exclusions(d: &EcrRepository) -> Result<Option<Vec<ImageTagMutabilityExclusionFilter>>> {
+    if d.mutable_tags.is_empty() {
+        return Ok(None);
+    }
+    d.mutable_tags
+        .iter()
+        .map(|tag| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(tag)
+                .build()
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 async fn put_lifecycle(aws: &Aws, r: &Resource, d: &EcrRepository) -> Result<()> {

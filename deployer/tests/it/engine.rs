@@ -1330,3 +1330,160 @@ async fn moving_the_tasks_to_another_vpc_replaces_the_group_and_deletes_the_old_
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(our_groups(&aws).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_ecr_deploy_keeps_its_image_from_the_lifecycle_rule_and_refuses_one_the_repository_lost()
+{
+    let moto = Moto::start().unwrap();
+    let endpoint = moto.endpoint();
+    let aws = live(&endpoint).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ecr_env = dir.path().join("local.toml");
+    let text = std::fs::read_to_string(root().join("infra/envs/local.toml")).unwrap();
+    let text = text.replace(
+        "kind = \"local\"\nurl = \"127.0.0.1:5000\"",
+        "kind = \"ecr\"",
+    );
+    assert!(text.contains("kind = \"ecr\""));
+    std::fs::write(&ecr_env, text).unwrap();
+    let env = ecr_env.to_str().unwrap().to_owned();
+
+    // Two images in the repository (made here, as a first push-image would).
+    aws.ecr
+        .create_repository()
+        .repository_name("qbo-invoice-processor")
+        .send()
+        .await
+        .unwrap();
+    let mut digests = Vec::new();
+    for n in 1..=2 {
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{:064}", n), "size": 2},
+            // moto names an image by its layers' digests (ECR: by the manifest's), so
+            // each image has its own layer.
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{:064}", n + 10), "size": 2}],
+        })
+        .to_string();
+        let out = aws
+            .ecr
+            .put_image()
+            .repository_name("qbo-invoice-processor")
+            .image_manifest(manifest)
+            .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+            .image_tag(format!("build-{n}"))
+            .send()
+            .await
+            .unwrap();
+        digests.push(
+            out.image()
+                .and_then(|i| i.image_id())
+                .and_then(|i| i.image_digest())
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let image =
+        |d: &str| format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/qbo-invoice-processor@{d}");
+    let tagged = |tag: &'static str| {
+        let ecr = aws.ecr.clone();
+        async move {
+            ecr.batch_get_image()
+                .repository_name("qbo-invoice-processor")
+                .image_ids(
+                    aws_sdk_ecr::types::ImageIdentifier::builder()
+                        .image_tag(tag)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .images()
+                .first()
+                .and_then(|i| i.image_id())
+                .and_then(|i| i.image_digest())
+                .map(str::to_owned)
+        }
+    };
+
+    let first = image(&digests[0]);
+    let out = deployer(
+        &endpoint,
+        &["up", "--env", &env, "--image", &first, "--yes", "--adopt"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("tagged deployed"), "{}", stderr(&out));
+    assert_eq!(
+        tagged("deployed").await.as_deref(),
+        Some(digests[0].as_str())
+    );
+    let repo = aws
+        .ecr
+        .describe_repositories()
+        .repository_names("qbo-invoice-processor")
+        .send()
+        .await
+        .unwrap();
+    let repo = &repo.repositories()[0];
+    assert_eq!(
+        repo.image_tag_mutability()
+            .map(aws_sdk_ecr::types::ImageTagMutability::as_str),
+        Some("IMMUTABLE_WITH_EXCLUSION")
+    );
+    let mutable: Vec<&str> = repo
+        .image_tag_mutability_exclusion_filters()
+        .iter()
+        .map(aws_sdk_ecr::types::ImageTagMutabilityExclusionFilter::filter)
+        .collect();
+    assert_eq!(mutable, ["deployed", "previous"]);
+    let policy: Value = serde_json::from_str(
+        aws.ecr
+            .get_lifecycle_policy()
+            .repository_name("qbo-invoice-processor")
+            .send()
+            .await
+            .unwrap()
+            .lifecycle_policy_text()
+            .unwrap(),
+    )
+    .unwrap();
+    let protected: Vec<&str> = policy["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["selection"]["tagPatternList"][0].as_str())
+        .collect();
+    assert_eq!(protected, ["deployed", "previous"], "{policy}");
+
+    // The next image moves `deployed`; the old one becomes `previous`.
+    let second = image(&digests[1]);
+    let out = deployer(
+        &endpoint,
+        &["up", "--env", &env, "--image", &second, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        tagged("deployed").await.as_deref(),
+        Some(digests[1].as_str())
+    );
+    assert_eq!(
+        tagged("previous").await.as_deref(),
+        Some(digests[0].as_str())
+    );
+
+    // An image the repository no longer holds is refused, before any change.
+    let gone = image(&format!("sha256:{}", "9".repeat(64)));
+    let out = deployer(&endpoint, &["up", "--env", &env, "--image", &gone, "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is no longer in repository qbo-invoice-processor"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("deployer push-image --env"),
+        "{}",
+        stderr(&out)
+    );
+}

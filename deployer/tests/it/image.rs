@@ -270,3 +270,183 @@ fn docker_flag_without_an_engine_says_what_to_do() {
         stderr(&out)
     );
 }
+
+fn push_with(registry: &Registry, binary: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "push-image",
+        "--env",
+        "local",
+        "--binary",
+        binary.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    deployer_with(registry, None, &args)
+}
+
+fn pushed(out: &Output) -> Value {
+    assert!(out.status.success(), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A copy of this host's root as the base layer reads it (the binary's libraries and
+/// the CA bundle), with `edit` applied: another build host.
+fn other_host(binary: &Path, edit: impl Fn(&Path)) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let ldd = Command::new("ldd").arg(binary).output().unwrap();
+    let mut files: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+        .map(PathBuf::from)
+        .collect();
+    files.push("/etc/ssl/certs/ca-certificates.crt".into());
+    for f in files {
+        let to = root.path().join(f.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &to).unwrap();
+    }
+    edit(root.path());
+    root
+}
+
+#[test]
+fn a_pinned_base_gives_the_same_digest_whatever_the_build_host_and_old_glibc_is_refused() {
+    let registry = Registry::start().unwrap();
+    let binary = job_binary();
+    let host = other_host(&binary, |root| {
+        let ca = root.join("etc/ssl/certs/ca-certificates.crt");
+        let mut text = std::fs::read(&ca).unwrap();
+        text.extend_from_slice(b"# this host's bundle differs\n");
+        std::fs::write(ca, text).unwrap();
+    });
+    let sysroot = host.path().to_str().unwrap();
+
+    // From the hosts' own libraries, the digest follows the host.
+    let here = pushed(&push_with(&registry, &binary, &[]));
+    let there = pushed(&push_with(&registry, &binary, &["--sysroot", sysroot]));
+    assert_ne!(here["digest"], there["digest"]);
+
+    // A base in the registry, pinned by digest: both hosts build the same image.
+    let base = format!(
+        "{}/qbo-invoice-processor@{}",
+        registry.host(),
+        here["digest"].as_str().unwrap()
+    );
+    let here = pushed(&push_with(&registry, &binary, &["--base", &base]));
+    let there = pushed(&push_with(
+        &registry,
+        &binary,
+        &["--base", &base, "--sysroot", sysroot],
+    ));
+    assert_eq!(here["digest"], there["digest"]);
+    let names: Vec<&str> = here["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["base", "base", "app"],
+        "the base's layers, then ours"
+    );
+    let url = format!("{}/v2/qbo-invoice-processor", registry.url());
+    let manifest: Value = serde_json::from_slice(&get(
+        &format!("{url}/manifests/{}", here["digest"].as_str().unwrap()),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    let config: Value = serde_json::from_slice(&get(
+        &format!(
+            "{url}/blobs/{}",
+            manifest["config"]["digest"].as_str().unwrap()
+        ),
+        "*/*",
+    ))
+    .unwrap();
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.base.name"],
+        base.as_str()
+    );
+    // Every blob went up in one request: ECR refuses parts under 5 MiB.
+    assert!(
+        !registry.log().contains("\"PATCH /v2/"),
+        "{}",
+        registry.log()
+    );
+
+    // A base given by tag is refused: it would not pin anything.
+    let out = push_with(
+        &registry,
+        &binary,
+        &[
+            "--base",
+            &format!("{}/qbo-invoice-processor:deployer-latest", registry.host()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not pinned by digest"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A host whose glibc loads name resolution at run time is refused, with the fix.
+    let old = other_host(&binary, |root| {
+        let ldd = Command::new("ldd").arg(&binary).output().unwrap();
+        let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+        let libc = text
+            .split_whitespace()
+            .find(|w| w.starts_with('/') && w.contains("/libc.so"))
+            .unwrap();
+        std::fs::write(
+            root.join(libc.trim_start_matches('/')),
+            b"\x7fELF...GNU C Library (Ubuntu GLIBC 2.31-0ubuntu9.16) stable release version 2.31.\n",
+        )
+        .unwrap();
+    });
+    let out = push_with(
+        &registry,
+        &binary,
+        &["--sysroot", old.path().to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("glibc is 2.31"), "{err}");
+    assert!(err.contains("--base REGISTRY/REPO@sha256:"), "{err}");
+}
+
+#[test]
+fn a_tag_naming_another_image_is_left_with_a_warning_and_the_image_is_stored() {
+    let registry = Registry::start().unwrap();
+    let binary = job_binary();
+    let first = pushed(&push_with(&registry, &binary, &["--tag", "v1"]));
+    let dir = tempfile::tempdir().unwrap();
+    let changed = dir.path().join("qbo-invoice-processor");
+    let mut bytes = std::fs::read(&binary).unwrap();
+    bytes.extend_from_slice(b"a rebuild");
+    std::fs::write(&changed, bytes).unwrap();
+    let out = push_with(&registry, &changed, &["--tag", "v1"]);
+    let second = pushed(&out);
+    assert_ne!(second["digest"], first["digest"]);
+    assert!(
+        second["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("tag v1 already names"),
+        "{second}"
+    );
+    let url = format!("{}/v2/qbo-invoice-processor/manifests", registry.url());
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    assert_eq!(
+        sha256(&get(&format!("{url}/v1"), accept)),
+        first["digest"].as_str().unwrap(),
+        "v1 still names the first image"
+    );
+    let stored = get(
+        &format!("{url}/{}", second["digest"].as_str().unwrap()),
+        accept,
+    );
+    assert_eq!(sha256(&stored), second["digest"].as_str().unwrap());
+}

@@ -1,0 +1,177 @@
+//! The images a deploy depends on: the one `up` deploys must still be in the
+//! repository, and `up` tags it `deployed` (moving the old one to `previous`) so the
+//! repository's lifecycle rule never expires either.
+
+use aws_sdk_ecr::types::ImageIdentifier;
+use infra::Environment;
+use infra::Stack;
+use infra::env::Registry;
+use infra::resources::{Kind, Spec};
+use infra::stack::{DEPLOYED_TAG, PREVIOUS_TAG};
+
+use crate::aws::Aws;
+use crate::cli::Cli;
+use crate::error::{Error, Result};
+use crate::resources::{aws_error, code};
+
+/// Manifest types an image of ours (or a pinned base's) may have.
+const MANIFEST_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// The digest the stack's task definition runs, when it is in the environment's
+/// repository (not an `--image` from elsewhere).
+pub fn own_digest(env: &Environment, stack: &Stack) -> Option<String> {
+    let image = stack
+        .of_kind(Kind::TaskDefinition)
+        .find_map(|r| match &r.properties {
+            Spec::TaskDefinition(td) => Some(td.container.image.clone()),
+            _ => None,
+        })?;
+    let (repo, digest) = image.rsplit_once('@')?;
+    let ours = repo
+        .rsplit_once('/')
+        .is_some_and(|(_, name)| name == env.file.repository.name);
+    ours.then(|| digest.to_owned())
+}
+
+/// Refuses to deploy a digest the repository no longer holds (expired by its
+/// lifecycle rule, or deleted): the tasks could not pull it.
+pub async fn ensure_held(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<()> {
+    let held = match &env.file.registry {
+        // A local registry is a development stand-in: when it is not running, say so
+        // and go on (moto-only runs deploy images no registry holds).
+        Registry::Local { .. } => {
+            let target = crate::commands::push_image::target(cli, env).await?;
+            match target.holds(digest).await {
+                Ok(held) => held,
+                Err(e) => {
+                    eprintln!("warning: cannot check that the local registry holds the image: {e}");
+                    return Ok(());
+                }
+            }
+        }
+        Registry::Ecr => {
+            match aws
+                .ecr
+                .describe_images()
+                .repository_name(&env.file.repository.name)
+                .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+                .send()
+                .await
+            {
+                Ok(out) => !out.image_details().is_empty(),
+                Err(e)
+                    if matches!(
+                        code(&e),
+                        Some("ImageNotFoundException" | "RepositoryNotFoundException")
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => {
+                    return Err(aws_error("look for an image in", &env.file.repository.name)(e));
+                }
+            }
+        }
+    };
+    if held {
+        return Ok(());
+    }
+    Err(Error::Refused(
+        format!(
+            "the image {digest} is no longer in repository {} (expired by its lifecycle rule, or deleted): tasks could not pull it",
+            env.file.repository.name
+        ),
+        format!(
+            "push it again (`deployer push-image --env {0}`), or deploy one the repository holds (`deployer up --env {0} --image REGISTRY/REPOSITORY@sha256:...`)",
+            env.name
+        ),
+    ))
+}
+
+/// Tags `digest` `deployed`, and the image that tag named before `previous`. Returns
+/// what it did, for the summary; `None` when `digest` was already `deployed`.
+pub async fn tag(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<Option<String>> {
+    match &env.file.registry {
+        Registry::Local { .. } => {
+            let target = crate::commands::push_image::target(cli, env).await?;
+            let old = target.digest_of(DEPLOYED_TAG).await?;
+            if old.as_deref() == Some(digest) {
+                return Ok(None);
+            }
+            if let Some(old) = &old {
+                target.retag(old, PREVIOUS_TAG).await?;
+            }
+            target.retag(digest, DEPLOYED_TAG).await?;
+            Ok(Some(moved(digest, old.as_deref())))
+        }
+        Registry::Ecr => {
+            let repo = &env.file.repository.name;
+            let get = |id: ImageIdentifier| async move {
+                aws.ecr
+                    .batch_get_image()
+                    .repository_name(repo)
+                    .image_ids(id)
+                    .set_accepted_media_types(Some(MANIFEST_TYPES.map(str::to_owned).to_vec()))
+                    .send()
+                    .await
+                    .map_err(aws_error("read an image of", repo))
+                    .map(|out| out.images().first().cloned())
+            };
+            let old = get(ImageIdentifier::builder().image_tag(DEPLOYED_TAG).build()).await?;
+            let old_digest = old
+                .as_ref()
+                .and_then(|i| i.image_id())
+                .and_then(|id| id.image_digest())
+                .map(str::to_owned);
+            if old_digest.as_deref() == Some(digest) {
+                return Ok(None);
+            }
+            let new = get(ImageIdentifier::builder().image_digest(digest).build())
+                .await?
+                .ok_or_else(|| {
+                    Error::Internal(format!("image {digest} vanished from {repo} during up"))
+                })?;
+            let put = |image: aws_sdk_ecr::types::Image, tag: &'static str| async move {
+                let sent = aws
+                    .ecr
+                    .put_image()
+                    .repository_name(repo)
+                    .image_manifest(image.image_manifest().unwrap_or_default())
+                    .set_image_manifest_media_type(
+                        image.image_manifest_media_type().map(str::to_owned),
+                    )
+                    .image_tag(tag)
+                    .send()
+                    .await;
+                match sent {
+                    // The tag already names this image: nothing to move.
+                    Err(e) if code(&e) == Some("ImageAlreadyExistsException") => Ok(()),
+                    other => other.map(drop).map_err(aws_error("tag an image in", repo)),
+                }
+            };
+            if let Some(old) = old {
+                put(old, PREVIOUS_TAG).await?;
+            }
+            put(new, DEPLOYED_TAG).await?;
+            Ok(Some(moved(digest, old_digest.as_deref())))
+        }
+    }
+}
+
+fn moved(digest: &str, old: Option<&str>) -> String {
+    let short = |d: &str| d.chars().take(19).collect::<String>();
+    match old {
+        Some(old) => format!(
+            "image {} tagged {DEPLOYED_TAG}, {} {PREVIOUS_TAG} (the lifecycle rule keeps both)",
+            short(digest),
+            short(old)
+        ),
+        None => format!(
+            "image {} tagged {DEPLOYED_TAG} (the lifecycle rule keeps it)",
+            short(digest)
+        ),
+    }
+}
