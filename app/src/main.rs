@@ -34,9 +34,11 @@ use tokio_util::task::TaskTracker;
 /// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable), 130 or 143
 /// stopped by SIGINT or SIGTERM (no new work started; work under way had 25 s to
 /// finish; a rerun finishes the rest).
+// One flag per job (clap's group makes them exclusive) and --dry-run: plain switches.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Parser)]
 #[command(name = "qbo-invoice-processor", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices"])))]
+#[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices", "check_billed"])))]
 struct Cli {
     /// Monthly: robot minutes -> ClickUp time entry -> QBO invoice per client
     #[arg(long)]
@@ -44,6 +46,10 @@ struct Cli {
     /// Daily: send QBO invoices waiting to be sent, then email the bookkeeper a summary
     #[arg(long)]
     send_invoices: bool,
+    /// Monthly, after the billing run: exit 1 (and so alert) when last month's (or
+    /// --period's) --create-invoices has not finished, every shard. Reads only
+    #[arg(long)]
+    check_billed: bool,
     /// Show what would be created or sent; write nothing (a rotated QBO refresh token
     /// is still saved, or it would be lost)
     #[arg(long)]
@@ -106,6 +112,8 @@ async fn main() -> ExitCode {
                 event = "run_finished",
                 job,
                 success = false,
+                // The alarms' filters count runs that are not dry runs: this one must show.
+                dry_run = false,
                 exit_code = 2,
                 duration_ms = 0
             );
@@ -115,6 +123,8 @@ async fn main() -> ExitCode {
     report::init();
     let job = if cli.create_invoices {
         "create-invoices"
+    } else if cli.check_billed {
+        "check-billed"
     } else {
         "send-invoices"
     };
@@ -169,9 +179,11 @@ fn job_named_in(args: impl Iterator<Item = String>) -> &'static str {
     match (
         args.iter().any(|a| a == "--create-invoices"),
         args.iter().any(|a| a == "--send-invoices"),
+        args.iter().any(|a| a == "--check-billed"),
     ) {
-        (true, false) => "create-invoices",
-        (false, true) => "send-invoices",
+        (true, false, false) => "create-invoices",
+        (false, true, false) => "send-invoices",
+        (false, false, true) => "check-billed",
         _ => "unknown",
     }
 }
@@ -212,13 +224,23 @@ async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, 
             .map_or(config.client_range, |(lo, hi)| (Some(lo), Some(hi))),
         shard: cli.shard,
     };
+    if cli.check_billed && (cli.shard.is_some() || cli.clients.is_some() || cli.dry_run) {
+        return Err(Error::Usage(
+            "--check-billed reads the month's record only; --shard, --clients and --dry-run do not apply".into(),
+            "leave them out of --check-billed (--period picks the month)".into(),
+        ));
+    }
     let ctx = Context::load(config, stop.clone(), critical.clone()).await?;
+    if cli.check_billed {
+        return Box::pin(jobs::create::check_billed(&ctx, cli.period)).await;
+    }
     if cli.create_invoices {
         let opts = jobs::create::Options {
             dry_run: cli.dry_run,
             period: cli.period,
             selection,
             concurrency: usize::from(cli.concurrency),
+            whole_month: cli.clients.is_none(),
         };
         Box::pin(jobs::create::run(&ctx, &opts)).await
     } else {

@@ -192,6 +192,77 @@ impl Ledger {
             .and_then(|s| Timestamp::from_second(s).ok()))
     }
 
+    /// Records that a billing run of `period` (`YYYY-MM`) finished: every shard adds
+    /// itself, so `--check-billed` can tell a month that ran from one that did not.
+    pub async fn record_billed(
+        &self,
+        period: &str,
+        shard: Option<(u64, u64)>,
+        success: bool,
+    ) -> Result<()> {
+        let (k, n) = shard.unwrap_or((1, 1));
+        let mut update = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(billed_key(period)))
+            .update_expression(if success {
+                "SET #at = :now, #count = :n ADD #done :k"
+            } else {
+                "SET #at = :now, #count = :n ADD #done :k, #failed :k"
+            })
+            .expression_attribute_names("#at", "finished_at")
+            .expression_attribute_names("#count", "shard_count")
+            .expression_attribute_names("#done", "shards_done")
+            .expression_attribute_values(":now", AttributeValue::S(Timestamp::now().to_string()))
+            .expression_attribute_values(":n", AttributeValue::N(n.to_string()))
+            .expression_attribute_values(":k", AttributeValue::Ns(vec![k.to_string()]));
+        if !success {
+            update = update.expression_attribute_names("#failed", "shards_failed");
+        }
+        update
+            .send()
+            .await
+            .map_err(|e| self.error("recording the billing run in", &e))?;
+        Ok(())
+    }
+
+    /// What the billing runs of `period` recorded: `None` when none finished.
+    pub async fn billed(&self, period: &str) -> Result<Option<Billed>> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(billed_key(period)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("reading", &e))?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let numbers = |name: &str| -> Vec<u64> {
+            match item.get(name) {
+                Some(AttributeValue::Ns(v)) => v.iter().filter_map(|n| n.parse().ok()).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let count = match item.get("shard_count") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(1),
+            _ => 1,
+        };
+        let finished_at = match item.get("finished_at") {
+            Some(AttributeValue::S(s)) => s.clone(),
+            _ => String::new(),
+        };
+        Ok(Some(Billed {
+            shard_count: count,
+            shards_done: numbers("shards_done"),
+            shards_failed: numbers("shards_failed"),
+            finished_at,
+        }))
+    }
+
     /// The summary ledger, if a summary was ever prepared.
     pub async fn summary(&self) -> Result<Option<SummaryLedger>> {
         let out = self
@@ -412,4 +483,18 @@ async fn renew(ledger: Ledger, key: String, holder: String, length: Duration) {
             }
         }
     }
+}
+
+fn billed_key(period: &str) -> String {
+    format!("create-invoices/billed/{period}")
+}
+
+/// The record of a month's billing runs.
+#[derive(Debug, Clone)]
+pub struct Billed {
+    pub shard_count: u64,
+    pub shards_done: Vec<u64>,
+    pub shards_failed: Vec<u64>,
+    /// The last run's end, RFC 3339.
+    pub finished_at: String,
 }

@@ -42,6 +42,8 @@ pub mod price {
 pub struct Assumptions {
     pub create_minutes: f64,
     pub send_minutes: f64,
+    /// `--check-billed` reads one item; Fargate bills a minute at least.
+    pub check_minutes: f64,
     pub log_mb_per_run: f64,
     pub image_mb: f64,
 }
@@ -51,6 +53,7 @@ impl Default for Assumptions {
         Self {
             create_minutes: 30.0,
             send_minutes: 5.0,
+            check_minutes: 1.0,
             log_mb_per_run: 1.0,
             image_mb: 40.0,
         }
@@ -101,6 +104,8 @@ pub fn estimate(env: &Environment, a: &Assumptions) -> Estimate {
         let per_month = runs_per_month(&cron, &tz);
         let minutes = if s.command.iter().any(|c| c == "--create-invoices") {
             a.create_minutes
+        } else if s.command.iter().any(|c| c == "--check-billed") {
+            a.check_minutes
         } else {
             a.send_minutes
         };
@@ -214,8 +219,9 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envs/prod.toml");
         let env = Environment::load(&path).unwrap();
         let e = estimate(&env, &Assumptions::default());
-        // 30.4 daily runs of 5 min and one of 30 min = 3.03 h at 2 vCPU and 4 GB.
-        let hours = 365.0 / 12.0 * 5.0 / 60.0 + 0.5;
+        // 30.4 daily runs of 5 min, one of 30 min and the 1-min billing check = 3.05 h
+        // at 2 vCPU and 4 GB.
+        let hours = 365.0 / 12.0 * 5.0 / 60.0 + 0.5 + 1.0 / 60.0;
         let fargate = hours * (2.0 * price::FARGATE_VCPU_HOUR + 4.0 * price::FARGATE_GB_HOUR);
         let got: f64 = e.lines[..2].iter().map(|l| l.monthly).sum();
         assert!((got - fargate).abs() < 1e-9, "{got} vs {fargate}");

@@ -351,6 +351,11 @@ pub struct AlertsConfig {
     pub metric_namespace: String,
     /// The schedule whose daily success is watched by the heartbeat alarm.
     pub heartbeat_schedule: Option<String>,
+    /// When to check that the month was billed (six AWS cron fields, in the monthly
+    /// schedule's time zone): a schedule `<monthly>-check` runs `--check-billed`, which
+    /// fails, and so alerts, when the month's `--create-invoices` has not finished. A
+    /// CloudWatch alarm cannot look back a month (at most 7 days of periods).
+    pub billing_check: Option<String>,
 }
 
 impl Default for AlertsConfig {
@@ -360,6 +365,7 @@ impl Default for AlertsConfig {
             email: None,
             metric_namespace: "QBOInvoiceProcessor".into(),
             heartbeat_schedule: Some("qbo-send-invoices-daily".into()),
+            billing_check: Some("0 12 5 * ? *".into()),
         }
     }
 }
@@ -371,6 +377,35 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+}
+
+/// The missed-run check's schedule, after the monthly billing schedule (the first that
+/// runs `--create-invoices`), unless `alerts.billing_check` is off or the file already
+/// names it.
+fn add_billing_check(file: &mut EnvFile) {
+    let Some(cron) = file.alerts.billing_check.clone() else {
+        return;
+    };
+    let Some(monthly) = file
+        .schedules
+        .job
+        .iter()
+        .find(|s| s.command.iter().any(|c| c == "--create-invoices"))
+    else {
+        return;
+    };
+    let name = format!("{}-check", monthly.name);
+    if file.schedules.job.iter().any(|s| s.name == name) {
+        return;
+    }
+    let check = ScheduleConfig {
+        name,
+        cron,
+        timezone: monthly.timezone.clone(),
+        command: vec!["--check-billed".into()],
+        enabled: monthly.enabled,
+    };
+    file.schedules.job.push(check);
 }
 
 impl Environment {
@@ -396,7 +431,8 @@ impl Environment {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_owned();
-        let file: EnvFile = parse_toml(text).map_err(|p| invalid(vec![p]))?;
+        let mut file: EnvFile = parse_toml(text).map_err(|p| invalid(vec![p]))?;
+        add_billing_check(&mut file);
         let mut problems = validate::environment_name(&name);
         problems.extend(validate::env_file(&file));
         if problems.is_empty() {

@@ -71,6 +71,9 @@ pub const PREVIOUS_TAG: &str = "previous";
 
 /// Hours without a successful daily run before the heartbeat alarm fires.
 pub const HEARTBEAT_HOURS: i32 = 26;
+/// The value `up` records in a heartbeat metric when it creates the heartbeat alarm:
+/// a data point that is not a success.
+pub const HEARTBEAT_ARMING: f64 = 0.0;
 
 /// `--send-invoices` -> `send-invoices`: the `job` field of the job's `run_finished` log.
 pub fn job_of(schedule: &ScheduleConfig) -> &str {
@@ -363,6 +366,11 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                         ("awslogs-group".to_owned(), f.logs.group.clone()),
                         ("awslogs-region".to_owned(), ctx.region.clone()),
                         ("awslogs-stream-prefix".to_owned(), "ecs".to_owned()),
+                        // Since June 2025 awslogs defaults to non-blocking, which drops
+                        // lines when its buffer fills; the alarms read the last line, so
+                        // the job waits for CloudWatch instead ("Amazon ECS task
+                        // definition parameters", logConfiguration, awslogs `mode`).
+                        ("mode".to_owned(), "blocking".to_owned()),
                     ]),
                 },
             }),
@@ -545,8 +553,12 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                         ("reason".to_owned(), "$.detail.stoppedReason".to_owned()),
                         ("task".to_owned(), "$.detail.taskArn".to_owned()),
                     ]),
+                    // A JSON object with the placeholders unquoted: EventBridge quotes
+                    // string values itself, and does not escape values placed inside
+                    // quotes, so a stop reason holding a quote would break a quoted
+                    // template ("Transforming target input", EventBridge user guide).
                     input_template: format!(
-                        "\"{app} ({}): task <task> (<group>) stopped: <reason>. Run `deployer logs --env {}` to see why.\"",
+                        "{{\"alert\": \"{app} ({}): a task stopped with a failure\", \"task\": <task>, \"group\": <group>, \"reason\": <reason>, \"next\": \"deployer logs --env {}\"}}",
                         env.name, env.name
                     ),
                 },
@@ -657,7 +669,10 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
             names::runs_failed_filter(app),
             Spec::MetricFilter(MetricFilter {
                 log_group: f.logs.group.clone(),
-                filter_pattern: r#"{ $.event = "run_finished" && $.success IS FALSE }"#.into(),
+                // Dry runs write nothing and alert no one.
+                filter_pattern:
+                    r#"{ $.event = "run_finished" && $.success IS FALSE && $.dry_run IS FALSE }"#
+                        .into(),
                 metric_namespace: namespace.clone(),
                 metric_name: RUNS_FAILED_METRIC.into(),
                 metric_value: "1".into(),
@@ -713,7 +728,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                 Spec::MetricFilter(MetricFilter {
                     log_group: f.logs.group.clone(),
                     filter_pattern: format!(
-                        r#"{{ $.event = "run_finished" && $.job = "{job}" && $.success IS TRUE }}"#
+                        r#"{{ $.event = "run_finished" && $.job = "{job}" && $.success IS TRUE && $.dry_run IS FALSE }}"#
                     ),
                     metric_namespace: namespace.clone(),
                     metric_name: metric.clone(),
@@ -741,6 +756,11 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         heartbeat_alarm.evaluation_periods = HEARTBEAT_HOURS;
         heartbeat_alarm.datapoints_to_alarm = HEARTBEAT_HOURS;
         heartbeat_alarm.comparison = "LessThanThreshold".into();
+        // Data points, not their sum: `up` records one of value 0 when it creates the
+        // alarm (see HEARTBEAT_ARMING), so the 26 hours count from the deploy and the
+        // alarm does not fire before the first run could have succeeded, while the
+        // metric's sum still counts only real successes.
+        heartbeat_alarm.statistic = "SampleCount".into();
         heartbeat_alarm.ok_actions = vec![topic_arn.clone()];
         s.add(
             Resource::new(&name, Spec::Alarm(heartbeat_alarm)),

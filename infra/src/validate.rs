@@ -9,7 +9,7 @@ use crate::env::{EnvFile, Registry, ScheduleEngine};
 use crate::error::Problem;
 
 /// The job flags a schedule's command must choose between.
-pub const JOB_FLAGS: [&str; 2] = ["--create-invoices", "--send-invoices"];
+pub const JOB_FLAGS: [&str; 3] = ["--create-invoices", "--send-invoices", "--check-billed"];
 
 /// Log retention values CloudWatch Logs accepts.
 pub const RETENTION_DAYS: [u32; 22] = [

@@ -33,6 +33,9 @@ pub struct Options {
     pub period: Option<Date>,
     pub selection: Selection,
     pub concurrency: usize,
+    /// Whether this run bills every client of the month (no `--clients`): it then
+    /// records that the month was billed, for `--check-billed`.
+    pub whole_month: bool,
 }
 
 /// From this many invoices to create, they go in batches (see `batch.rs`): a batch of
@@ -206,8 +209,68 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
         .map_or_else(|| "all".to_owned(), |s| format!("{}-of-{}", s.k, s.n));
     let key = format!("lease/create-invoices/{}/{shard}", period.label());
     // Boxed: the job's future is large.
+    let label = period.label();
     let job = Box::pin(bill_month(ctx, opts, period, today));
-    super::exclusive(ctx, "create-invoices", key, opts.dry_run, job).await
+    let summary = super::exclusive(ctx, "create-invoices", key, opts.dry_run, job).await?;
+    if opts.whole_month && !opts.dry_run && summary.stopped.is_none() {
+        let ledger = crate::state::Ledger::new(ctx.db.clone(), &config.state_table);
+        let shard = opts.selection.shard.map(|s| (s.k, s.n));
+        if let Err(e) = ledger
+            .record_billed(&label, shard, summary.failures.is_empty())
+            .await
+        {
+            // The invoices stand; only the missed-run check will say this month is missing.
+            tracing::error!(event = "billing_record_failed", period = %label, error = %e, "the run is done, but recording it failed: the missed-run check will report this month");
+        }
+    }
+    Ok(summary)
+}
+
+/// `--check-billed`: whether the month's billing runs happened (every shard), for the
+/// missed-run alert. Read-only.
+pub async fn check_billed(ctx: &Context, period: Option<Date>) -> Result<Summary> {
+    let config = &ctx.config;
+    let today = Zoned::now().with_time_zone(config.timezone.clone());
+    let first = period.unwrap_or_else(|| Period::previous(&today));
+    let label = Period::of(first, &config.timezone)?.label();
+    let ledger = crate::state::Ledger::new(ctx.db.clone(), &config.state_table);
+    let mut summary = Summary::new("check-billed", false);
+    summary.total = 1;
+    let fix = format!(
+        "run it: `deployer run-task create --env ENV -- --period {label}` (a rerun bills only clients not yet invoiced), then see `deployer logs` for why the schedule did not"
+    );
+    match ledger.billed(&label).await? {
+        None => summary.fail(
+            &label,
+            format!("no billing run of {label} has finished; {fix}"),
+        ),
+        Some(b) => {
+            let missing: Vec<String> = (1..=b.shard_count)
+                .filter(|k| !b.shards_done.contains(k))
+                .map(|k| format!("{k}/{}", b.shard_count))
+                .collect();
+            if missing.is_empty() {
+                tracing::info!(
+                    event = "billed",
+                    period = %label,
+                    finished_at = %b.finished_at,
+                    shards = b.shard_count,
+                    shards_with_failures = ?b.shards_failed,
+                    "the month's billing run finished"
+                );
+                summary.done += 1;
+            } else {
+                summary.fail(
+                    &label,
+                    format!(
+                        "shards {} of {label} have not finished; {fix}",
+                        missing.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    Ok(summary)
 }
 
 async fn bill_month(

@@ -497,3 +497,43 @@ async fn bad_configuration_and_rejected_credentials_stop_with_a_fix() {
     );
     assert!(!run.stderr.contains("424242"));
 }
+
+#[tokio::test]
+async fn the_missed_run_check_fails_until_every_shard_of_the_month_has_run() {
+    let w = world(12, |_| {}).await;
+    let check = || w.run(&["--check-billed", "--period", "2026-10"]);
+
+    let run = check().await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.finished()["job"], "check-billed");
+    assert_eq!(run.finished()["success"], false);
+    assert!(
+        run.stdout
+            .contains("no billing run of 2026-10 has finished"),
+        "{}",
+        run.stdout
+    );
+
+    // Neither a dry run nor a run of some clients counts as the month's billing.
+    run_create(&w, &["--dry-run"]).await;
+    run_create(&w, &["--clients", "1-2"]).await;
+    assert_eq!(check().await.code, 1);
+
+    // Half the shards: the other half is named.
+    let half = run_create(&w, &["--shard", "1/2"]).await;
+    assert!(half.code <= 1, "{}", half.stderr);
+    let run = check().await;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("shards 2/2 of 2026-10 have not finished"),
+        "{}",
+        run.stdout
+    );
+    run_create(&w, &["--shard", "2/2"]).await;
+    let run = check().await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(run.finished()["success"], true);
+    // It reads only: the fakes saw nothing from it.
+    assert!(!run.stdout.contains("\"event\":\"invoice_created\""));
+}

@@ -86,6 +86,9 @@ impl Run {
             last["event"], "run_finished",
             "the last line is run_finished"
         );
+        // The alarms' metric filters read `success` and `dry_run`: both always there.
+        assert!(last["success"].is_boolean(), "{last}");
+        assert!(last["dry_run"].is_boolean(), "{last}");
         last
     }
 }

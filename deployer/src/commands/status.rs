@@ -27,6 +27,14 @@ struct Status {
     schedules: Vec<ScheduleStatus>,
     recent_runs: Vec<Run>,
     alarms: Vec<AlarmState>,
+    /// The alert topic's subscriptions.
+    alerts: Vec<Subscription>,
+}
+
+#[derive(Debug, Serialize)]
+struct Subscription {
+    endpoint: String,
+    confirmed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +111,7 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
         schedules,
         recent_runs: recent_runs(&aws, &env.file.logs.group, Timestamp::now()).await?,
         alarms: alarms(&aws, &env.file.app).await?,
+        alerts: alert_subscriptions(&aws, &env).await?,
     };
     match args.output {
         Format::Json => output::json(&status)?,
@@ -240,5 +249,43 @@ fn text(s: &Status) -> String {
     for a in &s.alarms {
         let _ = writeln!(t, "  {:<18} {}", a.state, a.name);
     }
+    let _ = writeln!(t, "\nAlerts go to:");
+    if s.alerts.is_empty() {
+        let _ = writeln!(t, "  (no subscription: nobody hears of a failed run)");
+    }
+    for a in &s.alerts {
+        let state = if a.confirmed {
+            "confirmed"
+        } else {
+            "PENDING: open the confirmation email AWS sent (it lapses after 48 hours)"
+        };
+        let _ = writeln!(t, "  {}  {state}", a.endpoint);
+    }
     t
+}
+
+async fn alert_subscriptions(
+    aws: &crate::aws::Aws,
+    env: &infra::Environment,
+) -> Result<Vec<Subscription>> {
+    let me = aws
+        .sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(aws_error("identify the caller of", "STS"))?;
+    let topic = format!(
+        "arn:aws:sns:{}:{}:{}",
+        env.file.region,
+        me.account().unwrap_or_default(),
+        env.file.alerts.topic
+    );
+    Ok(crate::resources::sns::subscriptions(aws, &topic)
+        .await?
+        .into_iter()
+        .map(|(_, endpoint, arn)| Subscription {
+            confirmed: arn.starts_with("arn:"),
+            endpoint,
+        })
+        .collect())
 }

@@ -46,6 +46,20 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
             eprintln!("  {what}");
         }
     };
+    arm_heartbeats(&aws, &plan).await?;
+    // Alerts reach no one until the address confirms.
+    if let Some(topic) = stack
+        .of_kind(infra::resources::Kind::SnsTopic)
+        .find_map(|t| t.arn.clone())
+    {
+        for (_, endpoint, arn) in crate::resources::sns::subscriptions(&aws, &topic).await? {
+            if !arn.starts_with("arn:") {
+                eprintln!(
+                    "warning: alerts to {endpoint} are pending: open the confirmation email AWS sent there (it lapses after 48 hours; `deployer up` then subscribes again)"
+                );
+            }
+        }
+    }
     let left = engine::verify(&aws, &env, &stack, args.plan.adopt, &say).await?;
     if left.is_empty()
         && let Some(digest) = crate::deployed::own_digest(&env, &stack)
@@ -72,4 +86,46 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
     } else {
         Err(Error::NotConverged(left))
     }
+}
+
+/// For each heartbeat alarm (one counting data points) this `up` created or changed
+/// from another statistic: one data point that is not a success, so its hours count
+/// from now and it does not fire before the job's first run could succeed.
+async fn arm_heartbeats(aws: &crate::aws::Aws, plan: &engine::Plan) -> Result<()> {
+    use aws_sdk_cloudwatch::types::MetricDatum;
+    for step in &plan.steps {
+        let infra::resources::Spec::Alarm(alarm) = &step.resource.properties else {
+            continue;
+        };
+        let armed_before = match step.action {
+            engine::Action::Create => false,
+            engine::Action::Update => !step
+                .changes
+                .iter()
+                .any(|c| c.path == "properties.statistic"),
+            _ => true,
+        };
+        if alarm.statistic != "SampleCount" || armed_before {
+            continue;
+        }
+        aws.cloudwatch
+            .put_metric_data()
+            .namespace(&alarm.namespace)
+            .metric_data(
+                MetricDatum::builder()
+                    .metric_name(&alarm.metric_name)
+                    .value(infra::stack::HEARTBEAT_ARMING)
+                    .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
+                        std::time::SystemTime::now(),
+                    ))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(crate::resources::aws_error(
+                "record the heartbeat's start in",
+                &alarm.metric_name,
+            ))?;
+    }
+    Ok(())
 }

@@ -29,7 +29,7 @@ mod events;
 mod iam;
 mod logs;
 mod scheduler;
-mod sns;
+pub mod sns;
 
 /// A resource as it is in the account.
 #[derive(Debug, Clone)]

@@ -104,8 +104,9 @@ async fn delete_topic(aws: &Aws, outputs: &Outputs) -> Result<()> {
     Ok(())
 }
 
-/// Every subscription of the topic as `(protocol, endpoint, subscription ARN)`.
-async fn subscriptions(aws: &Aws, topic: &str) -> Result<Vec<(String, String, String)>> {
+/// Every subscription of the topic as `(protocol, endpoint, subscription ARN)`; a
+/// pending one's ARN is the literal `PendingConfirmation` (ListSubscriptionsByTopic).
+pub async fn subscriptions(aws: &Aws, topic: &str) -> Result<Vec<(String, String, String)>> {
     let mut found = Vec::new();
     let mut pages = aws
         .sns
@@ -174,12 +175,14 @@ async fn subscribe(aws: &Aws, d: &SnsSubscription) -> Result<Outputs> {
 }
 
 /// A subscription still waiting for its confirmation has no ARN and cannot be removed;
-/// AWS drops it after three days.
+/// AWS drops it after 48 hours (SNS developer guide, "Confirming an Amazon SNS
+/// subscription").
 async fn unsubscribe(aws: &Aws, outputs: &Outputs) -> Result<Deleted> {
     let arn = outputs.arn.as_deref().unwrap_or_default();
     if !arn.starts_with("arn:") {
         return Ok(Deleted::Kept(
-            "it is pending confirmation; AWS removes unconfirmed subscriptions after 3 days".into(),
+            "it is pending confirmation; AWS removes unconfirmed subscriptions after 48 hours"
+                .into(),
         ));
     }
     aws.sns

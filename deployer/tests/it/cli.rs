@@ -10,7 +10,7 @@ fn synth_prod_json_lists_the_stack_and_exits_zero() {
     assert_eq!(stack["environment"], "prod");
     assert_eq!(stack["account"], "${account}");
     let resources = stack["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 20);
+    assert_eq!(resources.len(), 21);
     let role = resources
         .iter()
         .find(|r| r["name"] == "ecsTaskRole-QBOInvoiceProcessor")
@@ -28,7 +28,7 @@ fn synth_text_shows_placeholders_waves_and_policies() {
     let out = deployer(&["synth", "--env", "prod"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n20 resources in 4 dependency waves"), "{text}");
+    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n21 resources in 4 dependency waves"), "{text}");
     let placeholder = text
         .lines()
         .find(|l| l.trim_start().starts_with("${image-digest}"))
@@ -188,9 +188,10 @@ fn cost_prints_the_monthly_estimate_for_the_environment() {
         text.contains("qbo-send-invoices-daily: 30.4 runs a month of 10 min each"),
         "{text}"
     );
-    // 30.4 x 10 min + 30 min = 5.57 h at 2 vCPU: 11.1 vCPU-h, $0.45; with 4 GB ($0.10),
-    // 4 secrets ($1.60), 3 alarms ($0.30), 2 metrics ($0.60), logs and images ($0.06).
-    assert!(text.contains("11.1 vCPU-h"), "{text}");
+    // 30.4 x 10 min + 30 min + the 1-min billing check = 5.58 h at 2 vCPU: 11.2
+    // vCPU-h, $0.45; with 4 GB ($0.10), 4 secrets ($1.60), 3 alarms ($0.30), 2 metrics
+    // ($0.60), logs and images ($0.06).
+    assert!(text.contains("11.2 vCPU-h"), "{text}");
     let total = text.lines().find(|l| l.starts_with("total")).unwrap();
     assert!(total.trim_end().ends_with("$3.11"), "{total}");
 }

@@ -206,7 +206,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let qbo_arn = qbo.arn().unwrap().to_owned();
 
     let first = up(&endpoint);
-    assert_eq!(first["summary"]["created"], 20, "{first}");
+    assert_eq!(first["summary"]["created"], 21, "{first}");
     let policy = aws
         .iam
         .get_role_policy()
@@ -267,6 +267,41 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     assert!(env.iter().any(|v| v.name() == Some("JOB_STATE_TABLE")
         && v.value() == Some("qbo-invoice-processor-job-state")));
 
+    // The heartbeat alarm counts data points; creating it recorded one that is not a
+    // success, so its 26 hours start at the deploy.
+    let points = || async {
+        let now = std::time::SystemTime::now();
+        let stats = aws
+            .cw
+            .get_metric_statistics()
+            .namespace("QBOInvoiceProcessor")
+            .metric_name("SendInvoicesSucceeded")
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+                now - std::time::Duration::from_hours(1),
+            ))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from(
+                now + std::time::Duration::from_mins(1),
+            ))
+            .period(3600)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::SampleCount)
+            .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .send()
+            .await
+            .unwrap();
+        let count: f64 = stats
+            .datapoints()
+            .iter()
+            .filter_map(aws_sdk_cloudwatch::types::Datapoint::sample_count)
+            .sum();
+        let sum: f64 = stats
+            .datapoints()
+            .iter()
+            .filter_map(aws_sdk_cloudwatch::types::Datapoint::sum)
+            .sum();
+        (count, sum)
+    };
+    assert_eq!(points().await, (1.0, 0.0));
+
     let second = up(&endpoint);
     assert_eq!(
         second["calls"]["writes"], 0,
@@ -274,6 +309,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     );
     assert_eq!(second["summary"]["created"], 0);
     assert!(plan(&endpoint).is_empty());
+    assert_eq!(points().await, (1.0, 0.0), "armed once");
 
     // Destroy asks first; with no terminal it refuses and deletes nothing.
     let out = deployer(&endpoint, &["destroy", "--env", "local"]);
@@ -346,7 +382,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
             .iter()
             .filter(|(a, _, _)| a == "create")
             .count(),
-        20
+        21
     );
 }
 
@@ -530,7 +566,8 @@ async fn a_resource_deleted_out_of_band_is_the_only_one_up_creates_again() {
                 [
                     id,
                     "schedule/qbo-send-invoices-daily",
-                    "schedule/qbo-create-invoices-monthly"
+                    "schedule/qbo-create-invoices-monthly",
+                    "schedule/qbo-create-invoices-monthly-check"
                 ],
                 "{steps:?}"
             ),
@@ -760,7 +797,7 @@ async fn a_property_changed_out_of_band_shows_as_exactly_that_change_and_up_rest
         .await
         .unwrap();
     let steps = plan(&endpoint);
-    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps.len(), 4, "{steps:?}");
     assert_eq!(
         (steps[0].0.as_str(), steps[0].1.as_str()),
         ("replace", "task-definition/qbo-invoice-processor")
@@ -1230,7 +1267,8 @@ async fn moving_the_tasks_to_another_vpc_replaces_the_group_and_deletes_the_old_
         updates,
         [
             "schedule/qbo-send-invoices-daily",
-            "schedule/qbo-create-invoices-monthly"
+            "schedule/qbo-create-invoices-monthly",
+            "schedule/qbo-create-invoices-monthly-check"
         ]
     );
 

@@ -337,6 +337,22 @@ fn alerts_go_to_the_bookkeeper_and_failed_tasks_in_this_cluster_reach_the_topic(
     };
     let pattern = rule.event_pattern.as_ref().unwrap();
     assert_eq!(pattern["detail"]["lastStatus"][0], "STOPPED");
+    // EventBridge puts each string value in quotes, JSON-escaped, where an unquoted
+    // placeholder stands: the message stays JSON whatever the stop reason holds.
+    let infra::resources::RuleTarget::Sns { input_template, .. } = &rule.target else {
+        unreachable!()
+    };
+    let reason = r#"Essential container exited: "oom" \ {"#;
+    let delivered = input_template
+        .replace("<reason>", &serde_json::to_string(reason).unwrap())
+        .replace("<task>", "\"arn:aws:ecs:us-west-2:1:task/c/abc\"")
+        .replace("<group>", "\"family:qbo-invoice-processor\"");
+    let message: serde_json::Value = serde_json::from_str(&delivered).unwrap();
+    assert_eq!(message["reason"], reason);
+    assert!(
+        !input_template.contains("\"<"),
+        "no placeholder inside quotes"
+    );
     assert_eq!(
         pattern["detail"]["clusterArn"][0],
         "arn:aws:ecs:us-west-2:${account}:cluster/qbo-invoice-processor-cluster"
@@ -470,7 +486,8 @@ fn rules_engine_replaces_the_schedule_group_with_utc_event_rules() {
             .of_kind(Kind::Alarm)
             .filter(|a| a.name.ends_with("-invocation-errors"))
             .count(),
-        2
+        3,
+        "one per rule: daily, monthly and the monthly billing check"
     );
 }
 
