@@ -1,12 +1,16 @@
 # Entry points: `make demo` (the product on local emulators), `make test` (what CI
 # runs), `make bench` and `make tools`. Each installs only what is missing: moto in
-# .venv/, Debian's docker-registry.
+# .venv/, the parliament IAM policy linter in .venv-policy/, Debian's docker-registry.
 
 SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 MOTO_VERSION := 5.2.5
 MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+# Its own virtualenv: parliament pins boto3, which must not move moto's botocore.
+POLICY_VENV := .venv-policy
+PARLIAMENT_VERSION := 1.6.4
+PARLIAMENT_STAMP := $(POLICY_VENV)/.parliament-$(PARLIAMENT_VERSION)
 REGISTRY := /usr/bin/docker-registry
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -23,12 +27,18 @@ test: tools fmt lint unit
 bench: tools
 	@bash bench/all.sh
 
-## tools: moto (the AWS emulator) in .venv/ and the reference container registry
-tools: $(MOTO_STAMP) $(REGISTRY)
+## tools: moto (the AWS emulator) in .venv/, the policy linter and the reference container registry
+tools: $(MOTO_STAMP) $(PARLIAMENT_STAMP) $(REGISTRY)
 
 $(MOTO_STAMP):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	touch $@
+
+# setuptools: parliament 1.6 imports pkg_resources.
+$(PARLIAMENT_STAMP):
+	python3 -m venv $(POLICY_VENV)
+	$(POLICY_VENV)/bin/pip install --quiet --disable-pip-version-check 'parliament==$(PARLIAMENT_VERSION)' 'setuptools<81'
 	touch $@
 
 $(REGISTRY):

@@ -103,7 +103,8 @@ pub enum Command {
     /// Runs create-invoices or send-invoices with the schedule's network settings and
     /// command (arguments after `--` are added), streams its log lines until it stops,
     /// and exits with the job's own exit code. --local runs the binary on this machine
-    /// with the task definition's environment instead.
+    /// with the environment the task definition would give it, built offline from the
+    /// environment file, instead.
     RunTask(RunTaskArgs),
     /// Estimate the stack's monthly AWS cost, without touching AWS
     ///
@@ -111,12 +112,33 @@ pub enum Command {
     /// plus secrets, alarms, metrics, logs and image storage, at public list prices.
     /// How long each job runs is an assumption: set it from `deployer status`.
     Cost(CostArgs),
+    /// Print the least-privilege IAM policy the deploying identity needs
+    ///
+    /// Offline, from the environment file: every action push-image, diff, up, destroy,
+    /// rollback, run-task, logs and status call, each on the stack's own resources by
+    /// name (the account from the file or --account). Attach it to the user or role
+    /// that deploys: `deployer policy --env prod > policy.json`.
+    Policy(PolicyArgs),
     /// Print a shell completion script
     ///
     /// bash: `deployer completions bash > ~/.local/share/bash-completion/completions/deployer`;
     /// zsh: `deployer completions zsh > ~/.zfunc/_deployer`; fish: `deployer completions
     /// fish > ~/.config/fish/completions/deployer.fish`.
     Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// The account the ARNs name [default: the file's `account`, else any]
+    #[arg(long, value_name = "ID")]
+    pub account: Option<String>,
+
+    /// Output format (the policy is JSON either way; text adds notes on stderr)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]

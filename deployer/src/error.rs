@@ -84,7 +84,7 @@ impl Error {
             Self::Prerequisite(_, help) | Self::Refused(_, help) => Some(help.clone()),
             Self::NeedsConfirmation => Some("review the plan with `deployer diff`, then pass --yes".into()),
             Self::Aws { code: Some(code), .. } if code.contains("AccessDenied") || code == "UnauthorizedOperation" => {
-                Some("the deploying identity lacks this permission; see the README's deployer permissions".into())
+                Some("the deploying identity lacks this permission; `deployer policy --env NAME` prints the policy it needs".into())
             }
             Self::Apply { cause, .. } => cause.help(),
             Self::Registry { message, .. } if message.contains("error sending request") => Some(

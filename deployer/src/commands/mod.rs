@@ -16,6 +16,7 @@ pub mod cost;
 pub mod destroy;
 pub mod diff;
 pub mod logs;
+pub mod policy;
 pub mod push_image;
 pub mod rollback;
 pub mod run_task;
@@ -36,6 +37,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Logs(args) => Box::pin(logs::run(cli, args)).await,
         Command::RunTask(args) => Box::pin(run_task::run(cli, args)).await,
         Command::Cost(args) => cost::run(cli, args),
+        Command::Policy(args) => policy::run(cli, args),
         Command::Completions(args) => {
             use clap::CommandFactory as _;
             // Into a buffer first: the generator panics on a closed pipe (`| head`).

@@ -1,5 +1,7 @@
 //! `deployer synth` and the command line: outputs, exit codes, messages, help.
 
+use std::process::Command;
+
 use super::{deployer, deployer_in, root, stderr, stdout};
 
 #[test]
@@ -194,4 +196,55 @@ fn cost_prints_the_monthly_estimate_for_the_environment() {
     assert!(text.contains("11.2 vCPU-h"), "{text}");
     let total = text.lines().find(|l| l.starts_with("total")).unwrap();
     assert!(total.trim_end().ends_with("$3.11"), "{total}");
+}
+
+#[test]
+fn policy_is_scoped_to_the_stack_and_passes_the_policy_linter() {
+    let out = deployer(&["policy", "--env", "prod", "--account", "123456789012"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    // Every resource is this account's, named from the stack, but for the actions AWS
+    // offers no resource for.
+    for s in statements {
+        for r in s["Resource"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            assert!(
+                r == "*"
+                    || r.contains(":123456789012:")
+                    || r.starts_with("arn:aws:iam::123456789012:"),
+                "{s}"
+            );
+        }
+    }
+    let roles = statements.iter().find(|s| s["Sid"] == "Roles").unwrap();
+    assert_eq!(
+        roles["Resource"].as_array().unwrap().len(),
+        3,
+        "exactly the stack's three roles: {roles}"
+    );
+
+    // parliament (duo-labs' IAM linter, in .venv-policy/ from `make tools`) finds
+    // nothing: no `*` where the action takes a resource, no resource an action cannot
+    // use, no unknown action.
+    let linter = root().join(".venv-policy/bin/parliament");
+    assert!(
+        linter.is_file(),
+        "run `make tools` first: {} is missing",
+        linter.display()
+    );
+    let mut child = Command::new(&linter)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &out.stdout).unwrap();
+    let lint = child.wait_with_output().unwrap();
+    assert!(
+        lint.status.success() && lint.stdout.is_empty(),
+        "{}{}",
+        stdout(&lint),
+        stderr(&lint)
+    );
 }

@@ -1,0 +1,413 @@
+//! `deployer policy`: the least-privilege IAM policy the deploying identity needs for
+//! this environment's stack (`push-image`, `diff`, `up`, `destroy`, `rollback`,
+//! `run-task`, `logs`, `status`), every resource named from the stack, offline.
+//!
+//! Each AWS call the deployer makes (`aws.SERVICE.operation(` in `src/`) maps to one
+//! action here; a unit test reads the sources and fails on a call with no action, and
+//! an integration test runs the `parliament` policy linter over the result.
+
+use infra::resources::{Kind, Spec};
+use infra::{Context, Environment, synthesize};
+use serde_json::{Value, json};
+
+use crate::cli::{Cli, Format, PolicyArgs};
+use crate::error::Result;
+use crate::output;
+
+pub fn run(cli: &Cli, args: &PolicyArgs) -> Result<()> {
+    let env = super::load_environment(cli, &args.env)?;
+    let account = args
+        .account
+        .clone()
+        .or_else(|| env.file.account.clone())
+        .unwrap_or_else(|| "*".into());
+    if account == "*" && args.output == Format::Text {
+        eprintln!(
+            "note: no account in {} (or --account): the ARNs match any account",
+            env.path.display()
+        );
+    }
+    let policy = document(&env, &account);
+    output::text(&format!(
+        "{}\n",
+        serde_json::to_string_pretty(&policy)
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?
+    ))
+}
+
+/// The policy for `env` in `account` (`*` for any).
+pub fn document(env: &Environment, account: &str) -> Value {
+    let f = &env.file;
+    let stack = synthesize(env, &Context::offline(env));
+    let (region, app) = (&f.region, &f.app);
+    let arn = |service: &str, rest: &str| format!("arn:aws:{service}:{region}:{account}:{rest}");
+    let of = |kind: Kind| -> Vec<String> {
+        stack
+            .of_kind(kind)
+            .filter_map(|r| r.arn.clone())
+            .map(|a| a.replace("${account}", account))
+            .collect()
+    };
+    let roles: Vec<String> = of(Kind::IamRole)
+        .into_iter()
+        .map(|a| a.replace("${account}", account))
+        .collect();
+    let secrets: Vec<String> = [
+        &f.secrets.qbo,
+        &f.secrets.msgraph,
+        &f.secrets.clickup,
+        &f.secrets.robocorp,
+    ]
+    .into_iter()
+    .map(|name| {
+        if name.starts_with("arn:") {
+            name.clone()
+        } else {
+            arn("secretsmanager", &format!("secret:{name}-??????"))
+        }
+    })
+    .collect();
+    let schedule_rules: Vec<String> = f
+        .schedules
+        .job
+        .iter()
+        .map(|s| arn("events", &format!("rule/{}", s.name)))
+        .chain(of(Kind::EventRule))
+        .collect();
+    let log_group = arn("logs", &format!("log-group:{}", f.logs.group));
+    let namespace = stack
+        .of_kind(Kind::Alarm)
+        .find_map(|r| match &r.properties {
+            Spec::Alarm(a) if a.namespace != "AWS/Scheduler" && a.namespace != "AWS/Events" => {
+                Some(a.namespace.clone())
+            }
+            _ => None,
+        });
+    let statement = |sid: &str, actions: &[&str], resources: Vec<String>| json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources});
+    let mut statements = vec![
+        // No resource-level permissions exist for these (Service Authorization
+        // Reference; the linter in the tests flags a `*` that could be narrower).
+        statement(
+            "AccountReads",
+            &["ecr:GetAuthorizationToken"],
+            vec!["*".into()],
+        ),
+        statement(
+            "NetworkAndTaskDefinitionReads",
+            &[
+                "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSubnets",
+                "ecs:DeregisterTaskDefinition",
+                "ecs:DescribeTaskDefinition",
+                "ecs:ListTaskDefinitions",
+                "scheduler:ListSchedules",
+                // Unsubscribe takes a subscription ARN, which has no resource type.
+                "sns:Unsubscribe",
+                "logs:DescribeLogGroups",
+            ],
+            vec!["*".into()],
+        ),
+        statement(
+            "Repository",
+            &[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:CompleteLayerUpload",
+                "ecr:CreateRepository",
+                "ecr:DeleteRepository",
+                "ecr:DescribeImages",
+                "ecr:DescribeRepositories",
+                "ecr:GetDownloadUrlForLayer",
+                "ecr:GetLifecyclePolicy",
+                "ecr:InitiateLayerUpload",
+                "ecr:ListImages",
+                "ecr:ListTagsForResource",
+                "ecr:PutImage",
+                "ecr:PutImageScanningConfiguration",
+                "ecr:PutImageTagMutability",
+                "ecr:PutLifecyclePolicy",
+                "ecr:TagResource",
+                "ecr:UploadLayerPart",
+            ],
+            of(Kind::EcrRepository),
+        ),
+        statement(
+            "Logs",
+            &[
+                "logs:CreateLogGroup",
+                "logs:DeleteLogGroup",
+                "logs:DeleteMetricFilter",
+                "logs:DescribeMetricFilters",
+                "logs:FilterLogEvents",
+                "logs:ListTagsForResource",
+                "logs:PutMetricFilter",
+                "logs:PutRetentionPolicy",
+                "logs:TagResource",
+            ],
+            vec![log_group.clone(), format!("{log_group}:*")],
+        ),
+        statement(
+            "Roles",
+            &[
+                "iam:AttachRolePolicy",
+                "iam:CreateRole",
+                "iam:DeleteRole",
+                "iam:DeleteRolePolicy",
+                "iam:DetachRolePolicy",
+                "iam:GetRole",
+                "iam:GetRolePolicy",
+                "iam:ListAttachedRolePolicies",
+                "iam:ListRolePolicies",
+                "iam:PutRolePolicy",
+                "iam:TagRole",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:UpdateRole",
+            ],
+            roles.clone(),
+        ),
+        // The task definition names the task and execution roles; schedules and the
+        // rules engine's targets name the schedule role.
+        json!({
+            "Sid": "PassTheStacksRoles",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": roles,
+            "Condition": {"StringEquals": {"iam:PassedToService": [
+                "ecs-tasks.amazonaws.com",
+                "events.amazonaws.com",
+                "scheduler.amazonaws.com",
+            ]}},
+        }),
+        statement(
+            "Cluster",
+            &[
+                "ecs:CreateCluster",
+                "ecs:DeleteCluster",
+                "ecs:DescribeClusters",
+                "ecs:TagResource",
+                "ecs:UpdateClusterSettings",
+            ],
+            of(Kind::EcsCluster),
+        ),
+        statement(
+            "TaskDefinitions",
+            &["ecs:RegisterTaskDefinition"],
+            vec![arn("ecs", &format!("task-definition/{}:*", f.task.family))],
+        ),
+        // run-task: only this family, only in this cluster.
+        json!({
+            "Sid": "RunTheJob",
+            "Effect": "Allow",
+            "Action": ["ecs:RunTask"],
+            "Resource": [arn("ecs", &format!("task-definition/{}:*", f.task.family))],
+            "Condition": {"ArnEquals": {"ecs:cluster": of(Kind::EcsCluster)}},
+        }),
+        statement(
+            "WatchTheJob",
+            &["ecs:DescribeTasks"],
+            vec![arn("ecs", &format!("task/{}/*", f.cluster.name))],
+        ),
+        // A security group's id is not known before it exists: groups and VPCs of this
+        // account and region; rules and deletion only on groups tagged as this app's.
+        statement(
+            "CreateTheTasksGroup",
+            &["ec2:CreateSecurityGroup", "ec2:CreateTags"],
+            vec![arn("ec2", "security-group/*"), arn("ec2", "vpc/*")],
+        ),
+        json!({
+            "Sid": "ChangeOnlyOurGroups",
+            "Effect": "Allow",
+            "Action": [
+                "ec2:AuthorizeSecurityGroupEgress",
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:DeleteSecurityGroup",
+                "ec2:RevokeSecurityGroupEgress",
+                "ec2:RevokeSecurityGroupIngress",
+            ],
+            "Resource": [arn("ec2", "security-group/*")],
+            "Condition": {"StringEquals": {"aws:ResourceTag/app": app}},
+        }),
+        statement(
+            "JobStateTable",
+            &[
+                "dynamodb:CreateTable",
+                "dynamodb:DeleteTable",
+                "dynamodb:DescribeTable",
+                "dynamodb:ListTagsOfResource",
+                "dynamodb:TagResource",
+                "dynamodb:UpdateTable",
+            ],
+            of(Kind::DynamodbTable),
+        ),
+        statement(
+            "Schedules",
+            &[
+                "scheduler:CreateSchedule",
+                "scheduler:CreateScheduleGroup",
+                "scheduler:DeleteSchedule",
+                "scheduler:DeleteScheduleGroup",
+                "scheduler:GetSchedule",
+                "scheduler:GetScheduleGroup",
+                "scheduler:ListTagsForResource",
+                "scheduler:TagResource",
+                "scheduler:UpdateSchedule",
+            ],
+            vec![
+                arn(
+                    "scheduler",
+                    &format!("schedule-group/{}", f.schedules.group),
+                ),
+                arn("scheduler", &format!("schedule/{}/*", f.schedules.group)),
+            ],
+        ),
+        statement(
+            "Rules",
+            &[
+                "events:DeleteRule",
+                "events:DescribeRule",
+                "events:ListTagsForResource",
+                "events:ListTargetsByRule",
+                "events:PutRule",
+                "events:PutTargets",
+                "events:RemoveTargets",
+                "events:TagResource",
+            ],
+            schedule_rules,
+        ),
+        statement(
+            "AlertTopic",
+            &[
+                "sns:CreateTopic",
+                "sns:DeleteTopic",
+                "sns:GetTopicAttributes",
+                "sns:ListSubscriptionsByTopic",
+                "sns:ListTagsForResource",
+                "sns:SetTopicAttributes",
+                "sns:Subscribe",
+                "sns:TagResource",
+            ],
+            of(Kind::SnsTopic),
+        ),
+        statement(
+            "Alarms",
+            &[
+                "cloudwatch:DeleteAlarms",
+                "cloudwatch:DescribeAlarms",
+                "cloudwatch:ListTagsForResource",
+                "cloudwatch:PutMetricAlarm",
+                "cloudwatch:TagResource",
+            ],
+            vec![arn("cloudwatch", &format!("alarm:{app}-*"))],
+        ),
+        statement("SecretsExist", &["secretsmanager:DescribeSecret"], secrets),
+    ];
+    if let Some(namespace) = namespace {
+        // `up` starts the heartbeat's clock with one data point in the job's namespace.
+        statements.push(json!({
+            "Sid": "HeartbeatStart",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": ["*"],
+            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}},
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `aws.SERVICE.operation(` -> `prefix:Operation`, for every call in `src/`.
+    fn calls() -> std::collections::BTreeSet<String> {
+        fn prefix(service: &str) -> &str {
+            if service == "secrets" {
+                "secretsmanager"
+            } else {
+                service
+            }
+        }
+        let mut found = std::collections::BTreeSet::new();
+        let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let text: String = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .chars()
+                    .filter(|c| !c.is_whitespace())
+                    .collect();
+                for piece in text.split("aws.").skip(1) {
+                    let mut parts = piece.splitn(3, '.');
+                    let (Some(service), Some(rest)) = (parts.next(), parts.next()) else {
+                        continue;
+                    };
+                    let Some(op) = rest.split('(').next().filter(|op| rest.len() > op.len()) else {
+                        continue;
+                    };
+                    if !service
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                        || !op.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        || service == "calls"
+                    {
+                        continue;
+                    }
+                    let pascal: String = op
+                        .split('_')
+                        .map(|w| {
+                            let mut c = w.chars();
+                            c.next().map_or_else(String::new, |f| {
+                                f.to_ascii_uppercase().to_string() + c.as_str()
+                            })
+                        })
+                        .collect();
+                    found.insert(format!("{}:{pascal}", prefix(service)));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_call_the_deployer_makes_has_its_action() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/envs/prod.toml");
+        let env = Environment::load(&root).unwrap();
+        let policy = document(&env, "123456789012");
+        let granted: std::collections::BTreeSet<String> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["Action"].as_array().unwrap().iter())
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        let calls = calls();
+        assert!(calls.len() > 80, "the scan found the calls: {calls:?}");
+        // STS GetCallerIdentity needs no permission (IAM user guide, "GetCallerIdentity").
+        let missing: Vec<&String> = calls
+            .iter()
+            .filter(|c| !granted.contains(*c) && *c != "sts:GetCallerIdentity")
+            .collect();
+        assert!(missing.is_empty(), "calls without an action: {missing:?}");
+        // And nothing the deployer never calls, but for the registry API's (push-image,
+        // --base pulls) and iam:PassRole, which AWS checks on other calls.
+        let implied = [
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:CompleteLayerUpload",
+            "ecr:GetDownloadUrlForLayer",
+            "ecr:InitiateLayerUpload",
+            "ecr:UploadLayerPart",
+            "iam:PassRole",
+        ];
+        let unused: Vec<&String> = granted
+            .iter()
+            .filter(|a| !calls.contains(*a) && !implied.contains(&a.as_str()))
+            .collect();
+        assert!(unused.is_empty(), "actions no call needs: {unused:?}");
+    }
+}
