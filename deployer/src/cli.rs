@@ -82,9 +82,10 @@ pub enum Command {
     /// Show the schedules' next runs, the last runs, the image and the alarms
     ///
     /// For each schedule: its expression and time zone and its next three runs in that
-    /// time zone (DST-correct, as EventBridge Scheduler runs them). Then the runs of the
-    /// last 35 days with their result and duration (from the job's run_finished log
-    /// lines), the image the task definition runs, and each alarm's state.
+    /// time zone (DST-correct, as EventBridge Scheduler runs them). Then the ten most
+    /// recent runs of the last 35 days with their result and duration (from the job's
+    /// run_finished log lines), the image the task definition runs, each alarm's state,
+    /// and whether the alert subscriptions are confirmed.
     Status(StatusArgs),
     /// Run the previous image again, or the one given
     ///
@@ -203,7 +204,8 @@ pub struct RunTaskArgs {
     #[arg(long, default_value_t = 1, value_name = "N", conflicts_with = "local")]
     pub shards: u32,
 
-    /// Run the binary here with the task definition's environment, not in ECS
+    /// Run the binary here, with the environment the task definition would give it
+    /// (built offline from the environment file), not in ECS
     #[arg(long)]
     pub local: bool,
 

@@ -95,17 +95,100 @@ pub fn build(files: &Files) -> std::io::Result<Layer> {
     }
     let tar = tar.into_inner()?;
     let diff_id = sha256(&tar);
+    let cache = cache_dir();
+    if let Some(blob) = cache.as_deref().and_then(|dir| cached(dir, &diff_id)) {
+        return Ok(Layer {
+            digest: sha256(&blob),
+            diff_id,
+            blob,
+            media_type: super::LAYER_TYPE.to_owned(),
+        });
+    }
     let mut gz = GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), Compression::default());
     std::io::Write::write_all(&mut gz, &tar)?;
     let blob = gz.finish()?;
+    let digest = sha256(&blob);
+    if let Some(dir) = cache {
+        store(&dir, &diff_id, &digest, &blob);
+    }
     Ok(Layer {
-        digest: sha256(&blob),
+        digest,
         diff_id,
         blob,
         media_type: super::LAYER_TYPE.to_owned(),
     })
+}
+
+/// Compressed layers by their content (`diff_id`): compressing is most of an unchanged
+/// push's work, and the same tar always compresses to the same blob. The key names the
+/// compressor, so another gzip setting never reuses a blob; each file names its blob's
+/// digest, checked on reading, so a damaged file is compressed again.
+const CACHE_VERSION: &str = "gzip6-v1";
+/// Layers kept: a few builds' worth of app and base layers.
+const CACHE_KEEP: usize = 8;
+
+/// `DEPLOYER_CACHE_DIR`, else `$XDG_CACHE_HOME/deployer/layers`, else
+/// `~/.cache/deployer/layers`; `None` (no cache) when none is known or it is `off`.
+fn cache_dir() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("DEPLOYER_CACHE_DIR") {
+        return (dir != "off").then(|| dir.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    Some(base.join("deployer/layers"))
+}
+
+fn hex(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+fn cached(dir: &std::path::Path, diff_id: &str) -> Option<Vec<u8>> {
+    let prefix = format!("{CACHE_VERSION}-{}-", hex(diff_id));
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?;
+    let name = entry.file_name().to_string_lossy().into_owned();
+    let want = name.strip_prefix(&prefix)?.strip_suffix(".gz")?.to_owned();
+    let blob = std::fs::read(entry.path()).ok()?;
+    if hex(&sha256(&blob)) == want {
+        // Touched, so the ones in use stay.
+        if let Ok(f) = std::fs::File::options().append(true).open(entry.path()) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Some(blob)
+    } else {
+        let _ = std::fs::remove_file(entry.path());
+        None
+    }
+}
+
+/// Best effort: a cache that cannot be written only costs the next push the work.
+fn store(dir: &std::path::Path, diff_id: &str, digest: &str, blob: &[u8]) {
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let name = format!("{CACHE_VERSION}-{}-{}.gz", hex(diff_id), hex(digest));
+    let partial = dir.join(format!("{name}.{}", std::process::id()));
+    if std::fs::write(&partial, blob).is_err()
+        || std::fs::rename(&partial, dir.join(&name)).is_err()
+    {
+        let _ = std::fs::remove_file(&partial);
+        return;
+    }
+    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    entries.sort();
+    for (_, old) in entries.iter().rev().skip(CACHE_KEEP) {
+        let _ = std::fs::remove_file(old);
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +208,32 @@ mod tests {
         assert_eq!(la.diff_id, lb.diff_id);
         a.file("/usr/local/bin/x", 0o755, b"binary2".to_vec());
         assert_ne!(build(&a).unwrap().digest, lb.digest);
+    }
+
+    #[test]
+    fn a_cached_layer_is_reused_only_while_it_matches_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = b"compressed".to_vec();
+        let digest = sha256(&blob);
+        store(dir.path(), "sha256:aa", &digest, &blob);
+        assert_eq!(cached(dir.path(), "sha256:aa"), Some(blob));
+        assert_eq!(cached(dir.path(), "sha256:bb"), None);
+        // A damaged file is dropped, and the layer compressed again.
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::write(&file, b"damaged").unwrap();
+        assert_eq!(cached(dir.path(), "sha256:aa"), None);
+        assert!(!file.exists());
+        // Only the newest few stay.
+        for n in 0..CACHE_KEEP + 3 {
+            let blob = format!("layer {n}").into_bytes();
+            store(dir.path(), &format!("sha256:{n:02}"), &sha256(&blob), &blob);
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), CACHE_KEEP);
     }
 
     #[test]

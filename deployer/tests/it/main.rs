@@ -39,7 +39,12 @@ fn deployer_command(endpoint: Option<&str>) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
-        .env_remove("DEPLOYER_ENV_DIR");
+        .env_remove("DEPLOYER_ENV_DIR")
+        // The layer cache of this test run, not the user's.
+        .env(
+            "DEPLOYER_CACHE_DIR",
+            std::env::temp_dir().join(format!("deployer-test-cache-{}", std::process::id())),
+        );
     if let Some(endpoint) = endpoint {
         c.env("AWS_ENDPOINT_URL", endpoint);
     }
