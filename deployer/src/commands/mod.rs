@@ -103,10 +103,14 @@ pub async fn prepare(
         eprintln!("warning: {w}");
     }
     let stack = synthesize(&env, &ctx);
-    if let Some(digest) = crate::deployed::own_digest(&env, &stack) {
-        crate::deployed::ensure_held(cli, &aws, &env, &digest).await?;
-    }
-    let plan = engine::plan(&aws, &env, &stack, args.adopt).await?;
+    // The image must still be there; checked while the plan reads the account.
+    let held = async {
+        match crate::deployed::own_digest(&env, &stack) {
+            Some(digest) => crate::deployed::ensure_held(cli, &aws, &env, &digest).await,
+            None => Ok(()),
+        }
+    };
+    let ((), plan) = tokio::try_join!(held, engine::plan(&aws, &env, &stack, args.adopt))?;
     Ok((env, aws, stack, plan))
 }
 

@@ -46,21 +46,34 @@ pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
             eprintln!("  {what}");
         }
     };
-    arm_heartbeats(&aws, &plan).await?;
-    // Alerts reach no one until the address confirms.
-    if let Some(topic) = stack
-        .of_kind(infra::resources::Kind::SnsTopic)
-        .find_map(|t| t.arn.clone())
-    {
-        for (_, endpoint, arn) in crate::resources::sns::subscriptions(&aws, &topic).await? {
-            if !arn.starts_with("arn:") {
-                eprintln!(
-                    "warning: alerts to {endpoint} are pending: open the confirmation email AWS sent there (it lapses after 48 hours; `deployer up` then subscribes again)"
-                );
-            }
-        }
+    // The heartbeat's start, the subscription check and the verification are
+    // independent reads and writes: at once.
+    let pending = async {
+        // Alerts reach no one until the address confirms.
+        let Some(topic) = stack
+            .of_kind(infra::resources::Kind::SnsTopic)
+            .find_map(|t| t.arn.clone())
+        else {
+            return Ok(Vec::new());
+        };
+        let subs = crate::resources::sns::subscriptions(&aws, &topic).await?;
+        Ok::<_, Error>(
+            subs.into_iter()
+                .filter(|(_, _, arn)| !arn.starts_with("arn:"))
+                .map(|(_, endpoint, _)| endpoint)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let (left, (), pending) = tokio::try_join!(
+        Box::pin(engine::verify(&aws, &env, &stack, args.plan.adopt, &say)),
+        arm_heartbeats(&aws, &plan),
+        pending,
+    )?;
+    for endpoint in pending {
+        eprintln!(
+            "warning: alerts to {endpoint} are pending: open the confirmation email AWS sent there (it lapses after 48 hours; `deployer up` then subscribes again)"
+        );
     }
-    let left = engine::verify(&aws, &env, &stack, args.plan.adopt, &say).await?;
     if left.is_empty()
         && let Some(digest) = crate::deployed::own_digest(&env, &stack)
     {
