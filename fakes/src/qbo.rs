@@ -82,6 +82,13 @@ pub struct Settings {
     /// dated on or before it is refused (QBO "Close the books"; the fault's code and
     /// wording are unverified). A refusal the bookkeeper fixes in QBO, not in the request.
     pub books_closed_through: Option<String>,
+    /// The company's default terms in days (Net 30 when unset): an invoice created
+    /// without a DueDate is due its TxnDate plus these (Intuit API reference, Invoice:
+    /// DueDate defaults from the terms; the company default is unverified here).
+    pub default_terms_days: Option<u32>,
+    /// The company's home currency (USD when unset): every invoice carries a
+    /// CurrencyRef, the home currency unless multicurrency says otherwise.
+    pub home_currency: Option<String>,
 }
 
 /// When a refresh returns a new refresh token (and the old one dies).
@@ -884,6 +891,27 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
     body["TotalAmt"] = json!(total);
     body["Balance"] = json!(total);
     body["MetaData"] = json!({"CreateTime": now, "LastUpdatedTime": now});
+    if body["TxnDate"].is_null() {
+        body["TxnDate"] = json!(jiff::Zoned::now().date().to_string());
+    }
+    if body["DueDate"].is_null() {
+        let days = q.settings.default_terms_days.unwrap_or(30);
+        let due = body["TxnDate"]
+            .as_str()
+            .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+            .and_then(|d| d.checked_add(jiff::Span::new().days(i64::from(days))).ok());
+        if let Some(due) = due {
+            body["DueDate"] = json!(due.to_string());
+        }
+    }
+    if body["CurrencyRef"].is_null() {
+        let home = q
+            .settings
+            .home_currency
+            .clone()
+            .unwrap_or_else(|| "USD".into());
+        body["CurrencyRef"] = json!({"value": home});
+    }
     if body["EmailStatus"].is_null() {
         body["EmailStatus"] = json!("NotSet");
     }

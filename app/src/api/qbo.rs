@@ -65,6 +65,8 @@ pub struct Qbo {
     tokens: Arc<Mutex<Tokens>>,
     critical: TaskTracker,
     settle: Duration,
+    /// Where a person opens an invoice: QBO's web app, production or sandbox.
+    app_url: &'static str,
 }
 
 impl Qbo {
@@ -95,7 +97,12 @@ impl Qbo {
             secret.client_id,
             secret.client_secret.expose()
         )));
+        let app_url = match secret.environment {
+            QboEnvironment::Production => "https://app.qbo.intuit.com",
+            QboEnvironment::Sandbox => "https://app.sandbox.qbo.intuit.com",
+        };
         Self {
+            app_url,
             // Intuit: after a 429, wait a minute.
             api: Api::new(SERVICE, settle, limiter.clone())
                 .with_throttle_wait(Duration::from_mins(1)),
@@ -146,6 +153,11 @@ impl Qbo {
     }
 
     /// Gets an access token now (refreshing, and saving a rotated refresh token).
+    /// The invoice's page in QBO's web app, for a person to open.
+    pub fn invoice_link(&self, id: &str) -> String {
+        format!("{}/app/invoice?txnId={id}", self.app_url)
+    }
+
     pub async fn sign_in(&self) -> Result<(), ApiError> {
         self.access_token().await.map(drop)
     }

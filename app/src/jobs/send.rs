@@ -63,12 +63,24 @@ pub fn template() -> Result<(std::borrow::Cow<'static, str>, String)> {
 /// One row of the summary email.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Row {
+    /// QBO's Id: the link to the invoice.
+    pub id: String,
     pub doc_number: String,
     pub customer: String,
     pub email: String,
     pub amount: String,
+    /// The invoice's currency (its CurrencyRef; the company's home currency).
+    pub currency: String,
     pub due_date: String,
     pub reason: String,
+}
+
+/// The sum of one currency's sent invoices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Total {
+    pub currency: String,
+    pub amount: String,
+    pub invoices: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -79,15 +91,40 @@ pub struct Email {
     pub earlier: usize,
     pub skipped: Vec<Row>,
     pub failed: Vec<Row>,
+    /// An invoice's page in QBO is this followed by its Id (production or sandbox).
+    pub invoice_url: String,
 }
 
 impl Email {
+    /// The sent invoices' total per currency, to the cent (decimal sums).
+    pub fn totals(&self) -> Vec<Total> {
+        let mut sums: std::collections::BTreeMap<&str, (Decimal, usize)> =
+            std::collections::BTreeMap::new();
+        for r in &self.sent {
+            let amount = r.amount.parse::<Decimal>().unwrap_or_default();
+            let entry = sums.entry(r.currency.as_str()).or_default();
+            entry.0 += amount;
+            entry.1 += 1;
+        }
+        sums.into_iter()
+            .map(|(currency, (sum, invoices))| Total {
+                currency: currency.to_owned(),
+                amount: format!("{:.2}", sum.round_dp(2)),
+                invoices,
+            })
+            .collect()
+    }
+
     /// HTML, with every value escaped (the template is `.html`, so auto-escaping is on).
     pub fn render(&self) -> Result<String> {
         let (source, origin) = template()?;
         let mut env = Environment::new();
+        let data = minijinja::context! {
+            totals => self.totals(),
+            ..minijinja::Value::from_serialize(self)
+        };
         env.add_template(TEMPLATE_NAME, &source)
-            .and_then(|()| env.get_template(TEMPLATE_NAME)?.render(self))
+            .and_then(|()| env.get_template(TEMPLATE_NAME)?.render(data))
             .map_err(|e| {
                 Error::Usage(
                     format!("cannot render the summary email from {origin}: {e}"),
@@ -117,6 +154,11 @@ fn row(invoice: &Value, reason: &str) -> Row {
         .map(|d| format!("{:.2}", d.round_dp(2)))
         .unwrap_or_default();
     Row {
+        id: text(&invoice["Id"]),
+        currency: invoice["CurrencyRef"]["value"]
+            .as_str()
+            .unwrap_or("USD")
+            .to_owned(),
         doc_number: text(&invoice["DocNumber"]),
         customer: text(&invoice["CustomerRef"]["name"]),
         email: text(&invoice["BillEmail"]["Address"]),
@@ -209,6 +251,7 @@ async fn send_all(
 
     let mut email = Email {
         date: today.to_string(),
+        invoice_url: qbo.invoice_link(""),
         ..Email::default()
     };
     let mut to_send = Vec::new();
@@ -221,7 +264,10 @@ async fn send_all(
         };
         if config.excluded.contains(&r.customer) {
             summary.skip(&id, "excluded customer");
-            email.skipped.push(row(&invoice, "excluded customer"));
+            email.skipped.push(row(
+                &invoice,
+                "excluded customer (EXCLUDED_CUSTOMERS): never sent from here; send it from QBO if it should go",
+            ));
         } else if r.email.is_empty() {
             summary.skip(&id, "no billing email");
             email.skipped.push(row(
@@ -620,10 +666,12 @@ mod tests {
         let email = Email {
             date: "2026-11-22".into(),
             sent: vec![Row {
+                id: "\"><script>".into(),
                 doc_number: "10002-202610".into(),
                 customer: "<script>alert(1)</script> & Co".into(),
                 email: "a@b.example".into(),
                 amount: "12.50".into(),
+                currency: "USD".into(),
                 due_date: "2026-12-22".into(),
                 reason: String::new(),
             }],
@@ -635,6 +683,41 @@ mod tests {
             "{html}"
         );
         assert!(!html.contains("<script>"));
+        assert!(
+            !html.contains("\"><"),
+            "the link's id is escaped too: {html}"
+        );
         assert_eq!(email.subject(), "Invoices sent 2026-11-22: 1 sent");
+    }
+
+    #[test]
+    fn totals_are_per_currency_and_exact_to_the_cent() {
+        let row = |amount: &str, currency: &str| Row {
+            amount: amount.into(),
+            currency: currency.into(),
+            ..Row::default()
+        };
+        let email = Email {
+            // Three 0.1s: a float sum would not be 0.30.
+            sent: vec![
+                row("0.10", "USD"),
+                row("0.10", "USD"),
+                row("0.10", "USD"),
+                row("5.00", "CAD"),
+            ],
+            ..Email::default()
+        };
+        let totals: Vec<(String, String, usize)> = email
+            .totals()
+            .into_iter()
+            .map(|t| (t.currency, t.amount, t.invoices))
+            .collect();
+        assert_eq!(
+            totals,
+            [
+                ("CAD".into(), "5.00".into(), 1),
+                ("USD".into(), "0.30".into(), 3)
+            ]
+        );
     }
 }

@@ -59,9 +59,39 @@ pub(super) fn table(html: &str, id: &str) -> Vec<Vec<String>> {
                 .skip(1)
                 .map(|cell| {
                     let cell = &cell[cell.find('>').unwrap() + 1..];
-                    cell[..cell.find("</td>").unwrap()].to_owned()
+                    text_of(&cell[..cell.find("</td>").unwrap()])
                 })
                 .collect()
+        })
+        .collect()
+}
+
+/// A cell's text: its tags dropped.
+fn text_of(cell: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in cell.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Each row's first link, with the HTML escapes in it undone.
+fn links(html: &str, id: &str) -> Vec<String> {
+    let start = html.find(&format!("<table id=\"{id}\">")).unwrap();
+    let body = &html[start..];
+    let body = &body[..body.find("</table>").unwrap()];
+    body.split("<a href=\"")
+        .skip(1)
+        .map(|l| {
+            l[..l.find('"').unwrap()]
+                .replace("&#x2f;", "/")
+                .replace("&amp;", "&")
         })
         .collect()
 }
@@ -231,11 +261,48 @@ async fn waiting_invoices_go_out_once_and_the_bookkeeper_gets_the_summary() {
         rows.iter().map(|r| (r[0].clone(), r[3].clone())).collect();
     let expected: BTreeMap<String, String> = want
         .iter()
-        .map(|d| (d.clone(), amounts[d].clone()))
+        .map(|d| (d.clone(), format!("{} USD", amounts[d])))
         .collect();
     assert_eq!(
         listed, expected,
         "the table lists the sent invoices with their amounts"
+    );
+    // Each row: the invoice's due date as QBO holds it, and a link to it in QBO (the
+    // sandbox's web app: the test's secret says sandbox).
+    let by_doc: BTreeMap<&str, &Value> = state["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["DocNumber"].as_str().unwrap(), i))
+        .collect();
+    for (r, link) in rows.iter().zip(links(html, "sent")) {
+        let invoice = by_doc[r[0].as_str()];
+        assert!(!r[4].is_empty(), "a due date: {r:?}");
+        assert_eq!(r[4], invoice["DueDate"].as_str().unwrap(), "{r:?}");
+        assert_eq!(
+            link,
+            format!(
+                "https://app.sandbox.qbo.intuit.com/app/invoice?txnId={}",
+                invoice["Id"].as_str().unwrap()
+            )
+        );
+    }
+    // The total per currency, to the cent.
+    let cents: i64 = want
+        .iter()
+        .map(|d| {
+            let (units, frac) = amounts[d].split_once('.').unwrap();
+            units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+        })
+        .sum();
+    let totals = table(html, "totals");
+    assert_eq!(
+        totals,
+        [vec![
+            "USD".to_owned(),
+            want.len().to_string(),
+            format!("{}.{:02}", cents / 100, cents % 100)
+        ]]
     );
     let failed = table(html, "failed");
     assert_eq!(failed.len(), 1);
