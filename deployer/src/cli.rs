@@ -288,9 +288,9 @@ pub struct PushImageArgs {
     pub assets: Option<PathBuf>,
 
     /// Build on this base image, pinned by digest, instead of the host's libraries:
-    /// the digest then depends only on the base and the binary (e.g.
-    /// gcr.io/distroless/cc-debian12@sha256:...; its glibc must be at least the build
-    /// host's)
+    /// the digest then depends on the base, the binary, the assets and the commit label,
+    /// not on this machine (e.g. gcr.io/distroless/cc-debian12@sha256:...; its glibc
+    /// must be at least the build host's)
     #[arg(
         long,
         value_name = "REGISTRY/REPO@sha256:DIGEST",

@@ -20,9 +20,10 @@ const MANIFEST_TYPES: [&str; 2] = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
-/// The digest the stack's task definition runs, when it is in the environment's
-/// repository (not an `--image` from elsewhere).
-pub fn own_digest(env: &Environment, stack: &Stack) -> Option<String> {
+/// The digest the stack's task definition runs, when it is in the environment's own
+/// repository, `host/repository` exactly (not an `--image` from another account,
+/// region or registry that happens to share the repository's name).
+pub fn own_digest(env: &Environment, stack: &Stack, host: &str) -> Option<String> {
     let image = stack
         .of_kind(Kind::TaskDefinition)
         .find_map(|r| match &r.properties {
@@ -30,10 +31,16 @@ pub fn own_digest(env: &Environment, stack: &Stack) -> Option<String> {
             _ => None,
         })?;
     let (repo, digest) = image.rsplit_once('@')?;
-    let ours = repo
-        .rsplit_once('/')
-        .is_some_and(|(_, name)| name == env.file.repository.name);
-    ours.then(|| digest.to_owned())
+    (repo == format!("{host}/{}", env.file.repository.name)).then(|| digest.to_owned())
+}
+
+/// The environment's registry host: the local registry (or `--registry`), else the
+/// account's ECR.
+pub fn registry_host(cli: &Cli, env: &Environment, account: &str) -> String {
+    match &env.file.registry {
+        Registry::Local { url } => cli.registry.clone().unwrap_or_else(|| url.clone()),
+        Registry::Ecr => infra::context::registry_host(env, account),
+    }
 }
 
 /// Refuses to deploy a digest the repository no longer holds (expired by its
@@ -91,21 +98,34 @@ pub async fn ensure_held(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) 
     ))
 }
 
-/// Tags `digest` `deployed`, and the image that tag named before `previous`. Returns
-/// what it did, for the summary; `None` when `digest` was already `deployed`.
+/// Tags `digest` `deployed`, and the image that tag named before `previous`. `up`
+/// calls it before it applies anything (and on a run with no changes, to repair it),
+/// so the image the tasks are about to run is out of the lifecycle rule's reach before
+/// they run it, and the one they ran stays for `rollback`. Returns what it did; `None`
+/// when `digest` was already `deployed`.
 pub async fn tag(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<Option<String>> {
     match &env.file.registry {
+        // A local registry is a development stand-in: not running, it is a warning.
         Registry::Local { .. } => {
             let target = crate::commands::push_image::target(cli, env).await?;
-            let old = target.digest_of(DEPLOYED_TAG).await?;
-            if old.as_deref() == Some(digest) {
-                return Ok(None);
+            let moved_tags = async {
+                let old = target.digest_of(DEPLOYED_TAG).await?;
+                if old.as_deref() == Some(digest) {
+                    return Ok(None);
+                }
+                if let Some(old) = &old {
+                    target.retag(old, PREVIOUS_TAG).await?;
+                }
+                target.retag(digest, DEPLOYED_TAG).await?;
+                Ok::<_, Error>(Some(moved(digest, old.as_deref())))
+            };
+            match moved_tags.await {
+                Ok(done) => Ok(done),
+                Err(e) => {
+                    eprintln!("warning: cannot tag the deployed image in the local registry: {e}");
+                    Ok(None)
+                }
             }
-            if let Some(old) = &old {
-                target.retag(old, PREVIOUS_TAG).await?;
-            }
-            target.retag(digest, DEPLOYED_TAG).await?;
-            Ok(Some(moved(digest, old.as_deref())))
         }
         Registry::Ecr => {
             let repo = &env.file.repository.name;

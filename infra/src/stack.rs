@@ -275,7 +275,9 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                         ),
                         Statement::allow(
                             Some("KeepTheJobLedger"),
+                            // DeleteItem: a run releases its lease when it ends.
                             [
+                                "dynamodb:DeleteItem",
                                 "dynamodb:GetItem",
                                 "dynamodb:PutItem",
                                 "dynamodb:UpdateItem",

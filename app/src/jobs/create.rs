@@ -212,7 +212,9 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
     let label = period.label();
     let job = Box::pin(bill_month(ctx, opts, period, today));
     let summary = super::exclusive(ctx, "create-invoices", key, opts.dry_run, job).await?;
-    if opts.whole_month && !opts.dry_run && summary.stopped.is_none() {
+    // Only a run that billed: not a dry run, not one stopped by a signal, not one that
+    // found the month's lease held by another run and did nothing.
+    if opts.whole_month && !opts.dry_run && summary.stopped.is_none() && summary.busy.is_none() {
         let ledger = crate::state::Ledger::new(ctx.db.clone(), &config.state_table);
         let shard = opts.selection.shard.map(|s| (s.k, s.n));
         if let Err(e) = ledger

@@ -105,7 +105,7 @@ pub async fn prepare(
     let stack = synthesize(&env, &ctx);
     // The image must still be there; checked while the plan reads the account.
     let held = async {
-        match crate::deployed::own_digest(&env, &stack) {
+        match crate::deployed::own_digest(&env, &stack, &ctx.registry_host) {
             Some(digest) => crate::deployed::ensure_held(cli, &aws, &env, &digest).await,
             None => Ok(()),
         }

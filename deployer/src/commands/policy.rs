@@ -195,6 +195,26 @@ pub fn document(env: &Environment, account: &str) -> Value {
             &["ecs:RegisterTaskDefinition"],
             vec![arn("ecs", &format!("task-definition/{}:*", f.task.family))],
         ),
+        // Registering a tagged task definition and starting a task with propagated tags
+        // need ecs:TagResource on what they create ("Grant permission to tag resources
+        // on creation", ECS developer guide); retagging needs it on our own.
+        json!({
+            "Sid": "TagOnCreate",
+            "Effect": "Allow",
+            "Action": ["ecs:TagResource"],
+            "Resource": [
+                arn("ecs", &format!("task-definition/{}:*", f.task.family)),
+                arn("ecs", &format!("task/{}/*", f.cluster.name)),
+            ],
+            "Condition": {"StringEquals": {"ecs:CreateAction": ["RegisterTaskDefinition", "RunTask"]}},
+        }),
+        json!({
+            "Sid": "RetagOurTaskDefinitions",
+            "Effect": "Allow",
+            "Action": ["ecs:TagResource"],
+            "Resource": [arn("ecs", &format!("task-definition/{}:*", f.task.family))],
+            "Condition": {"StringEquals": {"aws:ResourceTag/app": app}},
+        }),
         // run-task: only this family, only in this cluster.
         json!({
             "Sid": "RunTheJob",
@@ -212,9 +232,25 @@ pub fn document(env: &Environment, account: &str) -> Value {
         // account and region; rules and deletion only on groups tagged as this app's.
         statement(
             "CreateTheTasksGroup",
-            &["ec2:CreateSecurityGroup", "ec2:CreateTags"],
+            &["ec2:CreateSecurityGroup"],
             vec![arn("ec2", "security-group/*"), arn("ec2", "vpc/*")],
         ),
+        // Tags go on a group as it is created, or on one already ours: never on
+        // another group, which could then pass the condition below.
+        json!({
+            "Sid": "TagTheGroupAtCreation",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": [arn("ec2", "security-group/*")],
+            "Condition": {"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}},
+        }),
+        json!({
+            "Sid": "RetagOurGroups",
+            "Effect": "Allow",
+            "Action": ["ec2:CreateTags"],
+            "Resource": [arn("ec2", "security-group/*")],
+            "Condition": {"StringEquals": {"aws:ResourceTag/app": app, "aws:RequestTag/app": app}},
+        }),
         json!({
             "Sid": "ChangeOnlyOurGroups",
             "Effect": "Allow",

@@ -147,10 +147,11 @@ fn hex(digest: &str) -> &str {
 
 fn cached(dir: &std::path::Path, diff_id: &str) -> Option<Vec<u8>> {
     let prefix = format!("{CACHE_VERSION}-{}-", hex(diff_id));
-    let entry = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?;
+    let entry = std::fs::read_dir(dir).ok()?.flatten().find(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.starts_with(&prefix) && name.ends_with(".gz")
+    })?;
     let name = entry.file_name().to_string_lossy().into_owned();
     let want = name.strip_prefix(&prefix)?.strip_suffix(".gz")?.to_owned();
     let blob = std::fs::read(entry.path()).ok()?;
@@ -172,7 +173,12 @@ fn store(dir: &std::path::Path, diff_id: &str, digest: &str, blob: &[u8]) {
         return;
     }
     let name = format!("{CACHE_VERSION}-{}-{}.gz", hex(diff_id), hex(digest));
-    let partial = dir.join(format!("{name}.{}", std::process::id()));
+    // A name no other writer (another process, another container on a shared cache)
+    // picks; a partial file a crash left is not a `.gz` and is pruned in time.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let partial = dir.join(format!("{name}.{}-{nanos}.partial", std::process::id()));
     if std::fs::write(&partial, blob).is_err()
         || std::fs::rename(&partial, dir.join(&name)).is_err()
     {

@@ -87,6 +87,34 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
     }
 }
 
+/// A heartbeat alarm (one that counts data points, breaching when there are none)
+/// gets one data point that is not a success before it exists, so its hours count from
+/// now: it does not fire before the job's first run could have succeeded. Written
+/// first, so a run that dies after creating the alarm has already armed it; writing it
+/// again is harmless.
+async fn arm(aws: &Aws, d: &Alarm) -> Result<()> {
+    use aws_sdk_cloudwatch::types::MetricDatum;
+    if d.statistic != "SampleCount" {
+        return Ok(());
+    }
+    aws.cloudwatch
+        .put_metric_data()
+        .namespace(&d.namespace)
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name(&d.metric_name)
+                .value(infra::stack::HEARTBEAT_ARMING)
+                .timestamp(aws_sdk_cloudwatch::primitives::DateTime::from(
+                    std::time::SystemTime::now(),
+                ))
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(aws_error("record the heartbeat's start in", &d.metric_name))?;
+    Ok(())
+}
+
 /// PutMetricAlarm creates or replaces the whole alarm; tags apply only on creation.
 async fn put(aws: &Aws, r: &Resource, d: &Alarm, create: bool) -> Result<Outputs> {
     let mut put = aws
@@ -186,6 +214,7 @@ impl Managed for Alarm {
     }
 
     async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        arm(aws, self).await?;
         put(aws, r, self, true).await
     }
 
@@ -193,10 +222,13 @@ impl Managed for Alarm {
         &self,
         aws: &Aws,
         r: &Resource,
-        _live: &Self,
+        live: &Self,
         _outputs: &Outputs,
         _changes: &[Change],
     ) -> Result<Outputs> {
+        if live.statistic != self.statistic {
+            arm(aws, self).await?;
+        }
         put(aws, r, self, false).await
     }
 

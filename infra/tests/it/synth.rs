@@ -133,6 +133,7 @@ fn task_role_reads_exactly_four_secrets_writes_only_qbo_reads_the_table_and_keep
     assert_eq!(
         ledger[0].actions(),
         [
+            "dynamodb:DeleteItem",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem"
