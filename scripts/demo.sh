@@ -97,13 +97,21 @@ for i in inv[:5]:
 if len(inv) > 5:
     print(f"  ... and {len(inv) - 5} more")
 print(f"ClickUp time entries: {len(s['time_entries'])}")
+import base64
+print(f"Emails through Graph: {len(s['mails'])}")
 for m in s["mails"]:
     msg = m["message"]
     to = ", ".join(r["emailAddress"]["address"] for r in msg["toRecipients"])
-    path = f"{out}/summary-email.html"
+    # The monthly billing report, then the daily summary: each saved to open in a browser.
+    name = "billing-report" if msg["subject"].startswith("Billing") else "summary-email"
+    path = f"{out}/{name}.html"
     open(path, "w").write(msg["body"]["content"])
-    print(f"Emails through Graph: {len(s['mails'])}: \"{msg['subject']}\" from {m['from']} to {to}")
-    print(f"  the summary email is saved at {path}")
+    print(f"  \"{msg['subject']}\" from {m['from']} to {to}")
+    print(f"    saved at {path}")
+    for a in msg.get("attachments", []):
+        apath = f"{out}/{a['name']}"
+        open(apath, "wb").write(base64.b64decode(a["contentBytes"]))
+        print(f"    its attachment {a['name']} at {apath}")
 print(f"Logs of both jobs: {out}/create-invoices.log, {out}/send-invoices.log")
 PY
 step "Stopping moto, the registry and the fakes"

@@ -71,6 +71,10 @@ struct Cli {
     /// Where --send-invoices --dry-run writes the summary email it would send
     #[arg(long, value_name = "FILE", default_value = "sent_invoices_email.html")]
     email_out: std::path::PathBuf,
+    /// Where --create-invoices --dry-run writes the billing report it would send (its
+    /// CSV beside it, as .csv)
+    #[arg(long, value_name = "FILE", default_value = "billing_report.html")]
+    report_out: std::path::PathBuf,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -241,6 +245,7 @@ async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, 
             selection,
             concurrency: usize::from(cli.concurrency),
             whole_month: cli.clients.is_none(),
+            report_out: cli.report_out.clone(),
         };
         Box::pin(jobs::create::run(&ctx, &opts)).await
     } else {

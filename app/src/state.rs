@@ -12,7 +12,7 @@
 //! right after a kill) waits until the first one's lease has run out, which is long
 //! enough for every request it left behind to be over at the service.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
@@ -263,6 +263,112 @@ impl Ledger {
         }))
     }
 
+    /// What the billing reports of `key` recorded: the DocNumbers reported, and those
+    /// of a report being sent (set before the send, cleared after).
+    pub async fn report(&self, key: &str) -> Result<ReportState> {
+        let out = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("reading", &e))?;
+        let Some(item) = out.item() else {
+            return Ok(ReportState::default());
+        };
+        let set = |name: &str| -> Option<BTreeSet<String>> {
+            match item.get(name) {
+                Some(AttributeValue::Ss(v)) => Some(v.iter().cloned().collect()),
+                // An empty set cannot be stored: a marker stands for it.
+                Some(AttributeValue::S(_)) => Some(BTreeSet::new()),
+                _ => None,
+            }
+        };
+        let version = match item.get("version") {
+            Some(AttributeValue::N(n)) => n.parse().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(ReportState {
+            reported: set("reported").unwrap_or_default(),
+            pending: set("pending"),
+            version,
+        })
+    }
+
+    /// Marks `docs` as a report about to be sent: only if no other run moved the record
+    /// since it was read.
+    pub async fn begin_report(
+        &self,
+        key: &str,
+        state: &ReportState,
+        docs: &BTreeSet<String>,
+    ) -> Result<ReportState> {
+        self.put_report(key, state, &state.reported, Some(docs))
+            .await
+    }
+
+    /// The report of `docs` went out (or may have): they are reported, nothing pending.
+    pub async fn settle_report(
+        &self,
+        key: &str,
+        state: &ReportState,
+        docs: BTreeSet<String>,
+    ) -> Result<ReportState> {
+        let reported: BTreeSet<String> = state.reported.union(&docs).cloned().collect();
+        self.put_report(key, state, &reported, None).await
+    }
+
+    /// The report was refused (a clear error): nothing went out, the next run sends it.
+    pub async fn abandon_report(&self, key: &str, state: &ReportState) -> Result<ReportState> {
+        self.put_report(key, state, &state.reported, None).await
+    }
+
+    async fn put_report(
+        &self,
+        key: &str,
+        state: &ReportState,
+        reported: &BTreeSet<String>,
+        pending: Option<&BTreeSet<String>>,
+    ) -> Result<ReportState> {
+        let set = |docs: &BTreeSet<String>| {
+            if docs.is_empty() {
+                AttributeValue::S("none".into())
+            } else {
+                AttributeValue::Ss(docs.iter().cloned().collect())
+            }
+        };
+        let mut put = self
+            .db
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(key.to_owned()))
+            .item("reported", set(reported))
+            .item(
+                "version",
+                AttributeValue::N((state.version + 1).to_string()),
+            );
+        if let Some(p) = pending {
+            put = put.item("pending", set(p));
+        }
+        put = if state.version == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#v = :v")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":v", AttributeValue::N(state.version.to_string()))
+        };
+        put.send()
+            .await
+            .map_err(|e| self.error("recording the billing report in", &e))?;
+        Ok(ReportState {
+            reported: reported.clone(),
+            pending: pending.cloned(),
+            version: state.version + 1,
+        })
+    }
+
     /// The summary ledger, if a summary was ever prepared.
     pub async fn summary(&self) -> Result<Option<SummaryLedger>> {
         let out = self
@@ -497,4 +603,13 @@ pub struct Billed {
     pub shards_failed: Vec<u64>,
     /// The last run's end, RFC 3339.
     pub finished_at: String,
+}
+
+/// The billing reports sent for one period (and shard).
+#[derive(Debug, Clone, Default)]
+pub struct ReportState {
+    pub reported: BTreeSet<String>,
+    /// A report marked as being sent whose outcome no run learned.
+    pub pending: Option<BTreeSet<String>>,
+    pub version: u64,
 }

@@ -36,6 +36,8 @@ pub struct Options {
     /// Whether this run bills every client of the month (no `--clients`): it then
     /// records that the month was billed, for `--check-billed`.
     pub whole_month: bool,
+    /// With `--dry-run`: where the billing report goes (its CSV beside it).
+    pub report_out: std::path::PathBuf,
 }
 
 /// From this many invoices to create, they go in batches (see `batch.rs`): a batch of
@@ -157,7 +159,10 @@ enum Outcome {
 /// What one client's billing also found, for the run's counts.
 #[derive(Debug, Default)]
 struct Notes {
-    runs_in_progress: u64,
+    /// Ids of the client's runs still going at billing time.
+    runs_in_progress: Vec<String>,
+    /// With `--dry-run`: the invoice the run would create, for the report.
+    would: Option<Value>,
     /// Invoiced with EmailStatus NotSet: the customer has no email address.
     not_emailed: bool,
 }
@@ -327,6 +332,7 @@ async fn bill_month(
         }
     }
 
+    let clients: Vec<String> = ready.iter().map(|r| r.client_id.clone()).collect();
     let looked_up = look_up(&qbo, &ready, &period, &config.item_name)
         .await
         .map_err(super::fatal)?;
@@ -442,6 +448,7 @@ async fn bill_month(
         Duration::from_secs(10),
     );
     let mut fatal = None;
+    let (mut in_progress, mut would) = (Vec::new(), Vec::new());
     let unfinished = super::run_all(
         candidates,
         opts.concurrency,
@@ -457,7 +464,14 @@ async fn bill_month(
         },
         |(client, doc, billed)| match billed {
             Ok((outcome, notes)) => {
-                summary.runs_in_progress += notes.runs_in_progress;
+                summary.runs_in_progress += notes.runs_in_progress.len() as u64;
+                in_progress.extend(
+                    notes
+                        .runs_in_progress
+                        .into_iter()
+                        .map(|run| (client.clone(), run)),
+                );
+                would.extend(notes.would);
                 summary.not_emailed += u64::from(notes.not_emailed);
                 match outcome {
                     Outcome::Invoiced => summary.done += 1,
@@ -482,7 +496,63 @@ async fn bill_month(
     }
     if let Some(reason) = ctx.stop.reason() {
         summary.stopped = Some((reason, unfinished));
+        // A stopped run's report would be partial: the rerun's covers it all.
+        return Ok(summary);
     }
+    in_progress.sort();
+    let period = &services.period;
+    let previous = period
+        .first
+        .checked_sub(jiff::Span::new().months(1))
+        .map_err(|e| Error::Fatal(e.to_string(), "report this".into()))?;
+    let inputs = super::billing_report::Inputs {
+        period_label: period.label(),
+        compact: (period.compact(), previous.strftime("%Y%m").to_string()),
+        clients,
+        would,
+        in_progress,
+        summary: &summary,
+    };
+    // The invoices stand whatever happens to the report: its failure is the report's.
+    let report = match super::billing_report::build(&services.qbo, &inputs).await {
+        Ok(report) => report,
+        Err(e) => {
+            summary.fail("billing-report", format!("no billing report: {e}"));
+            return Ok(summary);
+        }
+    };
+    if opts.dry_run {
+        super::billing_report::write(&report, &opts.report_out)?;
+        return Ok(summary);
+    }
+    let graph_secret = match ctx
+        .secrets
+        .get::<crate::secrets::GraphSecret>(&config.secrets.msgraph)
+        .await
+    {
+        Ok(secret) => secret,
+        Err(e) => {
+            summary.fail("billing-report", format!("no billing report: {e}"));
+            return Ok(summary);
+        }
+    };
+    let graph = crate::api::graph::Graph::new(
+        &graph_secret,
+        &config.urls.graph,
+        &config.urls.login,
+        config.settle,
+    );
+    let ledger = crate::state::Ledger::new(ctx.db.clone(), &config.state_table);
+    let key = match opts.selection.shard {
+        Some(s) => format!(
+            "create-invoices/report/{}/{}-of-{}",
+            period.label(),
+            s.k,
+            s.n
+        ),
+        None => format!("create-invoices/report/{}", period.label()),
+    };
+    super::billing_report::deliver(&graph, config, &ledger, &key, report, &mut summary).await?;
     Ok(summary)
 }
 
@@ -679,7 +749,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
     for run in &tally.in_progress {
         tracing::warn!(event = "run_in_progress", client_id = %row.client_id, run_id = %run, period = %s.period.label(), "a run that started in the billing month is still going: its minutes are not billed (not now, and not next month); bill them by hand once it ends");
     }
-    notes.runs_in_progress = tally.in_progress.len() as u64;
+    notes.runs_in_progress = tally.in_progress.iter().map(ToString::to_string).collect();
     let minutes = tally.minutes;
     if minutes == 0 {
         return Ok((Outcome::NoMinutes, notes));
@@ -707,6 +777,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
             rate = %c.rate,
             amount = %amount
         );
+        notes.would = Some(invoice);
         return Ok((Outcome::Would, notes));
     }
 

@@ -4,6 +4,7 @@
 //! becomes the `run_finished` line and the exit code.
 
 pub mod batch;
+pub mod billing_report;
 pub mod create;
 pub mod send;
 
@@ -274,6 +275,9 @@ pub struct Summary {
     pub already_done: u64,
     pub no_minutes: u64,
     pub skipped: u64,
+    /// `(id, why)` of each client or invoice left alone on purpose (inactive,
+    /// excluded, no minutes), for the billing report.
+    pub skips: Vec<(String, String)>,
     pub failures: Vec<(String, String)>,
     /// The send job's summary email went out.
     pub emailed: bool,
@@ -307,6 +311,7 @@ impl Summary {
     pub fn skip(&mut self, id: &str, why: &str) {
         tracing::info!(event = "skipped", job = self.job, id, reason = why);
         self.skipped += 1;
+        self.skips.push((id.to_owned(), why.to_owned()));
     }
 
     pub fn already(&mut self, id: &str, key: &str) {
@@ -322,6 +327,8 @@ impl Summary {
             "no billable minutes this month; nothing written"
         );
         self.no_minutes += 1;
+        self.skips
+            .push((id.to_owned(), "no robot minutes in the period".to_owned()));
     }
 
     /// 0 when everything went through, 1 when some items failed; a run a signal

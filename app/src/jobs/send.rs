@@ -44,12 +44,20 @@ pub const ASSETS_DIR_VAR: &str = "ASSETS_DIR";
 /// The template's text and where it came from: the assets directory's copy when there
 /// is one, so a practice can change its email without a rebuild; else the built-in one.
 pub fn template() -> Result<(std::borrow::Cow<'static, str>, String)> {
+    template_named(TEMPLATE_NAME, TEMPLATE)
+}
+
+/// The template `name` from the assets directory, else `builtin`.
+pub fn template_named(
+    name: &str,
+    builtin: &'static str,
+) -> Result<(std::borrow::Cow<'static, str>, String)> {
     let dir = std::env::var_os(ASSETS_DIR_VAR).map_or_else(|| "assets".into(), PathBuf::from);
-    let path = dir.join(TEMPLATE_NAME);
+    let path = dir.join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok((text.into(), path.display().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok((TEMPLATE.into(), "the built-in template".into()))
+            Ok((builtin.into(), "the built-in template".into()))
         }
         Err(e) => Err(Error::Usage(
             format!("cannot read the email template {}: {e}", path.display()),

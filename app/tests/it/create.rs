@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine as _;
 use fakes::control::{Action, Fault, Limits};
 use fakes::generate::Outcome;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Run, World, finish, world};
 
@@ -406,6 +407,17 @@ async fn a_dry_run_writes_nothing_but_the_rotated_token() {
         .collect();
     assert_eq!(would, want);
     assert_eq!(run.finished()["would"], want.len());
+    // The report it would send, written beside it instead (the CSV too), not mailed.
+    let html = std::fs::read_to_string(w.dir.path().join("billing_report.html")).unwrap();
+    assert!(html.contains("Dry run"), "{html}");
+    assert_eq!(super::send::table(&html, "invoiced").len(), want.len());
+    let csv = std::fs::read_to_string(w.dir.path().join("billing_report.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        want.len() + 1,
+        "a header and a row each"
+    );
+    assert!(mails_about(&state, "Billing").is_empty());
     let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
     assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
 }
@@ -536,4 +548,192 @@ async fn the_missed_run_check_fails_until_every_shard_of_the_month_has_run() {
     assert_eq!(run.finished()["success"], true);
     // It reads only: the fakes saw nothing from it.
     assert!(!run.stdout.contains("\"event\":\"invoice_created\""));
+}
+
+/// The mails the fake Graph holds whose subject starts with `prefix`.
+fn mails_about<'a>(state: &'a Value, prefix: &str) -> Vec<&'a Value> {
+    state["mails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["message"]["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(prefix))
+        })
+        .collect()
+}
+
+/// HTML's escapes undone (minijinja's set).
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&amp;", "&")
+}
+
+fn cents_of(text: &str) -> i64 {
+    let text = text.split_whitespace().next().unwrap();
+    let (units, frac) = text.split_once('.').unwrap();
+    units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+}
+
+#[tokio::test]
+async fn the_billing_report_compares_with_last_month_and_goes_out_once_per_new_billing() {
+    let w = world(20, |_| {}).await;
+    let want = expected(&w);
+    let docs: Vec<&String> = want.keys().collect();
+    // Last month, as QBO holds it: the first client billed the same, the second a
+    // quarter (now more than 3x), the third four times as much (now less than a
+    // third), and a client that fails this month (no API key) billed, under a name a
+    // browser would run.
+    let client = |doc: &str| doc.split('-').next().unwrap().to_owned();
+    let seeded = [
+        (docs[0].clone(), want[docs[0]].1),
+        (docs[1].clone(), want[docs[1]].1 / 4),
+        (docs[2].clone(), want[docs[2]].1 * 4),
+    ];
+    {
+        let mut q = w.fakes.qbo.lock().unwrap();
+        let mut previous = |doc: &str, cents: u64, name: &str| {
+            #[allow(clippy::cast_precision_loss)]
+            let amount = cents as f64 / 100.0;
+            q.insert_invoice(json!({
+                "DocNumber": format!("{}-202609", client(doc)),
+                "TxnDate": "2026-10-04",
+                "CustomerRef": {"value": "1", "name": name},
+                "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount,
+                          "SalesItemLineDetail": {"Qty": 1, "UnitPrice": amount}}],
+            }))
+            .unwrap();
+        };
+        for (doc, cents) in &seeded {
+            previous(doc, *cents, "Someone");
+        }
+        previous("10004-x", 12_345, "<b>Evil & \"Co\"</b>");
+    }
+
+    // A first run of some clients, then the whole month: the second report is an update.
+    let first = run_create(&w, &["--clients", "10001-10010"]).await;
+    assert!(first.code <= 1, "{}", first.stderr);
+    let whole = run_create(&w, &[]).await;
+    assert_eq!(whole.code, 1, "the failing clients: {}", whole.stderr);
+    let state = w.state().await;
+    let reports = mails_about(&state, "Billing 2026-10");
+    assert_eq!(reports.len(), 2, "one report, then one update");
+    let latest = &reports[1]["message"];
+    let subject = latest["subject"].as_str().unwrap();
+    assert!(
+        subject.starts_with("Billing 2026-10 (update):"),
+        "{subject}"
+    );
+    assert_eq!(
+        latest["toRecipients"][0]["emailAddress"]["address"],
+        "bookkeeper@example.com"
+    );
+    let html = latest["body"]["content"].as_str().unwrap();
+
+    // Every invoice in QBO, to the cent, and the totals.
+    let rows = super::send::table(html, "invoiced");
+    let listed: BTreeMap<String, (u64, i64)> = rows
+        .iter()
+        .map(|r| (r[2].clone(), (r[3].parse().unwrap(), cents_of(&r[5]))))
+        .collect();
+    let expected: BTreeMap<String, (u64, i64)> = want
+        .iter()
+        .map(|(doc, (minutes, cents))| (doc.clone(), (*minutes, i64::try_from(*cents).unwrap())))
+        .collect();
+    assert_eq!(listed, expected);
+    let sum: i64 = expected.values().map(|(_, c)| c).sum();
+    let totals = super::send::table(html, "totals");
+    assert_eq!(totals.len(), 1);
+    assert_eq!(totals[0][0], "USD");
+    assert_eq!(totals[0][1], want.len().to_string());
+    assert_eq!(cents_of(&totals[0][3]), sum, "the total, to the cent");
+
+    // Month over month: the seeded previous amounts, the change and the flags.
+    let row_of = |doc: &str| rows.iter().find(|r| r[2] == doc).unwrap().clone();
+    let same = row_of(docs[0]);
+    assert_eq!(
+        (same[7].as_str(), same[8].as_str()),
+        ("+0.0%", ""),
+        "{same:?}"
+    );
+    let up = row_of(docs[1]);
+    assert_eq!(cents_of(&up[6]), i64::try_from(seeded[1].1).unwrap());
+    assert_eq!(up[8], "more than 3x last month");
+    let down = row_of(docs[2]);
+    assert_eq!(down[8], "less than a third of last month");
+    let new = row_of(docs[3]);
+    assert_eq!((new[6].as_str(), new[8].as_str()), ("", "new"));
+    let dropped = super::send::table(html, "dropped");
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(dropped[0][0], "10004");
+    assert_eq!(cents_of(&dropped[0][2]), 12_345);
+    // Escaped, as text: never markup.
+    assert!(
+        html.contains("&lt;b&gt;Evil &amp; &quot;Co&quot;&lt;&#x2f;b&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<b>Evil"));
+    // Who was not billed, with the same words as the log.
+    let not_billed = super::send::table(html, "not-billed");
+    for (id, why) in whole.events("client_failed").iter().map(|e| {
+        (
+            e["id"].as_str().unwrap().to_owned(),
+            e["error"].as_str().unwrap().to_owned(),
+        )
+    }) {
+        assert!(
+            not_billed
+                .iter()
+                .any(|r| r[0] == id && unescape(&r[1]) == why),
+            "{id}: {why} in {not_billed:?}"
+        );
+    }
+    // The chart: a bar per largest client (up to 15), the largest full width, drawn
+    // with table cells (no SVG, no script: mail clients drop them).
+    let bars: Vec<&str> = html
+        .split("<td width=\"")
+        .skip(1)
+        .filter(|c| c.contains("bgcolor=\"#3584e4\""))
+        .map(|c| &c[..c.find('"').unwrap()])
+        .collect();
+    assert_eq!(bars.len(), want.len().min(15), "{html}");
+    assert_eq!(bars[0], "100%");
+    assert!(!html.contains("<svg") && !html.contains("<script"));
+
+    // The CSV attachment: the same rows.
+    let attachment = &latest["attachments"][0];
+    assert_eq!(attachment["name"], "billing-2026-10.csv");
+    let csv_bytes = base64::engine::general_purpose::STANDARD
+        .decode(attachment["contentBytes"].as_str().unwrap())
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(csv_bytes.as_slice());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(
+        records.len(),
+        want.len() + 1,
+        "every invoice and the dropped client"
+    );
+    for r in &records[..want.len()] {
+        let (minutes, cents) = expected[&r[2]];
+        assert_eq!(
+            (r[3].parse::<u64>().unwrap(), cents_of(&r[5])),
+            (minutes, cents)
+        );
+    }
+    assert_eq!(
+        &records[want.len()][1],
+        "<b>Evil & \"Co\"</b>",
+        "CSV holds the name as it is"
+    );
+
+    // A rerun bills nothing new: no third report.
+    let again = run_create(&w, &[]).await;
+    assert_eq!(again.code, 1);
+    assert_eq!(mails_about(&w.state().await, "Billing 2026-10").len(), 2);
+    assert_eq!(again.events("report_unchanged").len(), 1);
 }

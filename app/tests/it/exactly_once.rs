@@ -570,3 +570,54 @@ async fn four_shards_at_once_keep_to_one_realms_budget_and_bill_each_client_once
     let current = w.fakes.qbo.lock().unwrap().refresh_token().to_owned();
     assert_eq!(w.qbo_secret().await["refresh_token"], current.as_str());
 }
+
+#[tokio::test]
+async fn a_billing_report_whose_answer_was_lost_is_not_sent_again_but_named() {
+    let w = world(12, |_| {}).await;
+    let reports = |state: &Value| {
+        state["mails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| {
+                m["message"]["subject"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Billing 2026-10"))
+            })
+            .count()
+    };
+    // Graph takes the report, and the job dies waiting for the answer.
+    w.faults([fault("graph", "sendMail", Action::HangAfter)]);
+    let run = args(&[]);
+    let run: Vec<&str> = run.iter().map(String::as_str).collect();
+    w.kill_when_held(&run, "the report's answer").await;
+    w.faults([]);
+    assert_eq!(reports(&w.state().await), 1, "Graph took it");
+    // The rerun bills nothing twice, sends no second report, and says so.
+    let after = w.run(&run).await;
+    assert_eq!(after.code, 1, "{}", after.stdout);
+    assert_eq!(reports(&w.state().await), 1, "not sent again");
+    assert!(
+        after
+            .events("client_failed")
+            .iter()
+            .any(|e| e["id"] == "billing-report"
+                && e["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("may not have reached")),
+        "{}",
+        after.stdout
+    );
+    // And the next run is quiet: the report is settled.
+    let quiet = w.run(&run).await;
+    assert!(
+        !quiet
+            .events("client_failed")
+            .iter()
+            .any(|e| e["id"] == "billing-report"),
+        "{}",
+        quiet.stdout
+    );
+    assert_eq!(reports(&w.state().await), 1);
+}

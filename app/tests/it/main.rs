@@ -27,6 +27,8 @@ struct World {
     fakes: Fakes,
     month: Month,
     sdk: aws_setup::SdkConfig,
+    /// The jobs' working directory: what a dry run writes lands here.
+    dir: tempfile::TempDir,
 }
 
 async fn world(clients: usize, tune: impl FnOnce(&mut Month)) -> World {
@@ -64,6 +66,7 @@ async fn world(clients: usize, tune: impl FnOnce(&mut Month)) -> World {
         fakes,
         month,
         sdk,
+        dir: tempfile::tempdir().unwrap(),
     }
 }
 
@@ -100,6 +103,7 @@ impl World {
         let mut c = Command::new(env!("CARGO_BIN_EXE_qbo-invoice-processor"));
         let url = self.fakes.url();
         c.args(args)
+            .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AWS_ACCESS_KEY_ID", "testing")
