@@ -693,6 +693,26 @@ async fn the_billing_report_compares_with_last_month_and_goes_out_once_per_new_b
             "{id}: {why} in {not_billed:?}"
         );
     }
+    // Runs still going at billing time, by client and run id, as the log names them.
+    let going: Vec<(String, String)> = whole
+        .events("run_in_progress")
+        .iter()
+        .map(|e| {
+            (
+                e["client_id"].as_str().unwrap().to_owned(),
+                e["run_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        !going.is_empty(),
+        "the generated month has a run still going"
+    );
+    let listed: Vec<(String, String)> = super::send::table(html, "in-progress")
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    assert_eq!(listed, going);
     // The chart: a bar per largest client (up to 15), the largest full width, drawn
     // with table cells (no SVG, no script: mail clients drop them).
     let bars: Vec<&str> = html
