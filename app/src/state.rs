@@ -173,7 +173,8 @@ impl Ledger {
         }
     }
 
-    async fn lease_until(&self, key: &str) -> Result<Option<Timestamp>> {
+    /// The item `key`, read consistently (the ledger must see its own last write).
+    async fn item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>> {
         let out = self
             .db
             .get_item()
@@ -183,8 +184,14 @@ impl Ledger {
             .send()
             .await
             .map_err(|e| self.error("reading", &e))?;
-        Ok(out
-            .item()
+        Ok(out.item)
+    }
+
+    async fn lease_until(&self, key: &str) -> Result<Option<Timestamp>> {
+        Ok(self
+            .item(key)
+            .await?
+            .as_ref()
             .and_then(|i| match i.get("until") {
                 Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
                 _ => None,
@@ -229,16 +236,7 @@ impl Ledger {
 
     /// What the billing runs of `period` recorded: `None` when none finished.
     pub async fn billed(&self, period: &str) -> Result<Option<Billed>> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(billed_key(period)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error("reading", &e))?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.item(&billed_key(period)).await? else {
             return Ok(None);
         };
         let numbers = |name: &str| -> Vec<u64> {
@@ -266,16 +264,7 @@ impl Ledger {
     /// What the billing reports of `key` recorded: the DocNumbers reported, and those
     /// of a report being sent (set before the send, cleared after).
     pub async fn report(&self, key: &str) -> Result<ReportState> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error("reading", &e))?;
-        let Some(item) = out.item() else {
+        let Some(item) = self.item(key).await? else {
             return Ok(ReportState::default());
         };
         let set = |name: &str| -> Option<BTreeSet<String>> {
@@ -371,16 +360,10 @@ impl Ledger {
 
     /// The summary ledger, if a summary was ever prepared.
     pub async fn summary(&self) -> Result<Option<SummaryLedger>> {
-        let out = self
-            .db
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(SUMMARY_KEY.into()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.error("reading", &e))?;
-        out.item().map(|item| self.parse(item)).transpose()
+        self.item(SUMMARY_KEY)
+            .await?
+            .map(|item| self.parse(&item))
+            .transpose()
     }
 
     /// Starts the ledger: invoices delivered after `through` are to be reported.
