@@ -131,13 +131,33 @@ impl Extra {
 
 /// Generates the dispatch from `Spec` (and `Kind`) to each kind's `Managed`; a kind
 /// left out of the list is a compile error (non-exhaustive `match`).
+/// The not-found answers of the services the stack uses (each API reference's errors).
+const GONE: &[&str] = &[
+    "ResourceNotFoundException",
+    "ResourceNotFound",
+    "RepositoryNotFoundException",
+    "NoSuchEntity",
+    "NotFound",
+    "NotFoundException",
+    "InvalidGroup.NotFound",
+    "ClusterNotFoundException",
+];
+
 // Each kind's future is boxed: a dispatch then costs one pointer, not the size of
 // the largest kind's state (clippy::large_futures).
 macro_rules! kinds {
     ($($kind:ident),+ $(,)?) => {
+        /// The live resource, or `None`. A read is several calls (the resource, then
+        /// its tags, targets, policies...); AWS is eventually consistent, so a resource
+        /// the first call still showed may be gone for the next: a not-found answer to
+        /// any of them means it is gone, as a delete moments ago makes it.
         pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
-            match &r.properties {
+            let read = match &r.properties {
                 $(Spec::$kind(d) => Box::pin(d.read(aws, r)).await,)+
+            };
+            match read {
+                Err(e) if e.aws_code().is_some_and(|c| GONE.contains(&c)) => Ok(None),
+                other => other,
             }
         }
 
