@@ -194,6 +194,21 @@ pub struct Moto {
     server: Server,
 }
 
+/// moto's server, with a task's container `cpu` and `memory` given as strings.
+const MOTO_AS_ECS_ANSWERS: &str = r"
+import sys
+import moto.ecs.models as ecs
+_init = ecs.Container.__init__
+def _as_ecs(self, task_def):
+    _init(self, task_def)
+    self.cpu = str(self.cpu)
+    if self.memory is not None:
+        self.memory = str(self.memory)
+ecs.Container.__init__ = _as_ecs
+from moto.server import main
+sys.exit(main())
+";
+
 impl Moto {
     pub fn start() -> Result<Self, EmulatorError> {
         let bin = find_binary(
@@ -209,8 +224,18 @@ impl Moto {
                 what: "moto_server",
                 source,
             })?;
+        // moto answers a task's Container.cpu and memory as JSON numbers; ECS gives
+        // strings (ECS API reference, "Container": cpu, memory: String), and the SDK
+        // refuses numbers there. moto runs with that one answer made as ECS makes it.
+        let python = bin.with_file_name("python");
         let server = Server::start("moto_server", "/moto-api/", dir, |port, _| {
-            let mut c = Command::new(&bin);
+            let mut c = if python.is_file() {
+                let mut c = Command::new(&python);
+                c.args(["-c", MOTO_AS_ECS_ANSWERS]);
+                c
+            } else {
+                Command::new(&bin)
+            };
             c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
             c
