@@ -499,6 +499,15 @@ async fn bill_month(
         // A stopped run's report would be partial: the rerun's covers it all.
         return Ok(summary);
     }
+    // A report goes to the bookkeeper from the sender: with neither address set (they
+    // are optional for this job) there is nothing to send, nor to read for it.
+    if !opts.dry_run && (config.sender_email.is_none() || config.bookkeeper_email.is_none()) {
+        tracing::info!(
+            event = "report_skipped",
+            "SENDER_EMAIL or BOOKKEEPER_EMAIL is not set: no billing report"
+        );
+        return Ok(summary);
+    }
     in_progress.sort();
     let period = &services.period;
     let previous = period

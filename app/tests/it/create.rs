@@ -757,3 +757,19 @@ async fn the_billing_report_compares_with_last_month_and_goes_out_once_per_new_b
     assert_eq!(mails_about(&w.state().await, "Billing 2026-10").len(), 2);
     assert_eq!(again.events("report_unchanged").len(), 1);
 }
+
+#[tokio::test]
+async fn without_the_addresses_the_month_is_billed_and_no_report_is_read_or_sent() {
+    let w = world(12, |_| {}).await;
+    let args = create(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = w.job(&args);
+    cmd.env_remove("BOOKKEEPER_EMAIL")
+        .env_remove("SENDER_EMAIL");
+    let run = finish(cmd.spawn().unwrap()).await;
+    assert!(run.code <= 1, "{}", run.stderr);
+    assert_eq!(run.events("report_skipped").len(), 1, "{}", run.stdout);
+    let state = w.state().await;
+    assert_eq!(invoices(&state), expected(&w), "billed as always");
+    assert!(mails_about(&state, "Billing").is_empty());
+}

@@ -48,10 +48,7 @@ pub fn document(env: &Environment, account: &str) -> Value {
             .map(|a| a.replace("${account}", account))
             .collect()
     };
-    let roles: Vec<String> = of(Kind::IamRole)
-        .into_iter()
-        .map(|a| a.replace("${account}", account))
-        .collect();
+    let roles = of(Kind::IamRole);
     let secrets: Vec<String> = [
         &f.secrets.qbo,
         &f.secrets.msgraph,

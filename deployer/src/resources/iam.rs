@@ -24,17 +24,17 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let trust = document(role.assume_role_policy_document().unwrap_or("{}"), &r.name)?;
-    // GetRole carries the tags; the inline and managed policies are read at once. IAM
-    // is eventually consistent: a role GetRole still shows may be gone for the next
-    // read (NoSuchEntity), as it is after a delete; then it is gone. A policy listed
-    // and then not found was deleted meanwhile: it is not there.
-    let gone = |e: &aws_sdk_iam::error::SdkError<_, _>| code(e) == Some("NoSuchEntity");
+    // GetRole carries the tags; the inline and managed policies are read at once. A
+    // role deleted meanwhile answers NoSuchEntity, which `resources::read` takes as
+    // gone; a policy listed, then not found, was deleted meanwhile: it is not there.
     let inline = async {
-        let names = match aws.iam.list_role_policies().role_name(&r.name).send().await {
-            Ok(names) => names,
-            Err(e) if gone(&e) => return Ok(None),
-            Err(e) => return Err(aws_error("list inline policies of", r.id())(e)),
-        };
+        let names = aws
+            .iam
+            .list_role_policies()
+            .role_name(&r.name)
+            .send()
+            .await
+            .map_err(aws_error("list inline policies of", r.id()))?;
         let docs = join_all(names.policy_names().iter().map(|name| async move {
             match aws
                 .iam
@@ -55,24 +55,17 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         .await;
         let docs: Vec<Option<(String, PolicyDocument)>> =
             docs.into_iter().collect::<Result<_>>()?;
-        Ok::<_, Error>(Some(docs.into_iter().flatten().collect::<BTreeMap<_, _>>()))
+        Ok::<_, Error>(docs.into_iter().flatten().collect::<BTreeMap<_, _>>())
     };
     let attached = async {
-        match aws
-            .iam
+        aws.iam
             .list_attached_role_policies()
             .role_name(&r.name)
             .send()
             .await
-        {
-            Ok(out) => Ok(Some(out)),
-            Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
-            Err(e) => Err(aws_error("list managed policies of", r.id())(e)),
-        }
+            .map_err(aws_error("list managed policies of", r.id()))
     };
-    let (Some(inline), Some(attached)) = tokio::try_join!(inline, attached)? else {
-        return Ok(None);
-    };
+    let (inline, attached) = tokio::try_join!(inline, attached)?;
     Ok(Some(Live {
         spec: Spec::IamRole(IamRole {
             description: role.description().unwrap_or_default().to_owned(),
