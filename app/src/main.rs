@@ -31,14 +31,14 @@ use tokio_util::task::TaskTracker;
 /// README). Logs are JSON lines on stdout; the last is `run_finished`.
 ///
 /// Exit codes: 0 all done, 1 some clients or invoices failed (the rest completed),
-/// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable), 130 or 143
-/// stopped by SIGINT or SIGTERM (no new work started; work under way had 25 s to
-/// finish; a rerun finishes the rest).
+/// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable), 124 stopped
+/// at --timeout, 130 or 143 stopped by SIGINT or SIGTERM (no new work started; work
+/// under way had 25 s to finish; a rerun finishes the rest). --check exits 0 or 1.
 // One flag per job (clap's group makes them exclusive) and --dry-run: plain switches.
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Parser)]
 #[command(name = "qbo-invoice-processor", version, max_term_width = 100)]
-#[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices", "check_billed"])))]
+#[command(group(ArgGroup::new("job").required(true).args(["create_invoices", "send_invoices", "check_billed", "check"])))]
 struct Cli {
     /// Monthly: robot minutes -> ClickUp time entry -> QBO invoice per client
     #[arg(long)]
@@ -50,6 +50,20 @@ struct Cli {
     /// --period's) --create-invoices has not finished, every shard. Reads only
     #[arg(long)]
     check_billed: bool,
+    /// Check, without billing or sending, everything a run needs: the configuration,
+    /// the four secrets and their keys, the client table and each item, a working API
+    /// key per workspace, the QBO item and each client's customer and email, the
+    /// ClickUp team and each task, a Graph token and the sender's mailbox. One `check`
+    /// line each (ok, warn or fail, with the fix), then `run_finished`; exit 0 when
+    /// nothing failed, else 1. Writes nothing, except that a QBO refresh token rotated
+    /// on sign-in is saved to the QBO secret (or it would be lost)
+    #[arg(long)]
+    check: bool,
+    /// Stop starting new work after this long (e.g. 2h, 90m); work under way finishes,
+    /// `run_finished` says `timed_out: true`, and the exit code is 124. A rerun
+    /// finishes the rest
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
     /// Show what would be created or sent; write nothing (a rotated QBO refresh token
     /// is still saved, or it would be lost)
     #[arg(long)]
@@ -88,6 +102,15 @@ fn parse_range(s: &str) -> Result<(u64, u64), String> {
         return Err(format!("{s:?} runs backwards; write the lower id first"));
     }
     Ok((lo, hi))
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration; write e.g. 90m, 2h or 1h30m");
+    let d: jiff::SignedDuration = s.trim().parse().map_err(|_| bad())?;
+    Duration::try_from(d)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(bad)
 }
 
 fn parse_period(s: &str) -> Result<Date, String> {
@@ -129,12 +152,21 @@ async fn main() -> ExitCode {
         "create-invoices"
     } else if cli.check_billed {
         "check-billed"
+    } else if cli.check {
+        "check"
     } else {
         "send-invoices"
     };
     let started = Instant::now();
     let stop = Stop::default();
     tokio::spawn(stop_on_signals(stop.clone()));
+    if let Some(after) = cli.timeout {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            stop.ask(StopReason::Timeout);
+        });
+    }
     let critical = TaskTracker::new();
     // Boxed: the jobs' futures are large, and main's stack need not hold them.
     let result = Box::pin(run(&cli, &stop, &critical)).await;
@@ -168,6 +200,7 @@ async fn main() -> ExitCode {
                 success = false,
                 dry_run = cli.dry_run,
                 interrupted = stop.reason().is_some(),
+                timed_out = stop.reason() == Some(StopReason::Timeout),
                 exit_code = e.exit_code(),
                 duration_ms = ms
             );
@@ -184,10 +217,12 @@ fn job_named_in(args: impl Iterator<Item = String>) -> &'static str {
         args.iter().any(|a| a == "--create-invoices"),
         args.iter().any(|a| a == "--send-invoices"),
         args.iter().any(|a| a == "--check-billed"),
+        args.iter().any(|a| a == "--check"),
     ) {
-        (true, false, false) => "create-invoices",
-        (false, true, false) => "send-invoices",
-        (false, false, true) => "check-billed",
+        (true, false, false, false) => "create-invoices",
+        (false, true, false, false) => "send-invoices",
+        (false, false, true, false) => "check-billed",
+        (false, false, false, true) => "check",
         _ => "unknown",
     }
 }
@@ -209,6 +244,22 @@ async fn stop_on_signals(stop: Stop) {
 }
 
 async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, Error> {
+    if cli.check {
+        if cli.dry_run || cli.shard.is_some() || cli.clients.is_some() || cli.period.is_some() {
+            return Err(Error::Usage(
+                "--check reads everything a run needs and writes nothing; --dry-run, --shard, --clients and --period do not apply".into(),
+                "leave them out of --check".into(),
+            ));
+        }
+        let config = match Config::from_vars(|k| std::env::var(k).ok()) {
+            Ok(config) => config,
+            Err(problems) => return Ok(jobs::check::config_failed(&problems)),
+        };
+        let mut checks = jobs::check::Checks::new();
+        let ctx = Context::load(config, stop.clone(), critical.clone()).await?;
+        Box::pin(jobs::check::run(&ctx, &mut checks)).await;
+        return Ok(checks.summary);
+    }
     let mut config = Config::from_vars(|k| std::env::var(k).ok()).map_err(Error::Config)?;
     config.share = cli
         .shard

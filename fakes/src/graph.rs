@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 #[derive(Debug, Default)]
@@ -24,6 +24,38 @@ pub struct Graph {
     pub files: Vec<(String, Vec<u8>)>,
     /// The next this many sendMail calls get 429 with `Retry-After: 1`.
     pub throttle_next: u32,
+    pub settings: Settings,
+}
+
+/// The tenant as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The tenant's mailboxes; sendMail as anyone else is refused with 404
+    /// ErrorInvalidUser, as Graph refuses a user it does not know. `None` (the
+    /// default): every address is a mailbox, for tests about something else.
+    pub mailboxes: Option<Vec<String>>,
+    /// Whether the app holds User.ReadBasic.All (or User.Read.All), which
+    /// `GET /users/{id}` needs as an application permission (Microsoft Graph, "Get
+    /// user", permissions); without it Graph answers 403 Authorization_RequestDenied.
+    pub read_users: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mailboxes: None,
+            read_users: true,
+        }
+    }
+}
+
+impl Settings {
+    fn has_mailbox(&self, user: &str) -> bool {
+        self.mailboxes
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|a| a.eq_ignore_ascii_case(user)))
+    }
 }
 
 pub type Shared = Arc<Mutex<Graph>>;
@@ -42,6 +74,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/login/{tenant}/oauth2/v2.0/token", post(token))
         .route("/graph/v1.0/users/{user}/sendMail", post(send_mail))
+        .route("/graph/v1.0/users/{user}", get(user))
         // Site references hold slashes (`HOST:/sites/PATH`), so one wildcard route
         // serves the lookup (GET) and the upload (PUT `.../drive/root:/PATH:/content`).
         .route("/graph/v1.0/sites/{*rest}", get(site).put(upload))
@@ -120,6 +153,15 @@ async fn send_mail(
             .insert("retry-after", "1".parse().expect("header"));
         return r;
     }
+    if !g.settings.has_mailbox(&user) {
+        // Graph's answer for a user the tenant does not have (public reports of
+        // sendMail as an unknown address; the code is ErrorInvalidUser).
+        return error(
+            StatusCode::NOT_FOUND,
+            "ErrorInvalidUser",
+            &format!("The requested user '{user}' is invalid."),
+        );
+    }
     if body["message"]["toRecipients"]
         .as_array()
         .is_none_or(Vec::is_empty)
@@ -132,6 +174,40 @@ async fn send_mail(
     }
     g.mails.push((user, body["message"].clone()));
     StatusCode::ACCEPTED.into_response()
+}
+
+/// `GET /users/{id or userPrincipalName}`: 403 without a user-read permission, 404
+/// for an unknown user (Request_ResourceNotFound), else the user.
+async fn user(
+    State(state): State<Shared>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let g = state.lock().expect("graph state");
+    if !authorized(&g, &headers) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token is empty or invalid.",
+        );
+    }
+    if !g.settings.read_users {
+        return error(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        );
+    }
+    if !g.settings.has_mailbox(&user) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            &format!(
+                "Resource '{user}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        );
+    }
+    Json(json!({"id": format!("user-{}", user.to_ascii_lowercase()), "mail": user, "userPrincipalName": user})).into_response()
 }
 
 /// `sites/{hostname}:/{site-path}` (or a plain id): the site, with a stable id.

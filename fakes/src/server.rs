@@ -40,6 +40,7 @@ pub struct Seed {
 pub struct Settings {
     pub qbo: qbo::Settings,
     pub control_room: control_room::Settings,
+    pub graph: graph::Settings,
 }
 
 /// A `POST /_fakes/settings` body: each service named replaces its settings whole.
@@ -48,6 +49,7 @@ pub struct Settings {
 struct SettingsChange {
     qbo: Option<qbo::Settings>,
     control_room: Option<control_room::Settings>,
+    graph: Option<graph::Settings>,
 }
 
 /// The running server; stopped when dropped.
@@ -86,7 +88,9 @@ impl Fakes {
         let clickup = Arc::new(Mutex::new(fake_clickup));
         let control = Control::shared(seed.limits.clone());
         let (tenant, id, secret) = &seed.graph;
-        let graph = Arc::new(Mutex::new(Graph::new(tenant, id, secret)));
+        let mut fake_graph = Graph::new(tenant, id, secret);
+        fake_graph.settings = seed.settings.graph.clone();
+        let graph = Arc::new(Mutex::new(fake_graph));
         let app = qbo::router(Arc::clone(&qbo))
             .merge(graph::router(Arc::clone(&graph)))
             .merge(control_room::router(Arc::clone(&control_room)))
@@ -118,9 +122,11 @@ impl Fakes {
             )
             .route(
                 "/_fakes/settings",
-                get(settings)
-                    .post(change_settings)
-                    .with_state((Arc::clone(&qbo), Arc::clone(&control_room))),
+                get(settings).post(change_settings).with_state((
+                    Arc::clone(&qbo),
+                    Arc::clone(&control_room),
+                    Arc::clone(&graph),
+                )),
             );
         let (stop, stopped) = oneshot::channel();
         tokio::spawn(async move {
@@ -239,12 +245,13 @@ async fn set_limits(
     Json(json!({"ok": true}))
 }
 
-type Switches = (qbo::Shared, control_room::Shared);
+type Switches = (qbo::Shared, control_room::Shared, graph::Shared);
 
 fn current(s: &Switches) -> Settings {
     Settings {
         qbo: s.0.lock().expect("qbo state").settings.clone(),
         control_room: s.1.lock().expect("control room state").settings.clone(),
+        graph: s.2.lock().expect("graph state").settings.clone(),
     }
 }
 
@@ -261,6 +268,9 @@ async fn change_settings(
     }
     if let Some(c) = change.control_room {
         s.1.lock().expect("control room state").settings = c;
+    }
+    if let Some(g) = change.graph {
+        s.2.lock().expect("graph state").settings = g;
     }
     Json(current(&s))
 }

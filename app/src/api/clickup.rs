@@ -93,6 +93,27 @@ impl ClickUp {
             .collect())
     }
 
+    /// Whether the token can see task `id`: `Ok(false)` when ClickUp answers 404 (no
+    /// such task, or not in a Workspace the token's user belongs to). Read-only.
+    pub async fn task_exists(&self, id: &str) -> Result<bool, ApiError> {
+        let url = format!("{}/task/{id}", self.base);
+        match self
+            .api
+            .call(
+                |c| c.get(&url).header("authorization", self.token.expose()),
+                error_of,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            // An unknown task is a 404 (ITEM_013); one in a Workspace the token's user is
+            // not in is a 401 "Team not authorized" (OAUTH_027; public reports, e.g.
+            // clickupython issue 63): both mean "not this token's task".
+            Err(e) if e.status == Some(404) || e.code.as_deref() == Some("OAUTH_027") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The entry `description` on `task`: the one in `known` (the period's entries, read
     /// once for the run), or a new billable one starting at `start_ms`. ClickUp has no
     /// idempotency key, so its entries are the ledger: whenever a create may have gone

@@ -126,6 +126,27 @@ impl Graph {
         Ok(())
     }
 
+    /// The user (mailbox owner) `address`, read-only: `GET /users/{address}` with
+    /// `$select=id,mail`. Needs User.ReadBasic.All or User.Read.All as an application
+    /// permission (Microsoft Graph, "Get user", permissions); a 403 says only that the
+    /// app may not look, not that the mailbox is missing.
+    pub async fn user(&self, address: &str) -> Result<Value, ApiError> {
+        let token = self.token().await?;
+        let url = format!("{}/users/{}", self.base, utf8_percent_encode(address, PATH));
+        let answer = self
+            .api
+            .call(
+                |c| {
+                    c.get(&url)
+                        .bearer_auth(token.expose())
+                        .query(&[("$select", "id,mail,userPrincipalName")])
+                },
+                error_of,
+            )
+            .await?;
+        answer.json(SERVICE)
+    }
+
     /// The site id of `https://{host}/{site_path}`.
     pub async fn site_id(&self, host: &str, site_path: &str) -> Result<String, ApiError> {
         let token = self.token().await?;

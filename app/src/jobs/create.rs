@@ -571,20 +571,20 @@ fn doc_number(row: &ClientRow, period: &Period) -> String {
 
 /// What the up-front queries found.
 #[derive(Debug)]
-struct LookedUp {
-    invoiced: BTreeSet<String>,
-    by_id: BTreeMap<String, Value>,
-    by_name: BTreeMap<String, Value>,
+pub struct LookedUp {
+    pub invoiced: BTreeSet<String>,
+    pub by_id: BTreeMap<String, Value>,
+    pub by_name: BTreeMap<String, Value>,
     /// The item, or why its query failed.
-    item: Result<Option<Value>, ApiError>,
+    pub item: Result<Option<Value>, ApiError>,
     /// Clients a failed query covered, and its error: they are not billed this run.
-    failed: BTreeMap<String, String>,
+    pub failed: BTreeMap<String, String>,
 }
 
 /// The period's existing DocNumbers, the customers and the item, in as few requests
 /// as QBO's batch allows (30 queries each, 100 values per `IN`). A query that fails
 /// fails only the clients it covers; `Err` only when QBO cannot be used at all.
-async fn look_up(
+pub async fn look_up(
     qbo: &Qbo,
     rows: &[ClientRow],
     period: &Period,

@@ -5,6 +5,7 @@
 
 pub mod batch;
 pub mod billing_report;
+pub mod check;
 pub mod create;
 pub mod send;
 
@@ -32,7 +33,12 @@ pub const GRACE: Duration = Duration::from_secs(25);
 pub enum StopReason {
     /// SIGINT (2) or SIGTERM (15).
     Signal(i32),
+    /// `--timeout` ran out.
+    Timeout,
 }
+
+/// The exit code of a run stopped at its `--timeout`, as coreutils' `timeout` gives.
+pub const TIMED_OUT: u8 = 124;
 
 /// A stop, shared by every task of the run: once asked for, no new client or invoice
 /// starts, and those under way have until [`Stop::deadline`].
@@ -333,10 +339,11 @@ impl Summary {
 
     /// 0 when everything went through, 1 when some items failed; a run a signal
     /// stopped exits 128 + the signal (130 for SIGINT, 143 for SIGTERM), as a shell
-    /// would show it.
+    /// would show it, and one stopped at its `--timeout` 124.
     pub fn exit_code(&self) -> u8 {
         match self.stopped {
             Some((StopReason::Signal(n), _)) => u8::try_from(128 + n).unwrap_or(255),
+            Some((StopReason::Timeout, _)) => TIMED_OUT,
             None => u8::from(!self.failures.is_empty()),
         }
     }
@@ -355,6 +362,7 @@ impl Summary {
             success = self.failures.is_empty() && self.stopped.is_none(),
             dry_run = self.dry_run,
             interrupted = self.stopped.is_some(),
+            timed_out = matches!(self.stopped, Some((StopReason::Timeout, _))),
             not_started,
             abandoned,
             exit_code = self.exit_code(),

@@ -2,6 +2,7 @@
 //! (secrets, client table) and the SaaS fakes on loopback, asserting what ends up in
 //! the fakes, the secret, the log lines and the exit code.
 
+mod check;
 mod create;
 mod exactly_once;
 mod send;
