@@ -61,7 +61,7 @@ impl Default for Assumptions {
 }
 
 /// One line of the estimate.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Line {
     pub item: String,
     pub quantity: String,
@@ -69,7 +69,7 @@ pub struct Line {
     pub monthly: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Estimate {
     pub lines: Vec<Line>,
     pub total: f64,
@@ -95,7 +95,8 @@ pub fn estimate(env: &Environment, a: &Assumptions) -> Estimate {
     let f = &env.file;
     let mut lines = Vec::new();
     let mut notes = Vec::new();
-    let mut task_hours = 0.0;
+    // vCPU-hours and GB-hours: each schedule at its own size.
+    let (mut vcpu_hours, mut gb_hours) = (0.0, 0.0);
     let mut runs = 0.0;
     for s in f.schedules.job.iter().filter(|s| s.enabled) {
         let (Ok(cron), Ok(tz)) = (Cron::parse(&s.cron), TimeZone::get(&s.timezone)) else {
@@ -110,14 +111,15 @@ pub fn estimate(env: &Environment, a: &Assumptions) -> Estimate {
             a.send_minutes
         };
         runs += per_month;
-        task_hours += per_month * minutes / 60.0;
+        let (cpu, memory) = s.size(&f.task);
+        let (vcpu, gb) = (f64::from(cpu) / 1024.0, f64::from(memory) / 1024.0);
+        vcpu_hours += per_month * minutes / 60.0 * vcpu;
+        gb_hours += per_month * minutes / 60.0 * gb;
         notes.push(format!(
-            "{}: {per_month:.1} runs a month of {minutes} min each",
+            "{}: {per_month:.1} runs a month of {minutes} min each, {vcpu} vCPU / {gb} GB",
             s.name
         ));
     }
-    let vcpu = f64::from(f.task.cpu) / 1024.0;
-    let gb = f64::from(f.task.memory) / 1024.0;
     let arm = f.task.architecture == crate::env::Architecture::ARM64;
     let (cpu_price, gb_price) = if arm {
         (price::FARGATE_ARM_VCPU_HOUR, price::FARGATE_ARM_GB_HOUR)
@@ -125,16 +127,16 @@ pub fn estimate(env: &Environment, a: &Assumptions) -> Estimate {
         (price::FARGATE_VCPU_HOUR, price::FARGATE_GB_HOUR)
     };
     lines.push(Line {
-        item: format!("Fargate vCPU ({vcpu} vCPU)"),
-        quantity: format!("{:.1} vCPU-h", task_hours * vcpu),
+        item: "Fargate vCPU".into(),
+        quantity: format!("{vcpu_hours:.1} vCPU-h"),
         unit_price: format!("${cpu_price}/vCPU-h"),
-        monthly: task_hours * vcpu * cpu_price,
+        monthly: vcpu_hours * cpu_price,
     });
     lines.push(Line {
-        item: format!("Fargate memory ({gb} GB)"),
-        quantity: format!("{:.1} GB-h", task_hours * gb),
+        item: "Fargate memory".into(),
+        quantity: format!("{gb_hours:.1} GB-h"),
         unit_price: format!("${gb_price}/GB-h"),
-        monthly: task_hours * gb * gb_price,
+        monthly: gb_hours * gb_price,
     });
     lines.push(Line {
         item: "Secrets Manager secrets".into(),
@@ -215,16 +217,19 @@ mod tests {
     }
 
     #[test]
-    fn the_prod_estimate_follows_the_task_size_and_schedules() {
+    fn the_prod_estimate_follows_each_schedules_size() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envs/prod.toml");
         let env = Environment::load(&path).unwrap();
         let e = estimate(&env, &Assumptions::default());
-        // 30.4 daily runs of 5 min, one of 30 min and the 1-min billing check = 3.05 h
-        // at 2 vCPU and 4 GB.
-        let hours = 365.0 / 12.0 * 5.0 / 60.0 + 0.5 + 1.0 / 60.0;
-        let fargate = hours * (2.0 * price::FARGATE_VCPU_HOUR + 4.0 * price::FARGATE_GB_HOUR);
+        // 30.4 daily runs of 5 min at the send schedule's 0.5 vCPU and 1 GB, one of
+        // 30 min at the task's 2 vCPU and 4 GB, the 1-min billing check at 0.25 / 0.5.
+        let at = |hours: f64, vcpu: f64, gb: f64| {
+            hours * (vcpu * price::FARGATE_VCPU_HOUR + gb * price::FARGATE_GB_HOUR)
+        };
+        let fargate =
+            at(365.0 / 12.0 * 5.0 / 60.0, 0.5, 1.0) + at(0.5, 2.0, 4.0) + at(1.0 / 60.0, 0.25, 0.5);
         let got: f64 = e.lines[..2].iter().map(|l| l.monthly).sum();
         assert!((got - fargate).abs() < 1e-9, "{got} vs {fargate}");
-        assert!(e.total > 2.0 && e.total < 5.0, "{}", e.total);
+        assert!(e.total > 1.0 && e.total < 5.0, "{}", e.total);
     }
 }

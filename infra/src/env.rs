@@ -306,6 +306,9 @@ impl Default for SchedulesConfig {
                     timezone: "America/Los_Angeles".into(),
                     command: vec!["--send-invoices".into()],
                     enabled: true,
+                    timeout: None,
+                    cpu: None,
+                    memory: None,
                 },
                 ScheduleConfig {
                     name: "qbo-create-invoices-monthly".into(),
@@ -313,6 +316,9 @@ impl Default for SchedulesConfig {
                     timezone: "America/Los_Angeles".into(),
                     command: vec!["--create-invoices".into()],
                     enabled: true,
+                    timeout: None,
+                    cpu: None,
+                    memory: None,
                 },
             ],
         }
@@ -339,6 +345,56 @@ pub struct ScheduleConfig {
     pub command: Vec<String>,
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
+    /// How long a run may go on (e.g. "3h", "20m"): the job stops starting new work
+    /// then, lets what is under way finish, and logs `timed_out: true` (`--timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// This schedule's task size, overriding `task.cpu`/`task.memory` in the schedule's
+    /// input (and in `deployer run-task`); the pair must be in the Fargate table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u32>,
+}
+
+impl ScheduleConfig {
+    /// The schedule's `timeout`, parsed (`None` when unset or not a duration).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        parse_timeout(self.timeout.as_deref()?).ok()
+    }
+
+    /// The command the schedule runs: its own, plus `--timeout` when it has one.
+    pub fn full_command(&self) -> Vec<String> {
+        let mut cmd = self.command.clone();
+        if let Some(t) = &self.timeout
+            && !cmd.iter().any(|a| a == "--timeout")
+        {
+            cmd.extend(["--timeout".to_owned(), t.trim().to_owned()]);
+        }
+        cmd
+    }
+
+    /// `(cpu, memory)` a run of this schedule gets, given the task definition's.
+    pub fn size(&self, task: &TaskConfig) -> (u32, u32) {
+        (
+            self.cpu.unwrap_or(task.cpu),
+            self.memory.unwrap_or(task.memory),
+        )
+    }
+}
+
+/// A run's time limit, as the job's `--timeout` reads it: a friendly duration such as
+/// "90m", "2h" or "1h30m", positive and at most 24 hours.
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration"))?;
+    let d = std::time::Duration::try_from(d).map_err(|_| format!("`{s}` is negative"))?;
+    if d.is_zero() || d > std::time::Duration::from_hours(24) {
+        return Err(format!("`{s}` is not between 1 s and 24 h"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -404,6 +460,10 @@ fn add_billing_check(file: &mut EnvFile) {
         timezone: monthly.timezone.clone(),
         command: vec!["--check-billed".into()],
         enabled: monthly.enabled,
+        // It reads one item: Fargate's smallest size, and a short leash.
+        timeout: Some("15m".into()),
+        cpu: Some(256),
+        memory: Some(512),
     };
     file.schedules.job.push(check);
 }

@@ -17,6 +17,7 @@ pub type Tags = BTreeMap<String, String>;
 pub enum Kind {
     EcrRepository,
     LogGroup,
+    LogResourcePolicy,
     MetricFilter,
     IamRole,
     EcsCluster,
@@ -36,6 +37,7 @@ impl Kind {
         match self {
             Self::EcrRepository => "ecr-repository",
             Self::LogGroup => "log-group",
+            Self::LogResourcePolicy => "log-resource-policy",
             Self::MetricFilter => "metric-filter",
             Self::IamRole => "iam-role",
             Self::EcsCluster => "ecs-cluster",
@@ -212,6 +214,7 @@ impl Resource {
 pub enum Spec {
     EcrRepository(EcrRepository),
     LogGroup(LogGroup),
+    LogResourcePolicy(LogResourcePolicy),
     MetricFilter(MetricFilter),
     IamRole(IamRole),
     EcsCluster(EcsCluster),
@@ -243,6 +246,7 @@ impl Spec {
         match self {
             Self::EcrRepository(_) => Kind::EcrRepository,
             Self::LogGroup(_) => Kind::LogGroup,
+            Self::LogResourcePolicy(_) => Kind::LogResourcePolicy,
             Self::MetricFilter(_) => Kind::MetricFilter,
             Self::IamRole(_) => Kind::IamRole,
             Self::EcsCluster(_) => Kind::EcsCluster,
@@ -281,6 +285,14 @@ pub struct DynamodbTable {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogGroup {
     pub retention_days: u32,
+}
+
+/// A CloudWatch Logs resource policy (account-wide, by name): which AWS services may
+/// write to which log groups. Untaggable; at most 10 in an account and region
+/// (CloudWatch Logs API reference, PutResourcePolicy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogResourcePolicy {
+    pub document: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -389,6 +401,12 @@ pub struct EcsTarget {
     pub assign_public_ip: bool,
     pub container: String,
     pub command: Vec<String>,
+    /// Task-level size overrides (ECS TaskOverride `cpu`/`memory`, strings), when the
+    /// schedule has its own size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
     pub propagate_tags: bool,
     /// Starting the task again after a failed start is safe: the jobs are idempotent.
     pub retry_attempts: u32,
@@ -405,9 +423,25 @@ impl EcsTarget {
 
     /// The task override the target passes as its input.
     pub fn input(&self) -> Value {
-        serde_json::json!({
+        // The input is the RunTask `overrides` (a TaskOverride): task-level cpu and
+        // memory sit beside containerOverrides (ECS API, "TaskOverride"; the CDK's
+        // events-targets EcsTask `cpu`/`memory` props write them there).
+        let mut v = serde_json::json!({
             "containerOverrides": [{ "name": self.container, "command": self.command }]
-        })
+        });
+        if let Some(cpu) = &self.cpu {
+            v["cpu"] = Value::String(cpu.clone());
+        }
+        if let Some(memory) = &self.memory {
+            v["memory"] = Value::String(memory.clone());
+            // The container's hard limit is the task definition's memory: a smaller task
+            // must lower it too, or RunTask refuses the task (ECS ContainerDefinition,
+            // memory: the containers' memory may not exceed the task's).
+            if let Ok(mib) = memory.parse::<u32>() {
+                v["containerOverrides"][0]["memory"] = Value::from(mib);
+            }
+        }
+        v
     }
 }
 
@@ -435,8 +469,10 @@ pub enum RuleTarget {
     Ecs {
         id: String,
         #[serde(flatten)]
-        target: EcsTarget,
+        target: Box<EcsTarget>,
     },
+    /// A CloudWatch Logs group: each matching event is written as one JSON line.
+    Logs { id: String, log_group_arn: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

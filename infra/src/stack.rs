@@ -13,9 +13,9 @@ use crate::graph;
 use crate::policy::{PolicyDocument, Statement};
 use crate::resources::{
     Alarm, ContainerDefinition, DynamodbTable, EcrRepository, EcsCluster, EcsTarget, EventRule,
-    IamRole, Kind, LogGroup, MetricFilter, MountPoint, Ref, Resource, ResourceId, RuleTarget,
-    Schedule, ScheduleGroup, SecurityGroup, SecurityGroupRule, SnsSubscription, SnsTopic, Spec,
-    Tags, TaskDefinition,
+    IamRole, Kind, LogGroup, LogResourcePolicy, MetricFilter, MountPoint, Ref, Resource,
+    ResourceId, RuleTarget, Schedule, ScheduleGroup, SecurityGroup, SecurityGroupRule,
+    SnsSubscription, SnsTopic, Spec, Tags, TaskDefinition,
 };
 
 /// The desired state of one environment.
@@ -45,6 +45,14 @@ impl Stack {
 pub mod names {
     pub fn task_failed_rule(app: &str) -> String {
         format!("{app}-task-failed")
+    }
+    /// The rule writing every stopped task of the cluster to [`task_events_group`].
+    pub fn task_events_rule(app: &str) -> String {
+        format!("{app}-task-events")
+    }
+    /// Where stopped tasks are remembered after ECS forgets them (about an hour).
+    pub fn task_events_group(app: &str) -> String {
+        format!("/aws/events/{app}-tasks")
     }
     pub fn runs_failed_filter(app: &str) -> String {
         format!("{app}-runs-failed")
@@ -571,6 +579,75 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         true,
     );
 
+    // Every stopped task of the cluster, written to a log group: ECS forgets stopped
+    // tasks after about an hour (ListTasks), so `status` reads crashed and never-started
+    // runs (no `run_finished` line of their own) from here.
+    let events_group_name = names::task_events_group(app);
+    let events_group_arn = arn("logs", &format!("log-group:{events_group_name}"));
+    let events_group = s.add(
+        Resource::new(
+            &events_group_name,
+            Spec::LogGroup(LogGroup {
+                retention_days: TASK_EVENTS_RETENTION_DAYS,
+            }),
+        ),
+        Some(events_group_arn.clone()),
+        &[],
+        true,
+    );
+    // EventBridge writes to a log group only where a resource policy lets it
+    // ("Add a CloudWatch log group as a target to an EventBridge rule", AWS knowledge
+    // center; the console makes this policy itself, the API does not).
+    let events_policy = s.add(
+        Resource::new(
+            names::task_events_rule(app),
+            Spec::LogResourcePolicy(LogResourcePolicy {
+                document: json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{
+                        "Sid": "TaskEventsToLogs",
+                        "Effect": "Allow",
+                        "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
+                        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                        "Resource": format!("{events_group_arn}:*"),
+                    }],
+                }),
+            }),
+        ),
+        None,
+        &[&events_group],
+        false,
+    );
+    let events_rule_name = names::task_events_rule(app);
+    s.add(
+        Resource::new(
+            &events_rule_name,
+            Spec::EventRule(EventRule {
+                description: format!(
+                    "{app} ({}): every stopped task, for deployer status",
+                    env.name
+                ),
+                schedule_expression: None,
+                event_pattern: Some(json!({
+                    "source": ["aws.ecs"],
+                    "detail-type": ["ECS Task State Change"],
+                    "detail": {
+                        "clusterArn": [cluster_arn],
+                        "lastStatus": ["STOPPED"],
+                    },
+                })),
+                enabled: true,
+                target: RuleTarget::Logs {
+                    id: "history".into(),
+                    log_group_arn: events_group_arn,
+                },
+            }),
+        ),
+        Some(arn("events", &format!("rule/{events_rule_name}"))),
+        &[&events_group, &events_policy, &cluster],
+        true,
+    );
+
     // Schedules: EventBridge Scheduler (in a tagged group) or classic rules (UTC).
     let target = |schedule: &ScheduleConfig| EcsTarget {
         cluster_arn: cluster_arn.clone(),
@@ -582,7 +659,10 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         security_groups: vec![Ref::id(security_group.clone()).into()],
         assign_public_ip: f.network.assign_public_ip,
         container: task.container.clone(),
-        command: schedule.command.clone(),
+        command: schedule.full_command(),
+        // Both, when either is set: the pair is what the Fargate table was checked for.
+        cpu: sized(schedule).then(|| schedule.size(&f.task).0.to_string()),
+        memory: sized(schedule).then(|| schedule.size(&f.task).1.to_string()),
         propagate_tags: true,
         retry_attempts: 2,
         max_event_age_seconds: 3600,
@@ -646,7 +726,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                             enabled: schedule.enabled,
                             target: RuleTarget::Ecs {
                                 id: "task".into(),
-                                target: target(schedule),
+                                target: Box::new(target(schedule)),
                             },
                         }),
                     ),
@@ -832,6 +912,15 @@ pub fn container_environment(env: &Environment) -> BTreeMap<String, String> {
         .map(|(k, v)| (k.to_owned(), v))
         .chain(j.environment.clone())
         .collect()
+}
+
+/// How long the stopped-task history is kept: beyond `status`'s 35 days, for a year's
+/// look back at a bad month.
+pub const TASK_EVENTS_RETENTION_DAYS: u32 = 400;
+
+/// Whether the schedule runs at its own size.
+fn sized(schedule: &ScheduleConfig) -> bool {
+    schedule.cpu.is_some() || schedule.memory.is_some()
 }
 
 fn cron_expression(schedule: &ScheduleConfig) -> String {

@@ -351,6 +351,25 @@ fn check_schedules(v: &mut Check, f: &EnvFile) {
                 "give each schedule its own name",
             );
         }
+        if let Some(t) = &job.timeout
+            && let Err(e) = crate::env::parse_timeout(t)
+        {
+            v.push(
+                at("timeout"),
+                e,
+                "write a duration such as \"3h\" or \"45m\" (at most 24h), or leave it out",
+            );
+        }
+        if job.cpu.is_some() || job.memory.is_some() {
+            let (cpu, memory) = job.size(&f.task);
+            if let Err(msg) = fargate_size(cpu, memory) {
+                v.push(
+                    format!("schedules.job[{i}].cpu/memory"),
+                    msg,
+                    "pick a pair from the Fargate table (e.g. cpu = 256 with memory = 512); an unset one is the task's",
+                );
+            }
+        }
         if let Err(e) = Cron::parse(&job.cron) {
             v.push(
                 at("cron"),

@@ -130,6 +130,66 @@ fn fargate_memory_that_does_not_fit_the_cpu_is_rejected() {
 }
 
 #[test]
+fn a_schedules_own_size_and_timeout_are_checked() {
+    let err = with(&schedule(&format!(
+        "{SEND}\ncpu = 256\nmemory = 4096\ntimeout = \"soon\""
+    )));
+    assert_message(
+        &err,
+        "schedules.job[0].cpu/memory",
+        "cpu 256 takes memory 512, 1024 or 2048, not 4096",
+        "pick a pair from the Fargate table",
+    );
+    assert_message(
+        &err,
+        "schedules.job[0].timeout",
+        "`soon` is not a duration",
+        "write a duration such as \"3h\" or \"45m\"",
+    );
+    // Memory alone is checked against the task's cpu (2048 by default).
+    let err = with(&schedule(&format!(
+        "{SEND}\nmemory = 1024\ntimeout = \"30h\""
+    )));
+    assert_message(
+        &err,
+        "schedules.job[0].cpu/memory",
+        "cpu 2048 takes memory 4096-16384",
+        "pick a pair",
+    );
+    assert_message(
+        &err,
+        "schedules.job[0].timeout",
+        "not between 1 s and 24 h",
+        "write a duration",
+    );
+    // A valid pair is accepted and lands in the schedule's input.
+    let env = Environment::parse(
+        Path::new("staging.toml"),
+        &format!(
+            "{BASE}\n[alerts]\nheartbeat_schedule = \"send\"\n{}",
+            schedule(&format!(
+                "{SEND}\ncpu = 256\nmemory = 512\ntimeout = \"20m\""
+            ))
+        ),
+    )
+    .unwrap();
+    let stack = infra::synthesize(&env, &infra::Context::offline(&env));
+    let input = stack
+        .of_kind(infra::resources::Kind::Schedule)
+        .find_map(|r| match &r.properties {
+            infra::resources::Spec::Schedule(s) if r.name == "send" => Some(s.target.input()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(input["cpu"], "256");
+    assert_eq!(input["memory"], "512");
+    assert_eq!(
+        input["containerOverrides"][0]["command"],
+        serde_json::json!(["--send-invoices", "--timeout", "20m"])
+    );
+}
+
+#[test]
 fn cpu_that_fargate_does_not_offer_is_rejected() {
     let err = with("[task]\ncpu = 3000\nmemory = 4096\n");
     assert_message(

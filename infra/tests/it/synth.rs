@@ -81,7 +81,7 @@ fn every_taggable_resource_carries_app_env_and_managed_by() {
     for r in &stack.resources {
         let untaggable = matches!(
             r.kind,
-            Kind::MetricFilter | Kind::SnsSubscription | Kind::Schedule
+            Kind::MetricFilter | Kind::SnsSubscription | Kind::Schedule | Kind::LogResourcePolicy
         );
         if untaggable {
             assert!(r.tags.is_empty(), "{} cannot carry tags", r.id());
@@ -281,28 +281,30 @@ fn task_definition_has_the_original_size_env_and_a_digest_pinned_image() {
 #[test]
 fn schedules_run_in_los_angeles_time_with_the_job_flags_as_command_override() {
     let stack = prod();
+    // The daily send runs at its own, smaller size; each has its own deadline.
+    let send_input = serde_json::json!({
+        "containerOverrides": [{"name": "invoice-processor", "command": ["--send-invoices", "--timeout", "1h"], "memory": 1024}],
+        "cpu": "512",
+        "memory": "1024"
+    });
+    let create_input = serde_json::json!({
+        "containerOverrides": [{"name": "invoice-processor", "command": ["--create-invoices", "--timeout", "8h"]}]
+    });
     let expect = [
-        (
-            "qbo-send-invoices-daily",
-            "cron(0 5 * * ? *)",
-            "--send-invoices",
-        ),
+        ("qbo-send-invoices-daily", "cron(0 5 * * ? *)", send_input),
         (
             "qbo-create-invoices-monthly",
             "cron(0 9 4 * ? *)",
-            "--create-invoices",
+            create_input,
         ),
     ];
-    for (name, cron, flag) in expect {
+    for (name, cron, input) in expect {
         let Spec::Schedule(s) = &named(&stack, Kind::Schedule, name).properties else {
             unreachable!()
         };
         assert_eq!(s.expression, cron);
         assert_eq!(s.timezone, "America/Los_Angeles");
-        assert_eq!(
-            s.target.input(),
-            serde_json::json!({"containerOverrides": [{"name": "invoice-processor", "command": [flag]}]})
-        );
+        assert_eq!(s.target.input(), input);
         assert_eq!(
             s.target.task_definition.to_string(),
             "${task-definition/qbo-invoice-processor.arn}"
