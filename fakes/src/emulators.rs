@@ -194,7 +194,12 @@ pub struct Moto {
     server: Server,
 }
 
-/// moto's server, with a task's container `cpu` and `memory` given as strings.
+/// moto's server, with a task's container `cpu` and `memory` given as strings, RunTask
+/// refusing a task-level memory override below a container's hard limit (ECS
+/// ContainerDefinition, memory; the message is unverified); with
+/// `MOTO_SNS_EMAIL_PENDING` set, email subscriptions stay pending, as SNS keeps them
+/// until the recipient confirms (ListSubscriptionsByTopic then gives
+/// `PendingConfirmation` for their ARN; moto confirms them at once).
 const MOTO_AS_ECS_ANSWERS: &str = r"
 import sys
 import moto.ecs.models as ecs
@@ -205,12 +210,40 @@ def _as_ecs(self, task_def):
     if self.memory is not None:
         self.memory = str(self.memory)
 ecs.Container.__init__ = _as_ecs
+import moto.ecs.exceptions as ecs_errors
+_run_task = ecs.EC2ContainerServiceBackend.run_task
+def _checked_run_task(self, cluster_str, task_definition_str, count, overrides, *args, **kwargs):
+    memory = (overrides or {}).get('memory')
+    if memory is not None:
+        td = self.describe_task_definition(task_definition_str)
+        limits = {o.get('name'): o.get('memory') for o in (overrides or {}).get('containerOverrides', [])}
+        for c in td.container_definitions:
+            limit = limits.get(c.get('name')) or c.get('memory')
+            if limit is not None and int(limit) > int(memory):
+                raise ecs_errors.InvalidParameterException(
+                    'Container.memory should not be greater than Task.memory')
+    return _run_task(self, cluster_str, task_definition_str, count, overrides, *args, **kwargs)
+ecs.EC2ContainerServiceBackend.run_task = _checked_run_task
+import os
+if os.environ.get('MOTO_SNS_EMAIL_PENDING'):
+    import moto.sns.models as sns
+    sns.Subscription.SubscriptionArn = property(
+        lambda self: 'PendingConfirmation' if self.protocol in ('email', 'email-json') else self.arn)
 from moto.server import main
 sys.exit(main())
 ";
 
 impl Moto {
     pub fn start() -> Result<Self, EmulatorError> {
+        Self::start_with(false)
+    }
+
+    /// As [`Moto::start`], with email subscriptions left pending confirmation.
+    pub fn start_with_pending_email_subscriptions() -> Result<Self, EmulatorError> {
+        Self::start_with(true)
+    }
+
+    fn start_with(pending_email: bool) -> Result<Self, EmulatorError> {
         let bin = find_binary(
             "moto_server",
             "MOTO_SERVER",
@@ -238,6 +271,9 @@ impl Moto {
             };
             c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true");
+            if pending_email {
+                c.env("MOTO_SNS_EMAIL_PENDING", "1");
+            }
             c
         })?;
         Ok(Self { server })

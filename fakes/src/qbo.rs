@@ -143,6 +143,11 @@ fn pacific(format: &str) -> String {
 }
 
 impl Qbo {
+    /// Deletes every item (a company whose service item was removed or renamed).
+    pub fn clear_items(&mut self) {
+        self.items.clear();
+    }
+
     pub fn new(seed: &Seed) -> Self {
         let mut q = Self {
             realm_id: seed.realm_id.clone(),
