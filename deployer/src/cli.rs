@@ -10,6 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// reads infra/envs/prod.toml, found from the current directory upwards. AWS
 /// credentials come from the standard chain (AWS_PROFILE, SSO, environment, instance
 /// role); AWS_ENDPOINT_URL points every call at an emulator such as moto.
+///
+/// Exit codes: 0 done; 1 failed (an AWS call, or a `verify` check); 2 bad input or a
+/// missing prerequisite (the message says which, and the fix); 3 `diff --exit-code`
+/// found changes; 130 interrupted (Ctrl-C); `run-task` exits with the job's own code.
 #[derive(Debug, Parser)]
 #[command(
     name = "deployer",
@@ -38,6 +42,12 @@ pub struct Cli {
         value_name = "HOST:PORT"
     )]
     pub registry: Option<String>,
+
+    /// Time zone of the times `logs`, `status`, `tasks` and `run-task` print (an IANA
+    /// name, or UTC) [default: the environment's job.billing_timezone, else
+    /// America/Los_Angeles, as the job bills]
+    #[arg(long, global = true, env = "DEPLOYER_TZ", value_name = "ZONE")]
+    pub tz: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -82,10 +92,12 @@ pub enum Command {
     /// Show the schedules' next runs, the last runs, the image and the alarms
     ///
     /// For each schedule: its expression and time zone and its next three runs in that
-    /// time zone (DST-correct, as EventBridge Scheduler runs them). Then the ten most
-    /// recent runs of the last 35 days with their result and duration (from the job's
-    /// run_finished log lines), the image the task definition runs, each alarm's state,
-    /// and whether the alert subscriptions are confirmed.
+    /// time zone (DST-correct, as EventBridge Scheduler runs them). Then every run of
+    /// the last 35 days, newest first, with its result and duration (from the job's
+    /// run_finished log lines), and the tasks that stopped without one (killed, out of
+    /// memory, never started) with ECS's reason, from the stopped-task history the
+    /// stack keeps; times in --tz. Then the image the task definition runs, each
+    /// alarm's state, and whether the alert subscriptions are confirmed.
     Status(StatusArgs),
     /// Run the previous image again, or the one given
     ///
@@ -97,16 +109,37 @@ pub enum Command {
     /// Print the job's log lines, oldest first
     ///
     /// Reads the environment's log group; the job's JSON lines are shown as
-    /// `TIME  EVENT  key=value ...` unless --json.
+    /// `TIME ZONE  EVENT  key=value ...` (times in --tz) unless --output json.
     Logs(LogsArgs),
     /// Start the job now, as its schedule would, and wait for it
     ///
-    /// Runs create-invoices or send-invoices with the schedule's network settings and
-    /// command (arguments after `--` are added), streams its log lines until it stops,
-    /// and exits with the job's own exit code. --local runs the binary on this machine
-    /// with the environment the task definition would give it, built offline from the
-    /// environment file, instead.
+    /// Runs create-invoices or send-invoices with the schedule's network settings,
+    /// command (with its timeout) and size (arguments after `--` are added), streams
+    /// its log lines and its state changes (PROVISIONING, PENDING, RUNNING, STOPPED with
+    /// the stop code and reason) until it stops, and exits with the job's own exit code.
+    /// Ctrl-C asks whether to stop the task, and exits 130 either way. --local runs the
+    /// binary on this machine with the environment the task definition would give it,
+    /// built offline from the environment file, instead.
     RunTask(RunTaskArgs),
+    /// Check that the next run will work, without running it
+    ///
+    /// The deploy side: the deployed image still in its repository, roles and policies
+    /// as synthesized, each schedule enabled and starting the current task-definition
+    /// revision, the rest of the stack as the file says, every alert subscription
+    /// confirmed, no alarm in ALARM. Then the job's read-only `--check` (secrets and
+    /// their keys, the client table and items, workspace keys, the QBO item and
+    /// customers, ClickUp tasks, the Graph sender) as a real task with the task role,
+    /// or here with --local. One table (or --output json); exit 0 only when nothing
+    /// failed, 1 otherwise.
+    Verify(VerifyArgs),
+    /// List the job's running and recently stopped tasks, or stop one
+    ///
+    /// Each task with its state, start and stop times (in --tz), the job flags it runs,
+    /// and for stopped ones the exit code, stop code and reason. ECS remembers stopped
+    /// tasks for about an hour; `status` keeps the longer history. --stop ID asks ECS to
+    /// stop a task of this job (the job gets SIGTERM, finishes what is under way within
+    /// 30 s, and a rerun finishes the rest).
+    Tasks(TasksArgs),
     /// Estimate the stack's monthly AWS cost, without touching AWS
     ///
     /// Fargate time from the schedules (runs in an average month) and the task size,
@@ -116,8 +149,8 @@ pub enum Command {
     /// Print the least-privilege IAM policy the deploying identity needs
     ///
     /// Offline, from the environment file: every action push-image, diff, up, destroy,
-    /// rollback, run-task, logs and status call, each on the stack's own resources by
-    /// name (the account from the file or --account). Attach it to the user or role
+    /// rollback, run-task, tasks, verify, logs and status call, each on the stack's own
+    /// resources by name (the account from the file or --account). Attach it to the user or role
     /// that deploys: `deployer policy --env prod > policy.json`.
     Policy(PolicyArgs),
     /// Print a shell completion script
@@ -158,6 +191,10 @@ pub struct CostArgs {
     /// Log volume of one run, in MB
     #[arg(long, default_value_t = 1.0, value_name = "MB")]
     pub log_mb_per_run: f64,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +210,8 @@ pub enum Job {
     Create,
     /// --send-invoices
     Send,
+    /// --check (read-only checks of everything a run needs; `deployer verify` runs it)
+    Check,
 }
 
 impl Job {
@@ -181,6 +220,16 @@ impl Job {
         match self {
             Self::Create => "create-invoices",
             Self::Send => "send-invoices",
+            Self::Check => "check",
+        }
+    }
+
+    /// The job's flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Create => "--create-invoices",
+            Self::Send => "--send-invoices",
+            Self::Check => "--check",
         }
     }
 }
@@ -214,9 +263,54 @@ pub struct RunTaskArgs {
     #[arg(long, value_name = "PATH", requires = "local")]
     pub binary: Option<PathBuf>,
 
+    /// On Ctrl-C while waiting: ask whether to stop the tasks, stop them, or leave them
+    /// running; the command exits 130 either way
+    #[arg(long, value_enum, default_value_t = crate::commands::run_task::OnInterrupt::Ask, conflicts_with = "local")]
+    pub on_interrupt: crate::commands::run_task::OnInterrupt,
+
+    /// Output format: text makes the job's lines readable (state changes on stderr);
+    /// json prints the job's lines as written, state changes among them as
+    /// `task_state` lines (--no-wait: the task ARNs)
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
     /// Arguments for the job, after `--` (e.g. -- --clients 10001-10010 --dry-run)
     #[arg(last = true, value_name = "JOB_ARGS")]
     pub extra: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Run the job's --check on this machine (with this machine's AWS credentials and
+    /// the task definition's environment) instead of as a task
+    #[arg(long)]
+    pub local: bool,
+
+    /// With --local: this executable (default: the qbo-invoice-processor next to this
+    /// deployer, else a release build of the checkout)
+    #[arg(long, value_name = "PATH", requires = "local")]
+    pub binary: Option<PathBuf>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub env: EnvArg,
+
+    /// Stop this task (its id or ARN, as the list shows it)
+    #[arg(long, value_name = "ID")]
+    pub stop: Option<String>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
 }
 
 #[derive(Debug, Args)]
@@ -236,8 +330,13 @@ pub struct LogsArgs {
     #[arg(long, value_name = "ID")]
     pub task: Option<String>,
 
-    /// Print each line as the job wrote it
-    #[arg(long)]
+    /// Output format: text makes the job's JSON lines readable (times in --tz), json
+    /// prints each line as the job wrote it
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+
+    /// The same as --output json
+    #[arg(long, conflicts_with = "output")]
     pub json: bool,
 }
 
@@ -357,7 +456,8 @@ pub struct DiffArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
 
-    /// Exit with 2 when there are changes (0 when there are none)
+    /// Exit with 3 when there are changes, 0 when there are none (1 is an error, 2 bad
+    /// input)
     #[arg(long)]
     pub exit_code: bool,
 }

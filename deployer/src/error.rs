@@ -4,6 +4,10 @@ use crate::engine::Summary;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `diff --exit-code` found changes: apart from 0 (none), 1 (an error) and 2 (bad
+/// input), so a script can tell "changes" from "could not tell".
+pub const CHANGES_PENDING: u8 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -49,6 +53,10 @@ pub enum Error {
     TaskExit { code: u8, message: String },
     #[error("the plan has changes")]
     ChangesPending,
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0} check(s) failed")]
+    ChecksFailed(usize),
     #[error("the account still differs from the stack after applying: {}", .0.join(", "))]
     NotConverged(Vec<String>),
     #[error("internal error: {0}")]
@@ -63,8 +71,9 @@ impl Error {
             | Self::NoEnvDir { .. }
             | Self::WrongAccount { .. }
             | Self::Prerequisite(..)
-            | Self::NeedsConfirmation
-            | Self::ChangesPending => 2,
+            | Self::NeedsConfirmation => 2,
+            Self::ChangesPending => CHANGES_PENDING,
+            Self::Interrupted => 130,
             Self::Apply { cause, .. } => cause.exit_code().max(1),
             Self::TaskExit { code, .. } => *code,
             _ => 1,

@@ -22,7 +22,8 @@ async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match Box::pin(commands::run(&cli)).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error::Error::ChangesPending) => ExitCode::from(2),
+        Err(error::Error::ChangesPending) => ExitCode::from(error::CHANGES_PENDING),
+        Err(error::Error::Interrupted) => ExitCode::from(130),
         Err(err) => {
             if err.is_broken_pipe() {
                 return ExitCode::SUCCESS;

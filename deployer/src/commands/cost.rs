@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use infra::cost::{Assumptions, estimate};
 
-use crate::cli::{Cli, CostArgs};
+use crate::cli::{Cli, CostArgs, Format};
 use crate::error::Result;
 use crate::output;
 
@@ -19,6 +19,16 @@ pub fn run(cli: &Cli, args: &CostArgs) -> Result<()> {
             ..Assumptions::default()
         },
     );
+    if args.output == Format::Json {
+        return output::json(&serde_json::json!({
+            "environment": env.name,
+            "region": env.file.region,
+            "currency": "USD",
+            "lines": e.lines,
+            "total": e.total,
+            "notes": e.notes,
+        }));
+    }
     let mut s = format!(
         "Monthly cost of {} ({}), USD at list prices:\n\n",
         env.name, env.file.region

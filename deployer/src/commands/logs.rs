@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 use serde_json::Value;
 
 use crate::aws::Aws;
-use crate::cli::{Cli, LogsArgs};
+use crate::cli::{Cli, Format, LogsArgs};
 use crate::error::{Error, Result};
 use crate::resources::{aws_error, code};
 
@@ -20,6 +20,7 @@ pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
     let env = super::load_environment(cli, &args.env)?;
     let aws = super::connect(cli, &env).await;
     let since = parse_since(&args.since)?;
+    let tz = super::zone(cli, &env)?;
     let start = Timestamp::now() - since;
     let stream = args
         .task
@@ -33,12 +34,12 @@ pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
             if let Some(shard) = shard_of(&message) {
                 shards.insert(stream.clone(), shard);
             }
-            let line = if args.json {
+            let line = if args.output == Format::Json || args.json {
                 message
             } else {
                 match shards.get(&stream) {
-                    Some(shard) => format!("[{shard}] {}", readable(ts, &message)),
-                    None => readable(ts, &message),
+                    Some(shard) => format!("[{shard}] {}", readable(ts, &message, &tz)),
+                    None => readable(ts, &message, &tz),
                 }
             };
             let mut out = std::io::stdout().lock();
@@ -150,12 +151,9 @@ pub fn shard_of(message: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// `TIME  EVENT  key=value ...` for the job's JSON lines; other lines as they are.
-pub fn readable(ts: i64, message: &str) -> String {
-    let time = Timestamp::from_millisecond(ts).map_or_else(
-        |_| ts.to_string(),
-        |t| t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-    );
+/// `TIME ZONE  EVENT  key=value ...` for the job's JSON lines; other lines as they are.
+pub fn readable(ts: i64, message: &str, tz: &jiff::tz::TimeZone) -> String {
+    let time = super::local_time(ts, tz);
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(message) else {
         return format!("{time}  {}", message.trim_end());
     };
@@ -198,14 +196,16 @@ mod tests {
         let line = readable(
             0,
             r#"{"event":"run_finished","job":"send-invoices","success":true}"#,
+            &jiff::tz::TimeZone::UTC,
         );
         assert_eq!(
             line,
-            "1970-01-01 00:00:00  run_finished  job=send-invoices success=true"
+            "1970-01-01 00:00:00 UTC  run_finished  job=send-invoices success=true"
         );
+        let la = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap();
         assert_eq!(
-            readable(0, "plain text\n"),
-            "1970-01-01 00:00:00  plain text"
+            readable(0, "plain text\n", &la),
+            "1969-12-31 16:00:00 PST  plain text"
         );
     }
 

@@ -22,7 +22,9 @@ pub mod rollback;
 pub mod run_task;
 pub mod status;
 pub mod synth;
+pub mod tasks;
 pub mod up;
+pub mod verify;
 
 /// Each command's future is boxed: they hold whole AWS calls (clippy::large_futures).
 pub async fn run(cli: &Cli) -> Result<()> {
@@ -36,6 +38,8 @@ pub async fn run(cli: &Cli) -> Result<()> {
         Command::Rollback(args) => Box::pin(rollback::run(cli, args)).await,
         Command::Logs(args) => Box::pin(logs::run(cli, args)).await,
         Command::RunTask(args) => Box::pin(run_task::run(cli, args)).await,
+        Command::Tasks(args) => Box::pin(tasks::run(cli, args)).await,
+        Command::Verify(args) => Box::pin(verify::run(cli, args)).await,
         Command::Cost(args) => cost::run(cli, args),
         Command::Policy(args) => policy::run(cli, args),
         Command::Completions(args) => {
@@ -112,6 +116,36 @@ pub async fn prepare(
     };
     let ((), plan) = tokio::try_join!(held, engine::plan(&aws, &env, &stack, args.adopt))?;
     Ok((env, aws, stack, plan))
+}
+
+/// The zone times are printed in: `--tz`, else the environment's billing time zone
+/// (the job's own default when the file sets none).
+pub fn zone(cli: &Cli, env: &Environment) -> Result<jiff::tz::TimeZone> {
+    let name = cli.tz.clone().unwrap_or_else(|| {
+        env.file
+            .job
+            .billing_timezone
+            .clone()
+            .unwrap_or_else(|| "America/Los_Angeles".to_owned())
+    });
+    jiff::tz::TimeZone::get(&name).map_err(|_| {
+        Error::Prerequisite(
+            format!("--tz {name} is not a time zone"),
+            "give an IANA name such as America/New_York, or UTC".into(),
+        )
+    })
+}
+
+/// A moment as people read it: `2026-11-04 09:00:12 PST`.
+pub fn local_time(ms: i64, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| ms.to_string(),
+        |t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        },
+    )
 }
 
 /// Asks on the terminal; with no terminal, refuses rather than guess.

@@ -72,6 +72,13 @@ pub fn document(env: &Environment, account: &str) -> Value {
         .chain(of(Kind::EventRule))
         .collect();
     let log_group = arn("logs", &format!("log-group:{}", f.logs.group));
+    let events_group = arn(
+        "logs",
+        &format!(
+            "log-group:{}",
+            infra::stack::names::task_events_group(&f.app)
+        ),
+    );
     let namespace = stack
         .of_kind(Kind::Alarm)
         .find_map(|r| match &r.properties {
@@ -102,6 +109,10 @@ pub fn document(env: &Environment, account: &str) -> Value {
                 // Unsubscribe takes a subscription ARN, which has no resource type.
                 "sns:Unsubscribe",
                 "logs:DescribeLogGroups",
+                // Resource policies are account-wide, by name: no resource type.
+                "logs:DescribeResourcePolicies",
+                "logs:PutResourcePolicy",
+                "logs:DeleteResourcePolicy",
             ],
             vec!["*".into()],
         ),
@@ -142,7 +153,12 @@ pub fn document(env: &Environment, account: &str) -> Value {
                 "logs:PutRetentionPolicy",
                 "logs:TagResource",
             ],
-            vec![log_group.clone(), format!("{log_group}:*")],
+            vec![
+                log_group.clone(),
+                format!("{log_group}:*"),
+                events_group.clone(),
+                format!("{events_group}:*"),
+            ],
         ),
         statement(
             "Roles",
@@ -222,8 +238,19 @@ pub fn document(env: &Environment, account: &str) -> Value {
         }),
         statement(
             "WatchTheJob",
-            &["ecs:DescribeTasks"],
+            &["ecs:DescribeTasks", "ecs:StopTask"],
             vec![arn("ecs", &format!("task/{}/*", f.cluster.name))],
+        ),
+        // ListTasks is authorized on the cluster's container instances (Service
+        // Authorization Reference, ECS: resource type container-instance, ARN
+        // `container-instance/CLUSTER/ID`; awsdocs amazon-ecs-developer-guide issue 211).
+        statement(
+            "ListTheJobsTasks",
+            &["ecs:ListTasks"],
+            vec![arn(
+                "ecs",
+                &format!("container-instance/{}/*", f.cluster.name),
+            )],
         ),
         // A security group's id is not known before it exists: groups and VPCs of this
         // account and region; rules and deletion only on groups tagged as this app's.

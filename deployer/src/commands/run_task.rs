@@ -4,7 +4,11 @@
 //! with the task definition's environment.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
@@ -14,7 +18,7 @@ use infra::resources::{Kind, Spec};
 use infra::stack::container_environment;
 
 use super::logs::{Tail, readable, stream_name};
-use crate::cli::{Cli, Job, RunTaskArgs};
+use crate::cli::{Cli, Format, Job, RunTaskArgs};
 use crate::error::{Error, Result};
 use crate::resources::{self, aws_error};
 
@@ -24,13 +28,49 @@ const POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
     let env = super::load_environment(cli, &args.env)?;
-    let command = command(&env, args.job, &args.extra);
+    let (command, size) = command(&env, args.job, &args.extra);
     if args.local {
-        return local(&env, args, &command);
+        return local(cli, &env, args, &command);
     }
     let aws = super::connect(cli, &env).await;
-    let (ctx, _) = crate::resolve::context(&aws, &env, None, false, None).await?;
-    let stack = infra::synthesize(&env, &ctx);
+    if args.shards > 1 && args.job != Job::Create {
+        return Err(Error::Prerequisite(
+            "--shards splits create-invoices only".into(),
+            "leave out --shards for send-invoices".into(),
+        ));
+    }
+    let (cluster, tasks) = start(&aws, &env, args.job, &command, size, args.shards).await?;
+    if args.no_wait {
+        if args.output == Format::Json {
+            crate::output::json(&serde_json::json!({ "tasks": tasks }))?;
+        } else {
+            for arn in &tasks {
+                println!("{arn}");
+            }
+        }
+        return Ok(());
+    }
+    let printer = Printer {
+        json: args.output == Format::Json,
+        tz: super::zone(cli, &env)?,
+        labels: tasks.len() > 1,
+    };
+    wait(&aws, &env, &cluster, &tasks, &printer, args.on_interrupt).await
+}
+
+/// Starts the job's task(s) as its schedule would: the deployed task definition, the
+/// schedule's network, `command` and size; `shards` tasks of create-invoices, task K
+/// running `--shard K/N`. Returns the cluster and the task ARNs.
+pub async fn start(
+    aws: &crate::aws::Aws,
+    env: &infra::Environment,
+    job: Job,
+    command: &[String],
+    size: Option<(u32, u32)>,
+    shards: u32,
+) -> Result<(String, Vec<String>)> {
+    let (ctx, _) = crate::resolve::context(aws, env, None, false, None).await?;
+    let stack = infra::synthesize(env, &ctx);
     let deployed = |kind: Kind| {
         stack
             .of_kind(kind)
@@ -43,35 +83,29 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
             format!("run `deployer up --env {}` first", env.name),
         )
     };
-    let td = resources::read(&aws, deployed(Kind::TaskDefinition)?)
+    let td = resources::read(aws, deployed(Kind::TaskDefinition)?)
         .await?
         .and_then(|l| l.outputs.arn)
         .ok_or_else(not_deployed)?;
-    let sg = resources::read(&aws, deployed(Kind::SecurityGroup)?)
+    let sg = resources::read(aws, deployed(Kind::SecurityGroup)?)
         .await?
         .and_then(|l| l.outputs.id)
         .ok_or_else(not_deployed)?;
     let cluster = deployed(Kind::EcsCluster)?.arn.clone().unwrap_or_default();
     let container = &env.file.task.container;
 
-    let shards = args.shards.max(1);
-    if shards > 1 && args.job != Job::Create {
-        return Err(Error::Prerequisite(
-            "--shards splits create-invoices only".into(),
-            "leave out --shards for send-invoices".into(),
-        ));
-    }
+    let shards = shards.max(1);
     // One name for the shards of this run, in their logs (`status` shows them as one).
     let group = (shards > 1).then(|| {
         format!(
             "{}-{}",
-            args.job.name(),
+            job.name(),
             jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
         )
     });
     let mut tasks = Vec::new();
     for k in 1..=shards {
-        let mut cmd = command.clone();
+        let mut cmd = command.to_vec();
         if shards > 1 {
             cmd.extend(["--shard".to_owned(), format!("{k}/{shards}")]);
         }
@@ -102,9 +136,15 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
             )
             .overrides(
                 TaskOverride::builder()
+                    // The schedule's own size, as its input gives it.
+                    .set_cpu(size.map(|(cpu, _)| cpu.to_string()))
+                    .set_memory(size.map(|(_, memory)| memory.to_string()))
                     .container_overrides(
                         ContainerOverride::builder()
                             .name(container)
+                            // The container's limit follows the task's size (see
+                            // `EcsTarget::input`).
+                            .set_memory(size.and_then(|(_, m)| i32::try_from(m).ok()))
                             .set_command(Some(cmd))
                             .set_environment(group.as_ref().map(|g| {
                                 vec![KeyValuePair::builder().name("RUN_GROUP").value(g).build()]
@@ -132,40 +172,188 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
                 .filter_map(|t| t.task_arn().map(str::to_owned)),
         );
     }
-    if args.no_wait {
-        for arn in &tasks {
-            println!("{arn}");
-        }
-        return Ok(());
-    }
-    wait(&aws, &env, &cluster, &tasks).await
+    Ok((cluster, tasks))
 }
 
-/// The schedule's command for this job (so a hand run is the scheduled run), plus the
-/// arguments given after `--`.
-fn command(env: &infra::Environment, job: Job, extra: &[String]) -> Vec<String> {
-    let flag = match job {
-        Job::Create => "--create-invoices",
-        Job::Send => "--send-invoices",
-    };
-    let mut cmd = env
+/// The schedule's command for this job (so a hand run is the scheduled run, with its
+/// `--timeout`), plus the arguments given after `--`; and the schedule's own task size.
+pub fn command(
+    env: &infra::Environment,
+    job: Job,
+    extra: &[String],
+) -> (Vec<String>, Option<(u32, u32)>) {
+    let flag = job.flag();
+    let schedule = env
         .file
         .schedules
         .job
         .iter()
-        .find(|s| s.command.iter().any(|a| a == flag))
-        .map_or_else(|| vec![flag.to_owned()], |s| s.command.clone());
+        .find(|s| s.command.iter().any(|a| a == flag));
+    let mut cmd = schedule.map_or_else(
+        || vec![flag.to_owned()],
+        infra::env::ScheduleConfig::full_command,
+    );
+    // A --timeout given after `--` is the one that counts.
+    if extra.iter().any(|a| a == "--timeout")
+        && let Some(at) = cmd.iter().position(|a| a == "--timeout")
+    {
+        cmd.drain(at..(at + 2).min(cmd.len()));
+    }
     cmd.extend(extra.iter().cloned());
-    cmd
+    let size = schedule
+        .filter(|s| s.cpu.is_some() || s.memory.is_some())
+        .map(|s| s.size(&env.file.task));
+    (cmd, size)
 }
 
-/// Polls until every task stops, printing their log lines as they come, then turns
-/// the first non-zero exit (or a task that never ran) into the command's result.
+/// What `run-task` prints while it waits: the job's lines, and each task's state changes.
+struct Printer {
+    json: bool,
+    tz: jiff::tz::TimeZone,
+    labels: bool,
+}
+
+impl Printer {
+    fn line(&self, i: usize, n: usize, ts: i64, line: &str) {
+        if self.json {
+            println!("{}", line.trim_end());
+        } else if self.labels {
+            println!("[{}/{n}] {}", i + 1, readable(ts, line, &self.tz));
+        } else {
+            println!("{}", readable(ts, line, &self.tz));
+        }
+    }
+
+    /// A state change, on stderr as text (stdout keeps the job's lines), or as a JSON
+    /// line among them.
+    fn state(&self, task: &TaskState) {
+        let now = jiff::Timestamp::now().as_millisecond();
+        if self.json {
+            let mut v = serde_json::to_value(task).unwrap_or_default();
+            v["event"] = serde_json::Value::from("task_state");
+            println!("{v}");
+            return;
+        }
+        let mut text = format!(
+            "{}  task {}  {}",
+            super::local_time(now, &self.tz),
+            task.id,
+            task.status
+        );
+        if task.status == "STOPPED" {
+            let _ = write!(
+                text,
+                ": exit {}",
+                task.exit_code.map_or("none".into(), |c| c.to_string())
+            );
+            if let Some(code) = &task.stop_code {
+                let _ = write!(text, ", {code}");
+            }
+            if let Some(reason) = &task.stopped_reason {
+                let _ = write!(text, " ({reason})");
+            }
+        }
+        eprintln!("{text}");
+    }
+}
+
+/// One task as `run-task` and `tasks` show it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TaskState {
+    pub id: String,
+    pub arn: String,
+    pub status: String,
+    pub desired: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    /// The job flags the task runs with (its command override).
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+}
+
+impl TaskState {
+    pub fn of(t: &aws_sdk_ecs::types::Task, container: &str) -> Self {
+        let arn = t.task_arn().unwrap_or_default().to_owned();
+        let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
+        let time = |d: Option<&aws_sdk_ecs::primitives::DateTime>| {
+            d.and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())
+                .map(|t| t.to_string())
+        };
+        Self {
+            id,
+            arn,
+            status: t.last_status().unwrap_or("UNKNOWN").to_owned(),
+            desired: t.desired_status().unwrap_or_default().to_owned(),
+            exit_code: t
+                .containers()
+                .iter()
+                .find(|c| c.name() == Some(container))
+                .and_then(aws_sdk_ecs::types::Container::exit_code),
+            stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
+            stopped_reason: t
+                .stopped_reason()
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+            command: t
+                .overrides()
+                .and_then(|o| {
+                    o.container_overrides()
+                        .iter()
+                        .find(|c| c.name() == Some(container))
+                })
+                .map(|c| c.command().to_vec())
+                .unwrap_or_default(),
+            started_at: time(t.started_at().or(t.created_at())),
+            stopped_at: time(t.stopped_at()),
+            started_by: t.started_by().map(str::to_owned),
+        }
+    }
+}
+
+/// What to do with the tasks when Ctrl-C interrupts the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnInterrupt {
+    /// Ask on the terminal; with no terminal, leave them running (and say how to stop them)
+    Ask,
+    /// Stop them (ECS StopTask: the job gets SIGTERM and 30 s to finish what is under way)
+    Stop,
+    /// Leave them running
+    Leave,
+}
+
+/// Polls until every task stops, printing their log lines and state changes as they
+/// come, then turns the first non-zero exit (or a task that never ran) into the
+/// command's result. Ctrl-C ends the wait (exit 130), stopping the tasks or not.
 async fn wait(
     aws: &crate::aws::Aws,
     env: &infra::Environment,
     cluster: &str,
     tasks: &[String],
+    printer: &Printer,
+    on_interrupt: OnInterrupt,
+) -> Result<()> {
+    let watching = watch(aws, env, cluster, tasks, printer);
+    tokio::select! {
+        result = watching => result,
+        _ = tokio::signal::ctrl_c() => interrupted(aws, env, cluster, tasks, on_interrupt).await,
+    }
+}
+
+async fn watch(
+    aws: &crate::aws::Aws,
+    env: &infra::Environment,
+    cluster: &str,
+    tasks: &[String],
+    printer: &Printer,
 ) -> Result<()> {
     let started = Instant::now();
     let container = &env.file.task.container;
@@ -174,17 +362,11 @@ async fn wait(
         .iter()
         .map(|t| Tail::new(&env.file.logs.group, Some(stream_name(container, t)), from))
         .collect();
-    let label = |i: usize| {
-        if tasks.len() > 1 {
-            format!("[{}/{}] ", i + 1, tasks.len())
-        } else {
-            String::new()
-        }
-    };
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     loop {
         for (i, tail) in tails.iter_mut().enumerate() {
             for (ts, _, line) in tail.next_batch(aws).await? {
-                println!("{}{}", label(i), readable(ts, &line));
+                printer.line(i, tasks.len(), ts, &line);
             }
         }
         let out = aws
@@ -195,65 +377,59 @@ async fn wait(
             .send()
             .await
             .map_err(aws_error("read tasks in", cluster))?;
-        let stopped = out
+        let states: Vec<TaskState> = out
             .tasks()
             .iter()
-            .all(|t| t.last_status() == Some("STOPPED"));
-        if stopped && out.tasks().len() == tasks.len() {
+            .map(|t| TaskState::of(t, container))
+            .collect();
+        for t in &states {
+            if seen.get(&t.arn) != Some(&t.status) {
+                seen.insert(t.arn.clone(), t.status.clone());
+                printer.state(t);
+            }
+        }
+        let stopped = states.iter().all(|t| t.status == "STOPPED");
+        if stopped && states.len() == tasks.len() {
             // The last lines may land after the task stops being reported.
             for (i, tail) in tails.iter_mut().enumerate() {
                 for (ts, _, line) in tail.next_batch(aws).await? {
-                    println!("{}{}", label(i), readable(ts, &line));
+                    printer.line(i, tasks.len(), ts, &line);
                 }
             }
-            let mut results = BTreeMap::new();
-            for t in out.tasks() {
-                let arn = t.task_arn().unwrap_or_default().to_owned();
-                let exit = t
-                    .containers()
-                    .iter()
-                    .find(|c| c.name() == Some(container))
-                    .and_then(aws_sdk_ecs::types::Container::exit_code);
-                results.insert(
-                    arn,
-                    (exit, t.stopped_reason().unwrap_or_default().to_owned()),
-                );
-            }
-            for (arn, (exit, reason)) in &results {
-                eprintln!(
-                    "task {arn} stopped: exit {}{}",
-                    exit.map_or("none".into(), |c| c.to_string()),
-                    if reason.is_empty() {
+            return match states.iter().find(|t| t.exit_code != Some(0)) {
+                None => Ok(()),
+                Some(t) => {
+                    let why = [t.stop_code.clone(), t.stopped_reason.clone()]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join(": ");
+                    let why = if why.is_empty() {
                         String::new()
                     } else {
-                        format!(" ({reason})")
-                    }
-                );
-            }
-            return match results.values().find(|(exit, _)| *exit != Some(0)) {
-                None => Ok(()),
-                Some((Some(code), reason)) => Err(Error::TaskExit {
-                    code: u8::try_from(*code).unwrap_or(1).max(1),
-                    message: format!(
-                        "the job exited with code {code}{}",
-                        if reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {reason}")
-                        }
-                    ),
-                }),
-                Some((None, reason)) => Err(Error::TaskExit {
-                    code: 1,
-                    message: format!("the task stopped before the job ran: {reason}"),
-                }),
+                        format!(" ({why})")
+                    };
+                    Err(match t.exit_code {
+                        Some(code) => Error::TaskExit {
+                            code: u8::try_from(code).unwrap_or(1).max(1),
+                            message: format!("task {}: the job exited with code {code}{why}", t.id),
+                        },
+                        None => Error::TaskExit {
+                            code: 1,
+                            message: format!(
+                                "task {}: stopped before the job ran or finished{why}",
+                                t.id
+                            ),
+                        },
+                    })
+                }
             };
         }
         if started.elapsed() > MAX_WAIT {
             return Err(Error::TaskExit {
                 code: 1,
                 message: format!(
-                    "still running after {} hours; see `deployer status` or `deployer logs --follow`",
+                    "still running after {} hours; see `deployer tasks` or `deployer logs --follow`",
                     MAX_WAIT.as_secs() / 3600
                 ),
             });
@@ -262,17 +438,90 @@ async fn wait(
     }
 }
 
-/// `--local`: the job binary on this machine, with exactly the task definition's
-/// environment and command; AWS credentials come from this machine's chain.
-fn local(env: &infra::Environment, args: &RunTaskArgs, command: &[String]) -> Result<()> {
-    // The job built next to this deployer (same profile, same checkout), else a
-    // release build of the checkout.
+/// Ctrl-C during the wait: stop the tasks (asked, or by `--on-interrupt stop`) or leave
+/// them, then exit 130 either way.
+async fn interrupted(
+    aws: &crate::aws::Aws,
+    env: &infra::Environment,
+    cluster: &str,
+    tasks: &[String],
+    on_interrupt: OnInterrupt,
+) -> Result<()> {
+    let ids: Vec<&str> = tasks
+        .iter()
+        .map(|t| t.rsplit('/').next().unwrap_or(t))
+        .collect();
+    let stop = match on_interrupt {
+        OnInterrupt::Stop => true,
+        OnInterrupt::Ask if std::io::stdin().is_terminal() => {
+            let question = format!(
+                "\nStop the task{} ({})? The job gets 30 s to finish what is under way",
+                if ids.len() > 1 { "s" } else { "" },
+                ids.join(", ")
+            );
+            // A second Ctrl-C while asking leaves the tasks as they are.
+            let asked = tokio::task::spawn_blocking(move || super::confirm(&question));
+            tokio::select! {
+                answer = asked => matches!(answer, Ok(Ok(()))),
+                _ = tokio::signal::ctrl_c() => false,
+            }
+        }
+        // With no terminal to ask on, nothing is stopped unasked.
+        OnInterrupt::Ask | OnInterrupt::Leave => false,
+    };
+    if stop {
+        for t in tasks {
+            stop_task(aws, cluster, t, "interrupted in deployer run-task").await?;
+        }
+        eprintln!(
+            "asked ECS to stop {}: see `deployer tasks --env {}`",
+            ids.join(", "),
+            env.name
+        );
+    } else {
+        eprintln!(
+            "left running: {}; stop with `deployer tasks --env {} --stop ID`, follow with `deployer logs --env {} --follow`",
+            ids.join(", "),
+            env.name,
+            env.name
+        );
+    }
+    Err(Error::Interrupted)
+}
+
+/// ECS StopTask: the container gets SIGTERM, then SIGKILL 30 s later (its stopTimeout).
+pub async fn stop_task(
+    aws: &crate::aws::Aws,
+    cluster: &str,
+    task: &str,
+    reason: &str,
+) -> Result<()> {
+    aws.ecs
+        .stop_task()
+        .cluster(cluster)
+        .task(task)
+        .reason(reason)
+        .send()
+        .await
+        .map_err(aws_error("stop task", task))?;
+    Ok(())
+}
+
+/// The job binary on this machine with exactly the task definition's environment (built
+/// offline from the environment file) and `command`: the one given, else the one built
+/// next to this deployer (same profile, same checkout), else a release build of the
+/// checkout. AWS credentials come from this machine's chain.
+pub fn local_command(
+    env: &infra::Environment,
+    binary: Option<&std::path::Path>,
+    command: &[String],
+) -> Result<(std::process::Command, std::path::PathBuf)> {
     let sibling = std::env::current_exe()
         .ok()
         .map(|d| d.with_file_name("qbo-invoice-processor"))
         .filter(|p| p.is_file());
-    let binary = match (&args.binary, sibling) {
-        (Some(b), _) => b.clone(),
+    let binary = match (binary, sibling) {
+        (Some(b), _) => b.to_path_buf(),
         (None, Some(s)) => s,
         (None, None) => super::push_image::build_release_in_checkout()?,
     };
@@ -285,16 +534,52 @@ fn local(env: &infra::Environment, args: &RunTaskArgs, command: &[String]) -> Re
             _ => None,
         })
         .unwrap_or_else(|| container_environment(env));
-    let status = std::process::Command::new(&binary)
-        .args(command)
-        .envs(&environment)
-        .status()
-        .map_err(|e| {
-            Error::Prerequisite(
-                format!("cannot run {}: {e}", binary.display()),
-                "pass --binary PATH to a built qbo-invoice-processor".into(),
-            )
-        })?;
+    let mut c = std::process::Command::new(&binary);
+    c.args(command).envs(&environment);
+    Ok((c, binary))
+}
+
+pub fn cannot_run(binary: &std::path::Path, e: &std::io::Error) -> Error {
+    Error::Prerequisite(
+        format!("cannot run {}: {e}", binary.display()),
+        "pass --binary PATH to a built qbo-invoice-processor".into(),
+    )
+}
+
+/// `--local`: the job binary on this machine, with exactly the task definition's
+/// environment and command; AWS credentials come from this machine's chain.
+fn local(
+    cli: &Cli,
+    env: &infra::Environment,
+    args: &RunTaskArgs,
+    command: &[String],
+) -> Result<()> {
+    // On a terminal, the job's JSON lines are shown as `logs` shows them; piped or
+    // with --output json, as the job wrote them.
+    let readable_lines = args.output == Format::Text && std::io::stdout().is_terminal();
+    let tz = super::zone(cli, env)?;
+    let (mut job, binary) = local_command(env, args.binary.as_deref(), command)?;
+    let mut child = job
+        .stdout(if readable_lines {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::inherit()
+        })
+        .spawn()
+        .map_err(|e| cannot_run(&binary, &e))?;
+    if let Some(out) = child.stdout.take() {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            let ts = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["timestamp"].as_str()?.parse::<jiff::Timestamp>().ok())
+                .unwrap_or_else(jiff::Timestamp::now)
+                .as_millisecond();
+            println!("{}", readable(ts, &line, &tz));
+        }
+    }
+    let status = child.wait()?;
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Error::TaskExit {

@@ -32,9 +32,9 @@ struct Status {
 }
 
 #[derive(Debug, Serialize)]
-struct Subscription {
-    endpoint: String,
-    confirmed: bool,
+pub struct Subscription {
+    pub endpoint: String,
+    pub confirmed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,12 +57,15 @@ struct Run {
     /// The `run_finished` lines of the other shards of the same run (`run_group`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     shards: Vec<Value>,
+    /// A task that stopped without a `run_finished` line: why ECS says it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crashed: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-struct AlarmState {
-    name: String,
-    state: String,
+pub struct AlarmState {
+    pub name: String,
+    pub state: String,
 }
 
 pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
@@ -109,81 +112,175 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
         environment: env.name.clone(),
         image: resources::deployed_image(&aws, &env.file.task.family).await?,
         schedules,
-        recent_runs: recent_runs(&aws, &env.file.logs.group, Timestamp::now()).await?,
+        recent_runs: recent_runs(&aws, &env, Timestamp::now()).await?,
         alarms: alarms(&aws, &env.file.app).await?,
         alerts: alert_subscriptions(&aws, &env).await?,
     };
     match args.output {
         Format::Json => output::json(&status)?,
-        Format::Text => output::text(&text(&status))?,
+        Format::Text => output::text(&text(&status, &super::zone(cli, &env)?))?,
     }
     super::report_calls(cli, &aws);
     Ok(())
 }
 
-/// The job's `run_finished` lines of the last weeks, newest first.
-async fn recent_runs(aws: &crate::aws::Aws, group: &str, now: Timestamp) -> Result<Vec<Run>> {
+/// Every run of the last weeks, newest first: the job's `run_finished` lines, and the
+/// tasks that stopped without writing one (killed, out of memory, never started), from
+/// the stopped-task history the task-events rule writes.
+async fn recent_runs(
+    aws: &crate::aws::Aws,
+    env: &infra::Environment,
+    now: Timestamp,
+) -> Result<Vec<Run>> {
     let since = now.as_millisecond() - HISTORY_DAYS * 86_400_000;
-    let mut pages = aws
+    let group = &env.file.logs.group;
+    let finished = filter(aws, group, since, r#"{ $.event = "run_finished" }"#).await?;
+    let mut runs: Vec<Run> = Vec::new();
+    // The tasks that wrote a `run_finished` line (their log stream ends in the task id).
+    let mut reported = std::collections::BTreeSet::new();
+    for (ms, stream, message) in finished {
+        let Ok(line) = serde_json::from_str::<Value>(&message) else {
+            continue;
+        };
+        if line["event"] != "run_finished" {
+            continue;
+        }
+        if let Some(id) = stream.rsplit('/').next() {
+            reported.insert(id.to_owned());
+        }
+        let finished = Timestamp::from_millisecond(ms)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        // The shards of one run are one run: the last to finish stands for it.
+        if let Some(group) = line["run_group"].as_str()
+            && let Some(run) = runs
+                .iter_mut()
+                .find(|r| r.summary["run_group"].as_str() == Some(group))
+        {
+            run.success &= line["success"].as_bool().unwrap_or(false);
+            run.duration_ms = run.duration_ms.max(line["duration_ms"].as_u64());
+            if finished > run.finished {
+                run.finished = finished;
+            }
+            run.shards.push(line);
+            continue;
+        }
+        runs.push(Run {
+            finished,
+            job: line["job"].as_str().unwrap_or("?").to_owned(),
+            success: line["success"].as_bool().unwrap_or(false),
+            duration_ms: line["duration_ms"].as_u64(),
+            summary: line,
+            shards: Vec::new(),
+            crashed: None,
+        });
+    }
+    let events = infra::stack::names::task_events_group(&env.file.app);
+    for (ms, _, message) in filter(aws, &events, since, "").await? {
+        let Ok(event) = serde_json::from_str::<Value>(&message) else {
+            continue;
+        };
+        let d = &event["detail"];
+        let Some(task) = d["taskArn"].as_str() else {
+            continue;
+        };
+        let id = task.rsplit('/').next().unwrap_or(task);
+        // ECS may send more than one STOPPED event for a task: one entry each.
+        if !reported.insert(id.to_owned()) {
+            continue;
+        }
+        let container = &env.file.task.container;
+        let command: Vec<&str> = d["overrides"]["containerOverrides"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == container.as_str()))
+            .and_then(|c| c["command"].as_array())
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let job = if command.contains(&"--create-invoices") {
+            "create-invoices"
+        } else if command.contains(&"--send-invoices") {
+            "send-invoices"
+        } else if command.contains(&"--check-billed") {
+            "check-billed"
+        } else if command.contains(&"--check") {
+            "check"
+        } else {
+            "?"
+        };
+        let exit = d["containers"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == container.as_str()))
+            .and_then(|c| c["exitCode"].as_i64());
+        let mut reason = [d["stopCode"].as_str(), d["stoppedReason"].as_str()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        if let Some(code) = exit {
+            reason = format!("exit {code}; {reason}");
+        }
+        let stopped = d["stoppedAt"]
+            .as_str()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .or_else(|| Timestamp::from_millisecond(ms).ok())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        runs.push(Run {
+            finished: stopped,
+            job: job.to_owned(),
+            // A task that exited 0 without a `run_finished` line still did not report.
+            success: false,
+            duration_ms: None,
+            summary: serde_json::json!({"task": id, "command": command}),
+            shards: Vec::new(),
+            crashed: Some(if reason.is_empty() {
+                "stopped without a run_finished line".to_owned()
+            } else {
+                reason
+            }),
+        });
+    }
+    runs.sort_by(|a, b| b.finished.cmp(&a.finished));
+    Ok(runs)
+}
+
+/// `(timestamp, stream, message)` of every event in `group` since `since` matching
+/// `pattern` (all with ""); a group that does not exist (yet) has none.
+async fn filter(
+    aws: &crate::aws::Aws,
+    group: &str,
+    since: i64,
+    pattern: &str,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut request = aws
         .logs
         .filter_log_events()
         .log_group_name(group)
-        .start_time(since)
-        .filter_pattern(r#"{ $.event = "run_finished" }"#)
-        .into_paginator()
-        .send();
-    let mut runs: Vec<Run> = Vec::new();
+        .start_time(since);
+    if !pattern.is_empty() {
+        request = request.filter_pattern(pattern);
+    }
+    let mut pages = request.into_paginator().send();
+    let mut out = Vec::new();
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(page) => page,
             Err(e) if resources::code(&e) == Some("ResourceNotFoundException") => break,
             Err(e) => return Err(aws_error("read the runs in", group)(e)),
         };
-        for event in page.events() {
-            let Some(line) = event
-                .message()
-                .and_then(|m| serde_json::from_str::<Value>(m).ok())
-            else {
-                continue;
-            };
-            if line["event"] != "run_finished" {
-                continue;
-            }
-            let finished = event
-                .timestamp()
-                .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-                .map(|t| t.to_string())
-                .unwrap_or_default();
-            // The shards of one run are one run: the last to finish stands for it.
-            if let Some(group) = line["run_group"].as_str()
-                && let Some(run) = runs
-                    .iter_mut()
-                    .find(|r| r.summary["run_group"].as_str() == Some(group))
-            {
-                run.success &= line["success"].as_bool().unwrap_or(false);
-                run.duration_ms = run.duration_ms.max(line["duration_ms"].as_u64());
-                if finished > run.finished {
-                    run.finished = finished;
-                }
-                run.shards.push(line);
-                continue;
-            }
-            runs.push(Run {
-                finished,
-                job: line["job"].as_str().unwrap_or("?").to_owned(),
-                success: line["success"].as_bool().unwrap_or(false),
-                duration_ms: line["duration_ms"].as_u64(),
-                summary: line,
-                shards: Vec::new(),
-            });
+        for e in page.events() {
+            out.push((
+                e.timestamp().unwrap_or_default(),
+                e.log_stream_name().unwrap_or_default().to_owned(),
+                e.message().unwrap_or_default().to_owned(),
+            ));
         }
     }
-    runs.sort_by(|a, b| b.finished.cmp(&a.finished));
-    runs.truncate(10);
-    Ok(runs)
+    Ok(out)
 }
 
-async fn alarms(aws: &crate::aws::Aws, app: &str) -> Result<Vec<AlarmState>> {
+pub async fn alarms(aws: &crate::aws::Aws, app: &str) -> Result<Vec<AlarmState>> {
     let out = aws
         .cloudwatch
         .describe_alarms()
@@ -202,7 +299,7 @@ async fn alarms(aws: &crate::aws::Aws, app: &str) -> Result<Vec<AlarmState>> {
         .collect())
 }
 
-fn text(s: &Status) -> String {
+fn text(s: &Status, tz: &TimeZone) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "Environment {}", s.environment);
     let _ = writeln!(
@@ -223,11 +320,28 @@ fn text(s: &Status) -> String {
             let _ = writeln!(t, "      next: {run}");
         }
     }
-    let _ = writeln!(t, "\nLast runs ({HISTORY_DAYS} days):");
+    let _ = writeln!(
+        t,
+        "\nRuns of the last {HISTORY_DAYS} days ({}), newest first:",
+        s.recent_runs.len()
+    );
     if s.recent_runs.is_empty() {
         let _ = writeln!(t, "  (none)");
     }
     for r in &s.recent_runs {
+        let when = r.finished.parse::<Timestamp>().map_or_else(
+            |_| r.finished.clone(),
+            |ts| super::local_time(ts.as_millisecond(), tz),
+        );
+        if let Some(why) = &r.crashed {
+            let _ = writeln!(
+                t,
+                "  {when}  {:<16} CRASHED  task {} stopped without finishing: {why}",
+                r.job,
+                r.summary["task"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
         let result = if r.success { "ok    " } else { "FAILED" };
         let took = r.duration_ms.map_or_else(String::new, |ms| {
             format!(
@@ -240,7 +354,7 @@ fn text(s: &Status) -> String {
         } else {
             format!("  ({} shards)", r.shards.len() + 1)
         };
-        let _ = writeln!(t, "  {}  {:<16} {result}{took}{shards}", r.finished, r.job);
+        let _ = writeln!(t, "  {when}  {:<16} {result}{took}{shards}", r.job);
     }
     let _ = writeln!(t, "\nAlarms:");
     if s.alarms.is_empty() {
@@ -264,7 +378,7 @@ fn text(s: &Status) -> String {
     t
 }
 
-async fn alert_subscriptions(
+pub async fn alert_subscriptions(
     aws: &crate::aws::Aws,
     env: &infra::Environment,
 ) -> Result<Vec<Subscription>> {

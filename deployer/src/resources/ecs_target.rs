@@ -24,7 +24,7 @@ macro_rules! ecs_target_shapes {
             let vpc = ecs
                 .and_then(EcsParameters::network_configuration)
                 .and_then(NetworkConfiguration::awsvpc_configuration);
-            let (container, command) = overrides(input);
+            let (container, command, cpu, memory) = overrides(input);
             EcsTarget {
                 cluster_arn: cluster_arn.to_owned(),
                 role_arn: role_arn.to_owned(),
@@ -55,6 +55,8 @@ macro_rules! ecs_target_shapes {
                     == Some(&AssignPublicIp::Enabled),
                 container,
                 command,
+                cpu,
+                memory,
                 propagate_tags: ecs.and_then(EcsParameters::propagate_tags).is_some(),
                 // Absent retry settings are AWS's defaults (185 attempts, 24 hours).
                 retry_attempts: retry

@@ -1,5 +1,6 @@
-//! EventBridge rules: the task-failed alert (pattern -> SNS) and, with the "rules"
-//! engine, the UTC schedules (cron -> ECS task). One target per rule.
+//! EventBridge rules: the task-failed alert (pattern -> SNS), the stopped-task history
+//! (pattern -> a log group) and, with the "rules" engine, the UTC schedules (cron -> ECS
+//! task). One target per rule.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +58,13 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
 }
 
 fn rule_target(t: &Target) -> RuleTarget {
+    if t.arn().split(':').nth(2) == Some("logs") {
+        return RuleTarget::Logs {
+            id: t.id().to_owned(),
+            // A log group's ARN, with or without the `:*` some tools add.
+            log_group_arn: t.arn().trim_end_matches(":*").to_owned(),
+        };
+    }
     let Some(ecs) = t.ecs_parameters() else {
         let transformer = t.input_transformer();
         return RuleTarget::Sns {
@@ -74,13 +82,13 @@ fn rule_target(t: &Target) -> RuleTarget {
     };
     RuleTarget::Ecs {
         id: t.id().to_owned(),
-        target: ecs_target::events::from_live(
+        target: Box::new(ecs_target::events::from_live(
             t.arn(),
             t.role_arn().unwrap_or_default(),
             t.input(),
             Some(ecs),
             t.retry_policy(),
-        ),
+        )),
     }
 }
 
@@ -103,6 +111,9 @@ fn target(t: &RuleTarget) -> Result<Target> {
                 )?)
                 .build(),
         ),
+        RuleTarget::Logs { id, log_group_arn } => {
+            built(Target::builder().id(id).arn(log_group_arn).build())
+        }
         RuleTarget::Ecs { id, target: t } => {
             let (ecs, retry) = ecs_target::events::to_sdk(t)?;
             built(
@@ -121,7 +132,7 @@ fn target(t: &RuleTarget) -> Result<Target> {
 
 fn target_id(t: &RuleTarget) -> &str {
     match t {
-        RuleTarget::Sns { id, .. } | RuleTarget::Ecs { id, .. } => id,
+        RuleTarget::Sns { id, .. } | RuleTarget::Ecs { id, .. } | RuleTarget::Logs { id, .. } => id,
     }
 }
 
@@ -314,7 +325,7 @@ mod tests {
         target.subnets = vec!["subnet-a".into(), "subnet-b".into()];
         rule.target = RuleTarget::Ecs {
             id: "run".into(),
-            target,
+            target: Box::new(target),
         };
         let (paths, _) = judge(&r, |s| {
             let Spec::EventRule(rule) = s else { panic!() };

@@ -1,7 +1,8 @@
-//! CloudWatch Logs: the log group (retention, tags) and the metric filters on it.
+//! CloudWatch Logs: the log groups (retention, tags), the metric filters on the job's,
+//! and the resource policy that lets EventBridge write the stopped-task history.
 
 use aws_sdk_cloudwatchlogs::types::MetricTransformation;
-use infra::resources::{Kind, LogGroup, MetricFilter, Resource, Spec, Tags};
+use infra::resources::{Kind, LogGroup, LogResourcePolicy, MetricFilter, Resource, Spec, Tags};
 use infra::{Environment, Stack};
 
 use super::{Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
@@ -283,6 +284,95 @@ impl Managed for MetricFilter {
 
     async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
         extras(aws, env, stack).await
+    }
+}
+
+/// The account's resource policy named `name`, if any (DescribeResourcePolicies pages
+/// with nextToken; an account holds at most 10).
+async fn read_policy(aws: &Aws, name: &str) -> Result<Option<Live>> {
+    let mut token = None;
+    loop {
+        let out = aws
+            .logs
+            .describe_resource_policies()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(aws_error("read the log resource policies for", name))?;
+        if let Some(p) = out
+            .resource_policies()
+            .iter()
+            .find(|p| p.policy_name() == Some(name))
+        {
+            let document = p
+                .policy_document()
+                .and_then(|d| serde_json::from_str(d).ok())
+                .unwrap_or_default();
+            return Ok(Some(Live {
+                spec: Spec::LogResourcePolicy(LogResourcePolicy { document }),
+                tags: None,
+                outputs: Outputs {
+                    id: Some(name.to_owned()),
+                    arn: None,
+                },
+            }));
+        }
+        match out.next_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// PutResourcePolicy creates or replaces the policy of that name.
+async fn put_policy(aws: &Aws, r: &Resource, d: &LogResourcePolicy) -> Result<Outputs> {
+    aws.logs
+        .put_resource_policy()
+        .policy_name(&r.name)
+        .policy_document(d.document.to_string())
+        .send()
+        .await
+        .map_err(aws_error("put", r.id()))?;
+    Ok(Outputs {
+        id: Some(r.name.clone()),
+        arn: None,
+    })
+}
+
+impl Managed for LogResourcePolicy {
+    const SERVICE: &'static str = "logs";
+
+    async fn read(&self, aws: &Aws, r: &Resource) -> Result<Option<Live>> {
+        read_policy(aws, &r.name).await
+    }
+
+    async fn create(&self, aws: &Aws, r: &Resource) -> Result<Outputs> {
+        put_policy(aws, r, self).await
+    }
+
+    async fn update(
+        &self,
+        aws: &Aws,
+        r: &Resource,
+        _live: &Self,
+        _outputs: &Outputs,
+        _changes: &[Change],
+    ) -> Result<Outputs> {
+        put_policy(aws, r, self).await
+    }
+
+    async fn delete(&self, aws: &Aws, r: &Resource, _live: &Live, _o: Options) -> Result<Deleted> {
+        match aws
+            .logs
+            .delete_resource_policy()
+            .policy_name(&r.name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(Deleted::Yes),
+            Err(e) if code(&e) == Some("ResourceNotFoundException") => Ok(Deleted::Yes),
+            Err(e) => Err(aws_error("delete", r.id())(e)),
+        }
     }
 }
 

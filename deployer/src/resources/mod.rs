@@ -10,8 +10,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use infra::resources::{
     Alarm, DynamodbTable, EcrRepository, EcsCluster, EventRule, IamRole, Kind, LogGroup,
-    MetricFilter, Resource, Schedule, ScheduleGroup, SecurityGroup, SnsSubscription, SnsTopic,
-    Spec, Tags, TaskDefinition,
+    LogResourcePolicy, MetricFilter, Resource, Schedule, ScheduleGroup, SecurityGroup,
+    SnsSubscription, SnsTopic, Spec, Tags, TaskDefinition,
 };
 use infra::{Environment, Stack};
 
@@ -237,6 +237,7 @@ macro_rules! kinds {
 kinds![
     EcrRepository,
     LogGroup,
+    LogResourcePolicy,
     MetricFilter,
     IamRole,
     EcsCluster,
@@ -359,7 +360,7 @@ pub fn built<T, E: Display>(result: std::result::Result<T, E>) -> Result<T> {
 }
 
 /// The container name and command from a target's `containerOverrides` input.
-pub fn overrides(input: Option<&str>) -> (String, Vec<String>) {
+pub fn overrides(input: Option<&str>) -> (String, Vec<String>, Option<String>, Option<String>) {
     let value: serde_json::Value = input
         .and_then(|i| serde_json::from_str(i).ok())
         .unwrap_or_default();
@@ -373,7 +374,15 @@ pub fn overrides(input: Option<&str>) -> (String, Vec<String>) {
                 .collect()
         })
         .unwrap_or_default();
-    (name, command)
+    let text = |k: &str| value[k].as_str().map(str::to_owned);
+    // The task's memory comes with the container's limit lowered to it (see
+    // `EcsTarget::input`); a live input without that reads as a difference, so `up`
+    // puts it right.
+    let memory = text("memory").map(|m| match first["memory"].as_u64() {
+        Some(c) if c.to_string() == m => m,
+        other => format!("{m} (container memory {other:?})"),
+    });
+    (name, command, text("cpu"), memory)
 }
 
 /// The stack of `infra/envs/prod.toml` synthesized offline, and what the engine makes of

@@ -12,7 +12,7 @@ fn synth_prod_json_lists_the_stack_and_exits_zero() {
     assert_eq!(stack["environment"], "prod");
     assert_eq!(stack["account"], "${account}");
     let resources = stack["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 21);
+    assert_eq!(resources.len(), 24);
     let role = resources
         .iter()
         .find(|r| r["name"] == "ecsTaskRole-QBOInvoiceProcessor")
@@ -30,7 +30,7 @@ fn synth_text_shows_placeholders_waves_and_policies() {
     let out = deployer(&["synth", "--env", "prod"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n21 resources in 4 dependency waves"), "{text}");
+    assert!(text.starts_with("qbo-invoice-processor · env prod · us-west-2 · account ${account}\n24 resources in 4 dependency waves"), "{text}");
     let placeholder = text
         .lines()
         .find(|l| l.trim_start().starts_with("${image-digest}"))
@@ -136,7 +136,10 @@ fn help_snapshots() {
         "rollback",
         "logs",
         "run-task",
+        "tasks",
+        "verify",
         "cost",
+        "policy",
         "completions",
     ] {
         insta::assert_snapshot!(
@@ -187,15 +190,30 @@ fn cost_prints_the_monthly_estimate_for_the_environment() {
     let text = stdout(&out);
     assert!(text.contains("Monthly cost of prod (us-west-2)"), "{text}");
     assert!(
-        text.contains("qbo-send-invoices-daily: 30.4 runs a month of 10 min each"),
+        text.contains("qbo-send-invoices-daily: 30.4 runs a month of 10 min each, 0.5 vCPU / 1 GB"),
         "{text}"
     );
-    // 30.4 x 10 min + 30 min + the 1-min billing check = 5.58 h at 2 vCPU: 11.2
-    // vCPU-h, $0.45; with 4 GB ($0.10), 4 secrets ($1.60), 3 alarms ($0.30), 2 metrics
-    // ($0.60), logs and images ($0.06).
-    assert!(text.contains("11.2 vCPU-h"), "{text}");
+    // Each schedule at its size: 30.4 x 10 min at 0.5 vCPU, 30 min at 2 vCPU, the
+    // 1-min billing check at 0.25 vCPU = 3.5 vCPU-h, $0.14; 7.1 GB-h ($0.03), 4 secrets
+    // ($1.60), 3 alarms ($0.30), 2 metrics ($0.60), logs and images ($0.06).
+    assert!(text.contains("3.5 vCPU-h"), "{text}");
+    assert!(text.contains("7.1 GB-h"), "{text}");
     let total = text.lines().find(|l| l.starts_with("total")).unwrap();
-    assert!(total.trim_end().ends_with("$3.11"), "{total}");
+    assert!(total.trim_end().ends_with("$2.73"), "{total}");
+    // The same estimate for scripts.
+    let out = deployer(&[
+        "cost",
+        "--env",
+        "prod",
+        "--send-minutes",
+        "10",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((v["total"].as_f64().unwrap() - 2.73).abs() < 0.005, "{v}");
+    assert_eq!(v["lines"][0]["item"], "Fargate vCPU");
 }
 
 #[test]

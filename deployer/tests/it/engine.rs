@@ -206,7 +206,23 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let qbo_arn = qbo.arn().unwrap().to_owned();
 
     let first = up(&endpoint);
-    assert_eq!(first["summary"]["created"], 21, "{first}");
+    assert_eq!(first["summary"]["created"], 24, "{first}");
+    // The monthly schedule runs at its own size, with its deadline in the command.
+    let monthly = aws
+        .scheduler
+        .get_schedule()
+        .group_name(GROUP)
+        .name("qbo-create-invoices-monthly")
+        .send()
+        .await
+        .unwrap();
+    let input: Value = serde_json::from_str(monthly.target().unwrap().input().unwrap()).unwrap();
+    assert_eq!(input["cpu"], "512", "{input}");
+    assert_eq!(input["memory"], "1024", "{input}");
+    assert_eq!(
+        input["containerOverrides"][0]["command"],
+        serde_json::json!(["--create-invoices", "--timeout", "8h"])
+    );
     let policy = aws
         .iam
         .get_role_policy()
@@ -328,7 +344,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     let out = deployer(&endpoint, &["destroy", "--env", "local", "--yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stdout(&out).contains("17 deleted, 1 kept"),
+        stdout(&out).contains("20 deleted, 1 kept"),
         "{}",
         stdout(&out)
     );
@@ -382,7 +398,7 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
             .iter()
             .filter(|(a, _, _)| a == "create")
             .count(),
-        21
+        24
     );
 }
 
@@ -407,6 +423,10 @@ async fn a_resource_deleted_out_of_band_is_the_only_one_up_creates_again() {
             "sns-subscription/qbo-invoice-processor-alerts/email/bookkeeper@example.com",
         ),
         ("log-group", "log-group//ecs/qbo-invoice-processor"),
+        (
+            "log-policy",
+            "log-resource-policy/qbo-invoice-processor-task-events",
+        ),
         ("ecr", "ecr-repository/qbo-invoice-processor"),
         ("cluster", "ecs-cluster/qbo-invoice-processor-cluster"),
         ("task-definition", "task-definition/qbo-invoice-processor"),
@@ -485,6 +505,14 @@ async fn a_resource_deleted_out_of_band_is_the_only_one_up_creates_again() {
                 aws.logs
                     .delete_log_group()
                     .log_group_name(LOG_GROUP)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            "log-policy" => {
+                aws.logs
+                    .delete_resource_policy()
+                    .policy_name("qbo-invoice-processor-task-events")
                     .send()
                     .await
                     .unwrap();
@@ -869,7 +897,7 @@ fn assert_drift(endpoint: &str, id: &str, path: &str) {
         endpoint,
         &["diff", "--env", "local", "--image", IMAGE, "--exit-code"],
     );
-    assert_eq!(out.status.code(), Some(2), "--exit-code with changes");
+    assert_eq!(out.status.code(), Some(3), "--exit-code with changes");
     let fixed = up(endpoint);
     assert_eq!(fixed["summary"]["updated"], 1, "{fixed}");
     assert!(plan(endpoint).is_empty(), "{id} restored");
@@ -1103,6 +1131,8 @@ async fn classic_utc_rules_engine_deploys_ecs_targets_and_a_second_up_changes_no
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
     let text = std::fs::read_to_string(root().join("infra/envs/local.toml")).unwrap();
+    // local.toml without its schedules: this test gives its own.
+    let text = &text[..text.find("[[schedules.job]]").unwrap_or(text.len())];
     std::fs::write(
         &rules,
         format!(
@@ -1523,5 +1553,56 @@ async fn an_ecr_deploy_keeps_its_image_from_the_lifecycle_rule_and_refuses_one_t
         stderr(&out).contains("deployer push-image --env"),
         "{}",
         stderr(&out)
+    );
+
+    // The deployed image deleted from the repository: `verify` names it and the fix.
+    aws.ecr
+        .batch_delete_image()
+        .repository_name("qbo-invoice-processor")
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_digest(&digests[1])
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let job = super::image::job_binary();
+    let out = deployer(
+        &endpoint,
+        &[
+            "verify",
+            "--env",
+            &env,
+            "--local",
+            "--binary",
+            job.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "image")
+        .unwrap();
+    assert_eq!(image["status"], "fail", "{report}");
+    assert!(
+        image["detail"].as_str().unwrap().contains(&digests[1])
+            && image["detail"]
+                .as_str()
+                .unwrap()
+                .contains("no longer in repository"),
+        "{image}"
+    );
+    assert!(
+        image["fix"]
+            .as_str()
+            .unwrap()
+            .contains("deployer push-image"),
+        "{image}"
     );
 }

@@ -6,6 +6,7 @@ mod emulators;
 mod engine;
 mod image;
 mod operate;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

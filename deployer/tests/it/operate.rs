@@ -325,9 +325,43 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
     let command = task.overrides().unwrap().container_overrides()[0]
         .command()
         .to_vec();
+    // The schedule's command with its deadline, then the arguments given after `--`.
     assert_eq!(
         command,
-        ["--create-invoices", "--clients", "10001-10010", "--dry-run"]
+        [
+            "--create-invoices",
+            "--timeout",
+            "8h",
+            "--clients",
+            "10001-10010",
+            "--dry-run"
+        ]
+    );
+    // And the schedule's own size.
+    let overrides = task.overrides().unwrap();
+    assert_eq!(overrides.cpu(), Some("512"));
+    assert_eq!(overrides.memory(), Some("1024"));
+    // With the container's hard limit moved to match (it is the task definition's 512).
+    assert_eq!(overrides.container_overrides()[0].memory(), Some(1024));
+    // The stand-in holds ECS's rule: a task smaller than a container's limit is refused.
+    let refused = ecs
+        .run_task()
+        .cluster(CLUSTER)
+        .task_definition(task.task_definition_arn().unwrap())
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .network_configuration(task_network(task))
+        .overrides(
+            aws_sdk_ecs::types::TaskOverride::builder()
+                .memory("256")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
+        Some("InvalidParameterException"),
+        "{refused:?}"
     );
     let details = task.attachments()[0].details();
     let subnet = details
@@ -400,9 +434,9 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
     assert_eq!(
         shards,
         [
-            "--create-invoices --shard 1/3",
-            "--create-invoices --shard 2/3",
-            "--create-invoices --shard 3/3"
+            "--create-invoices --timeout 8h --shard 1/3",
+            "--create-invoices --timeout 8h --shard 2/3",
+            "--create-invoices --timeout 8h --shard 3/3"
         ]
     );
     // One run group for the three, in their logs.
@@ -502,7 +536,7 @@ async fn run_task_waits_streams_the_tasks_log_lines_and_exits_with_its_code() {
         text.contains("run_finished  job=send-invoices sent=2 success=true"),
         "{text}"
     );
-    assert!(stderr(&out).contains("stopped: exit 0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("STOPPED: exit 0"), "{}", stderr(&out));
 
     // moto's tasks always exit 0: a proxy turns this one's exit code into 3.
     let proxy = fakes::fault_proxy::FaultProxy::rewriting(
@@ -525,7 +559,7 @@ async fn run_task_waits_streams_the_tasks_log_lines_and_exits_with_its_code() {
         stderr(&out)
     );
     assert!(
-        stderr(&out).contains("error: the job exited with code 3"),
+        stderr(&out).contains("the job exited with code 3"),
         "{}",
         stderr(&out)
     );
@@ -572,7 +606,7 @@ fn run_task_local_runs_the_binary_with_the_task_definitions_environment_and_comm
     );
     let seen = std::fs::read_to_string(&dump).unwrap();
     assert!(
-        seen.starts_with("args: --send-invoices --dry-run\n"),
+        seen.starts_with("args: --send-invoices --timeout 1h --dry-run\n"),
         "{seen}"
     );
     for var in [
@@ -738,4 +772,23 @@ async fn run_task_local_runs_the_real_job_against_the_fakes_with_the_task_defini
     assert_eq!(finished["done"], billed);
     let invoices = server.qbo.lock().unwrap().invoices().len();
     assert_eq!(invoices, billed, "the invoices are in the fake QBO");
+}
+
+/// The network a started task got, to start another like it.
+fn task_network(task: &aws_sdk_ecs::types::Task) -> aws_sdk_ecs::types::NetworkConfiguration {
+    let subnet = task.attachments()[0]
+        .details()
+        .iter()
+        .find(|d| d.name() == Some("subnetId"))
+        .and_then(|d| d.value())
+        .unwrap()
+        .to_owned();
+    aws_sdk_ecs::types::NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                .subnets(subnet)
+                .build()
+                .unwrap(),
+        )
+        .build()
 }
