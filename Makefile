@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench tools fmt lint unit
 
-## demo: moto, the registry and the fakes; push-image, diff, up, run both jobs, status
+## demo: moto, the registry and the fakes; push-image, diff, up, verify, run both jobs, status
 demo: tools
 	@bash scripts/demo.sh
 

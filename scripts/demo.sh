@@ -2,7 +2,7 @@
 # `make demo`: the whole product on local emulators. Starts moto (AWS), the reference
 # registry and the SaaS fakes (seeded with a month of generated clients, whose secrets
 # and client table go into moto), then runs the deployer as a user would: push-image,
-# diff, up, up again, run-task create and send (--local), status. Ends with what
+# diff, up, up again, verify (--local), run-task create and send (--local), status. Ends with what
 # happened and stops every server it started, whatever happens on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,6 +67,10 @@ step "Deploy"
 deployer up --env local --yes
 step "Deploy again: nothing to change"
 deployer up --env local
+step "Will tonight's run work? verify checks the deployment and runs the job's --check here"
+# The generated month has three clients broken on purpose: verify names each with its
+# fix (and exits 1), before any run meets them.
+deployer verify --env local --local --binary "$bin/qbo-invoice-processor" || echo "(exit code $?: the three broken clients above, each with its fix)"
 step "Run the monthly job here, with the task definition's environment"
 # The generated month has clients that fail on purpose (a malformed table item, a
 # workspace without an API key, an unknown QBO customer), so the job exits 1.
