@@ -70,7 +70,10 @@ deployer up --env local
 step "Will tonight's run work? verify checks the deployment and runs the job's --check here"
 # The generated month has three clients broken on purpose: verify names each with its
 # fix (and exits 1), before any run meets them.
-deployer verify --env local --local --binary "$bin/qbo-invoice-processor" || echo "(exit code $?: the three broken clients above, each with its fix)"
+code=0
+deployer verify --env local --local --binary "$bin/qbo-invoice-processor" || code=$?
+[ "$code" = 1 ] || { echo "error: verify exited $code; 1 was expected (three checks fail on purpose)" >&2; exit 1; }
+echo "(exit code 1, as expected: the three generated clients broken on purpose, each with its fix)"
 step "Run the monthly job here, with the task definition's environment"
 # The generated month has clients that fail on purpose (a malformed table item, a
 # workspace without an API key, an unknown QBO customer), so the job exits 1.

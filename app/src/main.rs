@@ -59,10 +59,10 @@ struct Cli {
     /// on sign-in is saved to the QBO secret (or it would be lost)
     #[arg(long)]
     check: bool,
-    /// Stop starting new work after this long (e.g. 2h, 90m); work under way finishes,
-    /// `run_finished` says `timed_out: true`, and the exit code is 124. A rerun
-    /// finishes the rest
-    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    /// Stop starting new work after this long (e.g. 2h, 90m); work under way gets 25 s
+    /// to finish, `run_finished` says `timed_out: true`, and the exit code is 124. A
+    /// rerun finishes the rest. A schedule's `timeout` sets it through JOB_TIMEOUT
+    #[arg(long, env = "JOB_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     timeout: Option<Duration>,
     /// Show what would be created or sent; write nothing (a rotated QBO refresh token
     /// is still saved, or it would be lost)
@@ -198,7 +198,8 @@ async fn main() -> ExitCode {
                 shard = cli.shard.map(|s| format!("{}/{}", s.k, s.n)),
                 run_group = std::env::var("RUN_GROUP").ok(),
                 success = false,
-                dry_run = cli.dry_run,
+                // A check writes nothing: like a dry run, no alarm counts it.
+                dry_run = cli.dry_run || cli.check,
                 interrupted = stop.reason().is_some(),
                 timed_out = stop.reason() == Some(StopReason::Timeout),
                 exit_code = e.exit_code(),

@@ -346,7 +346,7 @@ pub struct ScheduleConfig {
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
     /// How long a run may go on (e.g. "3h", "20m"): the job stops starting new work
-    /// then, lets what is under way finish, and logs `timed_out: true` (`--timeout`).
+    /// then, gives what is under way 25 s, and logs `timed_out: true` (JOB_TIMEOUT).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// This schedule's task size, overriding `task.cpu`/`task.memory` in the schedule's
@@ -363,15 +363,15 @@ impl ScheduleConfig {
         parse_timeout(self.timeout.as_deref()?).ok()
     }
 
-    /// The command the schedule runs: its own, plus `--timeout` when it has one.
-    pub fn full_command(&self) -> Vec<String> {
-        let mut cmd = self.command.clone();
-        if let Some(t) = &self.timeout
-            && !cmd.iter().any(|a| a == "--timeout")
-        {
-            cmd.extend(["--timeout".to_owned(), t.trim().to_owned()]);
-        }
-        cmd
+    /// The variables the schedule adds to the container's: `JOB_TIMEOUT` when it has a
+    /// timeout. A variable rather than a flag: an image from before timeouts ignores it
+    /// (and runs without one) where it would refuse an unknown flag, so a rollback to
+    /// such an image still runs on schedule.
+    pub fn environment(&self) -> std::collections::BTreeMap<String, String> {
+        self.timeout
+            .iter()
+            .map(|t| ("JOB_TIMEOUT".to_owned(), t.trim().to_owned()))
+            .collect()
     }
 
     /// `(cpu, memory)` a run of this schedule gets, given the task definition's.

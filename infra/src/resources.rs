@@ -401,6 +401,9 @@ pub struct EcsTarget {
     pub assign_public_ip: bool,
     pub container: String,
     pub command: Vec<String>,
+    /// Variables added to the container's (the schedule's `JOB_TIMEOUT`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
     /// Task-level size overrides (ECS TaskOverride `cpu`/`memory`, strings), when the
     /// schedule has its own size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -429,6 +432,13 @@ impl EcsTarget {
         let mut v = serde_json::json!({
             "containerOverrides": [{ "name": self.container, "command": self.command }]
         });
+        if !self.environment.is_empty() {
+            v["containerOverrides"][0]["environment"] = self
+                .environment
+                .iter()
+                .map(|(name, value)| serde_json::json!({"name": name, "value": value}))
+                .collect();
+        }
         if let Some(cpu) = &self.cpu {
             v["cpu"] = Value::String(cpu.clone());
         }

@@ -548,9 +548,13 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                     "detail": {
                         "clusterArn": [cluster_arn],
                         "lastStatus": ["STOPPED"],
+                        // (a non-zero exit, or no start) and not verify's check task; a
+                        // field that is absent matches no `anything-but`, hence `exists`.
                         "$or": [
-                            {"containers": {"exitCode": [{"anything-but": 0}]}},
-                            {"stopCode": ["TaskFailedToStart"]},
+                            {"containers": {"exitCode": [{"anything-but": 0}]}, "startedBy": [{"anything-but": VERIFY_STARTED_BY}]},
+                            {"containers": {"exitCode": [{"anything-but": 0}]}, "startedBy": [{"exists": false}]},
+                            {"stopCode": ["TaskFailedToStart"], "startedBy": [{"anything-but": VERIFY_STARTED_BY}]},
+                            {"stopCode": ["TaskFailedToStart"], "startedBy": [{"exists": false}]},
                         ],
                     },
                 })),
@@ -607,7 +611,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                     "Statement": [{
                         "Sid": "TaskEventsToLogs",
                         "Effect": "Allow",
-                        "Principal": {"Service": ["events.amazonaws.com", "delivery.logs.amazonaws.com"]},
+                        "Principal": {"Service": "events.amazonaws.com"},
                         "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                         "Resource": format!("{events_group_arn}:*"),
                     }],
@@ -659,7 +663,8 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
         security_groups: vec![Ref::id(security_group.clone()).into()],
         assign_public_ip: f.network.assign_public_ip,
         container: task.container.clone(),
-        command: schedule.full_command(),
+        command: schedule.command.clone(),
+        environment: schedule.environment(),
         // Both, when either is set: the pair is what the Fargate table was checked for.
         cpu: sized(schedule).then(|| schedule.size(&f.task).0.to_string()),
         memory: sized(schedule).then(|| schedule.size(&f.task).1.to_string()),
@@ -913,6 +918,11 @@ pub fn container_environment(env: &Environment) -> BTreeMap<String, String> {
         .chain(j.environment.clone())
         .collect()
 }
+
+/// ECS `startedBy` of the task `deployer verify` starts to run the job's `--check`: the
+/// task-failed alert leaves it out (its exit 1 means "a check found a problem", which the
+/// operator running it sees in its table).
+pub const VERIFY_STARTED_BY: &str = "deployer-verify";
 
 /// How long the stopped-task history is kept: beyond `status`'s 35 days, for a year's
 /// look back at a bad month.

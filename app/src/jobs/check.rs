@@ -40,7 +40,9 @@ pub struct Checks {
 impl Checks {
     pub fn new() -> Self {
         Self {
-            summary: Summary::new("check", false),
+            // `dry_run`: it writes nothing, so the failed-run alarm (which counts runs
+            // that are not dry runs) does not count a check that found problems.
+            summary: Summary::new("check", true),
         }
     }
 
@@ -152,9 +154,11 @@ pub async fn run(ctx: &Context, checks: &mut Checks) {
     );
 
     // The client table, every item of it, and the job's own state table.
+    let mut scanned = true;
     let rows = match crate::clients::scan(&ctx.db, &config.table, Selection::default()).await {
         Ok(rows) => rows,
         Err(e) => {
+            scanned = false;
             checks.fail(
                 "table",
                 &e.to_string(),
@@ -184,7 +188,14 @@ pub async fn run(ctx: &Context, checks: &mut Checks) {
             }
         }
     }
-    if bad == 0 {
+    if scanned && bad == 0 && good.is_empty() {
+        checks.record(
+            "table",
+            Status::Warn,
+            &format!("{} has no items: a run bills nobody", config.table),
+            "put one item per client in the table (docs/jobs.md lists each attribute)",
+        );
+    } else if scanned && bad == 0 {
         checks.ok(
             "table",
             &format!(
@@ -325,8 +336,13 @@ async fn qbo_records(
     billed: &[ClientRow],
 ) {
     let today = Zoned::now().with_time_zone(config.timezone.clone());
-    let Ok(period) = Period::of(Period::previous(&today), &config.timezone) else {
-        return;
+    let period = match Period::of(Period::previous(&today), &config.timezone) {
+        Ok(period) => period,
+        Err(e) => {
+            let (what, fix) = split(&e);
+            checks.fail("qbo", &what, &fix);
+            return;
+        }
     };
     let found = match look_up(qbo, billed, &period, &config.item_name).await {
         Ok(found) => found,

@@ -28,9 +28,21 @@ const POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
     let env = super::load_environment(cli, &args.env)?;
-    let (command, size) = command(&env, args.job, &args.extra);
+    let launch = command(&env, args.job, &args.extra);
+    // From here Ctrl-C is ours: it no longer kills the deployer half-way (a task started
+    // and not reported, or the local job's output cut off).
+    let (interrupt, mut interrupts) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if interrupt.send(()).is_err() {
+                break;
+            }
+        }
+    });
     if args.local {
-        return local(cli, &env, args, &command);
+        // The job, in the same process group, gets the terminal's SIGINT itself and stops
+        // as it does on ECS; its exit code (130) is ours.
+        return local(cli, &env, args, &launch);
     }
     let aws = super::connect(cli, &env).await;
     if args.shards > 1 && args.job != Job::Create {
@@ -39,7 +51,20 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
             "leave out --shards for send-invoices".into(),
         ));
     }
-    let (cluster, tasks) = start(&aws, &env, args.job, &command, size, args.shards).await?;
+    // Starting is a few RunTask calls: a Ctrl-C meanwhile is answered once they are made
+    // and every started task is known.
+    let (cluster, tasks) = start(&aws, &env, args.job, &launch, args.shards, "deployer").await?;
+    if interrupts.try_recv().is_ok() && !args.no_wait {
+        return interrupted(
+            &aws,
+            &env,
+            &cluster,
+            &tasks,
+            args.on_interrupt,
+            &mut interrupts,
+        )
+        .await;
+    }
     if args.no_wait {
         if args.output == Format::Json {
             crate::output::json(&serde_json::json!({ "tasks": tasks }))?;
@@ -55,7 +80,13 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
         tz: super::zone(cli, &env)?,
         labels: tasks.len() > 1,
     };
-    wait(&aws, &env, &cluster, &tasks, &printer, args.on_interrupt).await
+    let watching = watch(&aws, &env, &cluster, &tasks, &printer);
+    tokio::select! {
+        result = watching => result,
+        _ = interrupts.recv() => {
+            interrupted(&aws, &env, &cluster, &tasks, args.on_interrupt, &mut interrupts).await
+        }
+    }
 }
 
 /// Starts the job's task(s) as its schedule would: the deployed task definition, the
@@ -65,10 +96,11 @@ pub async fn start(
     aws: &crate::aws::Aws,
     env: &infra::Environment,
     job: Job,
-    command: &[String],
-    size: Option<(u32, u32)>,
+    launch: &Launch,
     shards: u32,
+    started_by: &str,
 ) -> Result<(String, Vec<String>)> {
+    let (command, size) = (&launch.command, launch.size);
     let (ctx, _) = crate::resolve::context(aws, env, None, false, None).await?;
     let stack = infra::synthesize(env, &ctx);
     let deployed = |kind: Kind| {
@@ -105,7 +137,7 @@ pub async fn start(
     });
     let mut tasks = Vec::new();
     for k in 1..=shards {
-        let mut cmd = command.to_vec();
+        let mut cmd = command.clone();
         if shards > 1 {
             cmd.extend(["--shard".to_owned(), format!("{k}/{shards}")]);
         }
@@ -116,7 +148,7 @@ pub async fn start(
             .task_definition(&td)
             .launch_type(LaunchType::Fargate)
             .count(1)
-            .started_by("deployer")
+            .started_by(started_by)
             .propagate_tags(PropagateTags::TaskDefinition)
             .enable_ecs_managed_tags(true)
             .network_configuration(
@@ -146,9 +178,15 @@ pub async fn start(
                             // `EcsTarget::input`).
                             .set_memory(size.and_then(|(_, m)| i32::try_from(m).ok()))
                             .set_command(Some(cmd))
-                            .set_environment(group.as_ref().map(|g| {
-                                vec![KeyValuePair::builder().name("RUN_GROUP").value(g).build()]
-                            }))
+                            .set_environment(Some(
+                                launch
+                                    .environment
+                                    .iter()
+                                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                                    .chain(group.as_deref().map(|g| ("RUN_GROUP", g)))
+                                    .map(|(k, v)| KeyValuePair::builder().name(k).value(v).build())
+                                    .collect(),
+                            ))
                             .build(),
                     )
                     .build(),
@@ -175,13 +213,20 @@ pub async fn start(
     Ok((cluster, tasks))
 }
 
-/// The schedule's command for this job (so a hand run is the scheduled run, with its
-/// `--timeout`), plus the arguments given after `--`; and the schedule's own task size.
-pub fn command(
-    env: &infra::Environment,
-    job: Job,
-    extra: &[String],
-) -> (Vec<String>, Option<(u32, u32)>) {
+/// How a hand run starts, as the job's schedule starts it.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The schedule's command, plus the arguments given after `--`.
+    pub command: Vec<String>,
+    /// The schedule's own task size.
+    pub size: Option<(u32, u32)>,
+    /// The variables the schedule adds (its `JOB_TIMEOUT`; a `--timeout` after `--`
+    /// wins over it, as a flag wins over its variable).
+    pub environment: BTreeMap<String, String>,
+}
+
+/// The schedule's launch for this job, so a hand run is the scheduled run.
+pub fn command(env: &infra::Environment, job: Job, extra: &[String]) -> Launch {
     let flag = job.flag();
     let schedule = env
         .file
@@ -189,21 +234,17 @@ pub fn command(
         .job
         .iter()
         .find(|s| s.command.iter().any(|a| a == flag));
-    let mut cmd = schedule.map_or_else(
-        || vec![flag.to_owned()],
-        infra::env::ScheduleConfig::full_command,
-    );
-    // A --timeout given after `--` is the one that counts.
-    if extra.iter().any(|a| a == "--timeout")
-        && let Some(at) = cmd.iter().position(|a| a == "--timeout")
-    {
-        cmd.drain(at..(at + 2).min(cmd.len()));
+    let mut command = schedule.map_or_else(|| vec![flag.to_owned()], |s| s.command.clone());
+    command.extend(extra.iter().cloned());
+    Launch {
+        command,
+        size: schedule
+            .filter(|s| s.cpu.is_some() || s.memory.is_some())
+            .map(|s| s.size(&env.file.task)),
+        environment: schedule
+            .map(infra::env::ScheduleConfig::environment)
+            .unwrap_or_default(),
     }
-    cmd.extend(extra.iter().cloned());
-    let size = schedule
-        .filter(|s| s.cpu.is_some() || s.memory.is_some())
-        .map(|s| s.size(&env.file.task));
-    (cmd, size)
 }
 
 /// What `run-task` prints while it waits: the job's lines, and each task's state changes.
@@ -312,7 +353,7 @@ impl TaskState {
                 })
                 .map(|c| c.command().to_vec())
                 .unwrap_or_default(),
-            started_at: time(t.started_at().or(t.created_at())),
+            started_at: time(t.started_at()),
             stopped_at: time(t.stopped_at()),
             started_by: t.started_by().map(str::to_owned),
         }
@@ -332,22 +373,7 @@ pub enum OnInterrupt {
 
 /// Polls until every task stops, printing their log lines and state changes as they
 /// come, then turns the first non-zero exit (or a task that never ran) into the
-/// command's result. Ctrl-C ends the wait (exit 130), stopping the tasks or not.
-async fn wait(
-    aws: &crate::aws::Aws,
-    env: &infra::Environment,
-    cluster: &str,
-    tasks: &[String],
-    printer: &Printer,
-    on_interrupt: OnInterrupt,
-) -> Result<()> {
-    let watching = watch(aws, env, cluster, tasks, printer);
-    tokio::select! {
-        result = watching => result,
-        _ = tokio::signal::ctrl_c() => interrupted(aws, env, cluster, tasks, on_interrupt).await,
-    }
-}
-
+/// command's result.
 async fn watch(
     aws: &crate::aws::Aws,
     env: &infra::Environment,
@@ -446,6 +472,7 @@ async fn interrupted(
     cluster: &str,
     tasks: &[String],
     on_interrupt: OnInterrupt,
+    interrupts: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> Result<()> {
     let ids: Vec<&str> = tasks
         .iter()
@@ -459,25 +486,37 @@ async fn interrupted(
                 if ids.len() > 1 { "s" } else { "" },
                 ids.join(", ")
             );
-            // A second Ctrl-C while asking leaves the tasks as they are.
             let asked = tokio::task::spawn_blocking(move || super::confirm(&question));
             tokio::select! {
                 answer = asked => matches!(answer, Ok(Ok(()))),
-                _ = tokio::signal::ctrl_c() => false,
+                _ = interrupts.recv() => {
+                    // A second Ctrl-C while asking leaves the tasks as they are, at once:
+                    // the thread reading the answer cannot be stopped, so neither
+                    // waited for.
+                    eprintln!(
+                        "\nleft running: {}; stop with `deployer tasks --env {} --stop ID`",
+                        ids.join(", "),
+                        env.name
+                    );
+                    std::process::exit(130);
+                }
             }
         }
         // With no terminal to ask on, nothing is stopped unasked.
         OnInterrupt::Ask | OnInterrupt::Leave => false,
     };
     if stop {
-        for t in tasks {
-            stop_task(aws, cluster, t, "interrupted in deployer run-task").await?;
+        // Every task is asked, whatever the others' answers; each failure is named.
+        for (t, id) in tasks.iter().zip(&ids) {
+            match stop_task(aws, cluster, t, "interrupted in deployer run-task").await {
+                Ok(()) => eprintln!("asked ECS to stop {id}"),
+                Err(e) => eprintln!(
+                    "could not stop {id}: {e}; stop it with `deployer tasks --env {} --stop {id}`",
+                    env.name
+                ),
+            }
         }
-        eprintln!(
-            "asked ECS to stop {}: see `deployer tasks --env {}`",
-            ids.join(", "),
-            env.name
-        );
+        eprintln!("see `deployer tasks --env {}`", env.name);
     } else {
         eprintln!(
             "left running: {}; stop with `deployer tasks --env {} --stop ID`, follow with `deployer logs --env {} --follow`",
@@ -548,17 +587,13 @@ pub fn cannot_run(binary: &std::path::Path, e: &std::io::Error) -> Error {
 
 /// `--local`: the job binary on this machine, with exactly the task definition's
 /// environment and command; AWS credentials come from this machine's chain.
-fn local(
-    cli: &Cli,
-    env: &infra::Environment,
-    args: &RunTaskArgs,
-    command: &[String],
-) -> Result<()> {
+fn local(cli: &Cli, env: &infra::Environment, args: &RunTaskArgs, launch: &Launch) -> Result<()> {
     // On a terminal, the job's JSON lines are shown as `logs` shows them; piped or
     // with --output json, as the job wrote them.
     let readable_lines = args.output == Format::Text && std::io::stdout().is_terminal();
     let tz = super::zone(cli, env)?;
-    let (mut job, binary) = local_command(env, args.binary.as_deref(), command)?;
+    let (mut job, binary) = local_command(env, args.binary.as_deref(), &launch.command)?;
+    job.envs(&launch.environment);
     let mut child = job
         .stdout(if readable_lines {
             std::process::Stdio::piped()

@@ -20,9 +20,13 @@ use crate::engine::{self, Action};
 use crate::error::{Error, Result};
 use crate::resources::{self, aws_error};
 
-/// How long the check task may take to start and finish (a Fargate start is about a
-/// minute; the check reads each service once per client).
-const TASK_LIMIT: Duration = Duration::from_mins(20);
+/// How long the check task may take to start and finish: a Fargate start is about a
+/// minute, and the check reads ClickUp once per task, at most 100 a minute on the
+/// lowest plan (so a table of 3,000 clients takes about half an hour).
+const TASK_LIMIT: Duration = Duration::from_mins(45);
+
+/// How long the check's last lines may take to reach CloudWatch Logs after it stopped.
+const LOG_WAIT: Duration = Duration::from_mins(1);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -357,11 +361,34 @@ fn local_check(env: &infra::Environment, binary: Option<&std::path::Path>) -> Re
     ))
 }
 
+/// Who starts the check task (ECS `startedBy`): the task-failed rule leaves these out,
+/// so a check that finds problems tells the operator running it, not the alert list.
+pub const STARTED_BY: &str = infra::stack::VERIFY_STARTED_BY;
+
+/// The check's own deadline, inside [`TASK_LIMIT`] (it ends with its findings so far).
+const CHECK_TIMEOUT: &str = "40m";
+
 /// Runs `--check` as a task, as a schedule would start one, waits for it to stop and
 /// reads its lines.
 async fn task_check(aws: &crate::aws::Aws, env: &infra::Environment) -> Result<Vec<Row>> {
-    let (command, size) = run_task::command(env, Job::Check, &[]);
-    let (cluster, tasks) = run_task::start(aws, env, Job::Check, &command, size, 1).await?;
+    let mut launch = run_task::command(env, Job::Check, &[]);
+    launch
+        .environment
+        .insert("JOB_TIMEOUT".into(), CHECK_TIMEOUT.into());
+    let (cluster, tasks) = match run_task::start(aws, env, Job::Check, &launch, 1, STARTED_BY).await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            return Ok(vec![row(
+                "job",
+                "fail",
+                format!("the check task could not be started: {e}"),
+                e.help().unwrap_or_else(|| {
+                    "see the message; `deployer run-task` starts tasks the same way".into()
+                }),
+            )]);
+        }
+    };
     let Some(task) = tasks.first().cloned() else {
         return Ok(vec![row(
             "job",
@@ -390,12 +417,25 @@ async fn task_check(aws: &crate::aws::Aws, env: &infra::Environment) -> Result<V
             break s;
         }
         if began.elapsed() > TASK_LIMIT {
+            // Not left running unwatched.
+            let stopped = run_task::stop_task(
+                aws,
+                &cluster,
+                &task,
+                "deployer verify: the check took too long",
+            )
+            .await;
             return Ok(vec![row(
                 "job",
                 "fail",
                 format!(
-                    "the check task {task} had not stopped after {} minutes",
-                    TASK_LIMIT.as_secs() / 60
+                    "the check task {task} had not stopped after {} minutes{}",
+                    TASK_LIMIT.as_secs() / 60,
+                    if stopped.is_ok() {
+                        "; it was stopped"
+                    } else {
+                        "; stopping it failed"
+                    }
                 ),
                 format!(
                     "see `deployer tasks --env {0}` and `deployer logs --env {0} --task ID`",
@@ -405,17 +445,23 @@ async fn task_check(aws: &crate::aws::Aws, env: &infra::Environment) -> Result<V
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
+    // The last lines may reach CloudWatch Logs after the task is reported stopped: read
+    // until `run_finished` is among them, for up to a minute.
     let mut tail = Tail::new(
         &env.file.logs.group,
         Some(stream_name(&env.file.task.container, &task)),
         from,
     );
-    let lines: Vec<String> = tail
-        .next_batch(aws)
-        .await?
-        .into_iter()
-        .map(|(_, _, l)| l)
-        .collect();
+    let mut lines: Vec<String> = Vec::new();
+    let read_since = Instant::now();
+    loop {
+        lines.extend(tail.next_batch(aws).await?.into_iter().map(|(_, _, l)| l));
+        let finished = lines.iter().any(|l| l.contains("\"run_finished\""));
+        if finished || state.exit_code.is_none() || read_since.elapsed() > LOG_WAIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let mut rows = job_rows(lines.into_iter(), &format!("in task {}", state.id));
     if state.exit_code.is_none() {
         rows.push(row(

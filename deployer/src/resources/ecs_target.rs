@@ -24,7 +24,7 @@ macro_rules! ecs_target_shapes {
             let vpc = ecs
                 .and_then(EcsParameters::network_configuration)
                 .and_then(NetworkConfiguration::awsvpc_configuration);
-            let (container, command, cpu, memory) = overrides(input);
+            let o = overrides(input);
             EcsTarget {
                 cluster_arn: cluster_arn.to_owned(),
                 role_arn: role_arn.to_owned(),
@@ -53,10 +53,11 @@ macro_rules! ecs_target_shapes {
                     .unwrap_or_default(),
                 assign_public_ip: vpc.and_then(AwsVpcConfiguration::assign_public_ip)
                     == Some(&AssignPublicIp::Enabled),
-                container,
-                command,
-                cpu,
-                memory,
+                container: o.container,
+                command: o.command,
+                environment: o.environment,
+                cpu: o.cpu,
+                memory: o.memory,
                 propagate_tags: ecs.and_then(EcsParameters::propagate_tags).is_some(),
                 // Absent retry settings are AWS's defaults (185 attempts, 24 hours).
                 retry_attempts: retry

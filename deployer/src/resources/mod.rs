@@ -360,7 +360,17 @@ pub fn built<T, E: Display>(result: std::result::Result<T, E>) -> Result<T> {
 }
 
 /// The container name and command from a target's `containerOverrides` input.
-pub fn overrides(input: Option<&str>) -> (String, Vec<String>, Option<String>, Option<String>) {
+/// What a target's input overrides: the container, its command and added variables, and
+/// the task's cpu and memory.
+pub struct Overrides {
+    pub container: String,
+    pub command: Vec<String>,
+    pub environment: BTreeMap<String, String>,
+    pub cpu: Option<String>,
+    pub memory: Option<String>,
+}
+
+pub fn overrides(input: Option<&str>) -> Overrides {
     let value: serde_json::Value = input
         .and_then(|i| serde_json::from_str(i).ok())
         .unwrap_or_default();
@@ -382,7 +392,26 @@ pub fn overrides(input: Option<&str>) -> (String, Vec<String>, Option<String>, O
         Some(c) if c.to_string() == m => m,
         other => format!("{m} (container memory {other:?})"),
     });
-    (name, command, text("cpu"), memory)
+    let environment = first["environment"]
+        .as_array()
+        .map(|vars| {
+            vars.iter()
+                .filter_map(|v| {
+                    Some((
+                        v["name"].as_str()?.to_owned(),
+                        v["value"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Overrides {
+        container: name,
+        command,
+        environment,
+        cpu: text("cpu"),
+        memory,
+    }
 }
 
 /// The stack of `infra/envs/prod.toml` synthesized offline, and what the engine makes of

@@ -221,7 +221,11 @@ async fn fresh_up_creates_the_stack_second_up_makes_no_write_and_destroy_leaves_
     assert_eq!(input["memory"], "1024", "{input}");
     assert_eq!(
         input["containerOverrides"][0]["command"],
-        serde_json::json!(["--create-invoices", "--timeout", "8h"])
+        serde_json::json!(["--create-invoices"])
+    );
+    assert_eq!(
+        input["containerOverrides"][0]["environment"],
+        serde_json::json!([{"name": "JOB_TIMEOUT", "value": "8h"}])
     );
     let policy = aws
         .iam

@@ -325,18 +325,17 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
     let command = task.overrides().unwrap().container_overrides()[0]
         .command()
         .to_vec();
-    // The schedule's command with its deadline, then the arguments given after `--`.
+    // The schedule's command, then the arguments given after `--`; its deadline.
     assert_eq!(
         command,
-        [
-            "--create-invoices",
-            "--timeout",
-            "8h",
-            "--clients",
-            "10001-10010",
-            "--dry-run"
-        ]
+        ["--create-invoices", "--clients", "10001-10010", "--dry-run"]
     );
+    let vars: Vec<(&str, &str)> = task.overrides().unwrap().container_overrides()[0]
+        .environment()
+        .iter()
+        .map(|v| (v.name().unwrap(), v.value().unwrap()))
+        .collect();
+    assert_eq!(vars, [("JOB_TIMEOUT", "8h")]);
     // And the schedule's own size.
     let overrides = task.overrides().unwrap();
     assert_eq!(overrides.cpu(), Some("512"));
@@ -434,9 +433,9 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
     assert_eq!(
         shards,
         [
-            "--create-invoices --timeout 8h --shard 1/3",
-            "--create-invoices --timeout 8h --shard 2/3",
-            "--create-invoices --timeout 8h --shard 3/3"
+            "--create-invoices --shard 1/3",
+            "--create-invoices --shard 2/3",
+            "--create-invoices --shard 3/3"
         ]
     );
     // One run group for the three, in their logs.
@@ -445,8 +444,8 @@ async fn run_task_starts_the_job_with_the_schedules_network_and_command() {
         .iter()
         .map(|t| {
             let env = t.overrides().unwrap().container_overrides()[0].environment();
-            assert_eq!(env[0].name(), Some("RUN_GROUP"));
-            env[0].value().unwrap().to_owned()
+            let group = env.iter().find(|v| v.name() == Some("RUN_GROUP")).unwrap();
+            group.value().unwrap().to_owned()
         })
         .collect();
     assert_eq!(groups.len(), 1, "{groups:?}");
@@ -606,7 +605,7 @@ fn run_task_local_runs_the_binary_with_the_task_definitions_environment_and_comm
     );
     let seen = std::fs::read_to_string(&dump).unwrap();
     assert!(
-        seen.starts_with("args: --send-invoices --timeout 1h --dry-run\n"),
+        seen.starts_with("args: --send-invoices --dry-run\n"),
         "{seen}"
     );
     for var in [
@@ -615,9 +614,57 @@ fn run_task_local_runs_the_binary_with_the_task_definitions_environment_and_comm
         "EXCLUDED_CUSTOMERS=10001 - AICPA",
         "QBO_BASE_URL=http://127.0.0.1:8080/qbo",
         "AWS_REGION=us-east-1",
+        // The schedule's deadline.
+        "JOB_TIMEOUT=1h",
     ] {
         assert!(seen.lines().any(|l| l == var), "{var} missing:\n{seen}");
     }
+}
+
+#[test]
+fn run_task_local_on_a_terminal_shows_readable_lines_and_piped_the_jobs_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.sh");
+    std::fs::write(
+        &job,
+        "#!/bin/sh\necho '{\"timestamp\":\"2026-11-04T17:00:00Z\",\"level\":\"INFO\",\"event\":\"run_finished\",\"job\":\"send-invoices\",\"success\":true}'\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", job.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let command = format!(
+        "{} run-task send --env local --local --binary {}",
+        env!("CARGO_BIN_EXE_deployer"),
+        job.display()
+    );
+    // On a terminal (util-linux `script` gives the command one): the line as `logs`
+    // shows it, in the billing time zone.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(super::root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "2026-11-04 09:00:00 PST  INFO  run_finished  job=send-invoices success=true"
+        ),
+        "{text}"
+    );
+    // Piped: the job's own JSON line.
+    let out = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .current_dir(super::root())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("{\"timestamp\":\"2026-11-04T17:00:00Z\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]

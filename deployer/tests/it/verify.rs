@@ -254,10 +254,7 @@ async fn tasks_lists_and_stops_the_jobs_tasks_and_run_task_shows_state_changes_a
     let task = &listed["tasks"][0];
     assert_eq!(task["id"], id.as_str(), "{listed}");
     assert_eq!(task["status"], "RUNNING");
-    assert_eq!(
-        task["command"],
-        json!(["--send-invoices", "--timeout", "1h"])
-    );
+    assert_eq!(task["command"], json!(["--send-invoices"]));
 
     // Only a task of this job can be stopped.
     let out = deployer(
@@ -497,7 +494,7 @@ async fn status_lists_every_run_of_the_window_and_a_task_that_crashed() {
                 "stoppedReason": reason,
                 "stoppedAt": jiff::Timestamp::from_millisecond(now - 2 * day).unwrap().to_string(),
                 "containers": [{"name": "invoice-processor", "exitCode": exit}],
-                "overrides": {"containerOverrides": [{"name": "invoice-processor", "command": [command, "--timeout", "8h"]}]},
+                "overrides": {"containerOverrides": [{"name": "invoice-processor", "command": [command]}]},
             }
         })
         .to_string()

@@ -185,7 +185,12 @@ fn a_schedules_own_size_and_timeout_are_checked() {
     assert_eq!(input["memory"], "512");
     assert_eq!(
         input["containerOverrides"][0]["command"],
-        serde_json::json!(["--send-invoices", "--timeout", "20m"])
+        serde_json::json!(["--send-invoices"])
+    );
+    // The deadline as a variable (an older image ignores it instead of refusing a flag).
+    assert_eq!(
+        input["containerOverrides"][0]["environment"],
+        serde_json::json!([{"name": "JOB_TIMEOUT", "value": "20m"}])
     );
 }
 

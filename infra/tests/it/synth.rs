@@ -283,12 +283,12 @@ fn schedules_run_in_los_angeles_time_with_the_job_flags_as_command_override() {
     let stack = prod();
     // The daily send runs at its own, smaller size; each has its own deadline.
     let send_input = serde_json::json!({
-        "containerOverrides": [{"name": "invoice-processor", "command": ["--send-invoices", "--timeout", "1h"], "memory": 1024}],
+        "containerOverrides": [{"name": "invoice-processor", "command": ["--send-invoices"], "environment": [{"name": "JOB_TIMEOUT", "value": "1h"}], "memory": 1024}],
         "cpu": "512",
         "memory": "1024"
     });
     let create_input = serde_json::json!({
-        "containerOverrides": [{"name": "invoice-processor", "command": ["--create-invoices", "--timeout", "8h"]}]
+        "containerOverrides": [{"name": "invoice-processor", "command": ["--create-invoices"], "environment": [{"name": "JOB_TIMEOUT", "value": "8h"}]}]
     });
     let expect = [
         ("qbo-send-invoices-daily", "cron(0 5 * * ? *)", send_input),
@@ -360,6 +360,18 @@ fn alerts_go_to_the_bookkeeper_and_failed_tasks_in_this_cluster_reach_the_topic(
         pattern["detail"]["clusterArn"][0],
         "arn:aws:ecs:us-west-2:${account}:cluster/qbo-invoice-processor-cluster"
     );
+    // A failure of any task but `deployer verify`'s check: every branch either excludes
+    // its startedBy or matches tasks with none (an absent field matches no anything-but).
+    let branches = pattern["detail"]["$or"].as_array().unwrap();
+    assert_eq!(branches.len(), 4, "{pattern}");
+    for b in branches {
+        let by = &b["startedBy"][0];
+        assert!(
+            by == &serde_json::json!({"anything-but": "deployer-verify"})
+                || by == &serde_json::json!({"exists": false}),
+            "{b}"
+        );
+    }
     // The topic lets EventBridge publish, but only for this rule.
     let Spec::SnsTopic(topic) =
         &named(&stack, Kind::SnsTopic, "qbo-invoice-processor-alerts").properties
