@@ -43,20 +43,23 @@ pub fn registry_host(cli: &Cli, env: &Environment, account: &str) -> String {
     }
 }
 
-/// Refuses to deploy a digest the repository no longer holds (expired by its
-/// lifecycle rule, or deleted): the tasks could not pull it.
-pub async fn ensure_held(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<()> {
+/// Whether the repository still holds an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    Held,
+    Missing,
+    /// A local registry that cannot be asked (not running): why.
+    Unknown(String),
+}
+
+/// Looks for `digest` in the environment's repository.
+pub async fn holding(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<Holding> {
     let held = match &env.file.registry {
-        // A local registry is a development stand-in: when it is not running, say so
-        // and go on (moto-only runs deploy images no registry holds).
         Registry::Local { .. } => {
             let target = crate::commands::push_image::target(cli, env).await?;
             match target.holds(digest).await {
                 Ok(held) => held,
-                Err(e) => {
-                    eprintln!("warning: cannot check that the local registry holds the image: {e}");
-                    return Ok(());
-                }
+                Err(e) => return Ok(Holding::Unknown(e.to_string())),
             }
         }
         Registry::Ecr => {
@@ -81,6 +84,26 @@ pub async fn ensure_held(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) 
                     return Err(aws_error("look for an image in", &env.file.repository.name)(e));
                 }
             }
+        }
+    };
+    Ok(if held {
+        Holding::Held
+    } else {
+        Holding::Missing
+    })
+}
+
+/// Refuses to deploy a digest the repository no longer holds (expired by its
+/// lifecycle rule, or deleted): the tasks could not pull it.
+pub async fn ensure_held(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<()> {
+    let held = match holding(cli, aws, env, digest).await? {
+        Holding::Held => true,
+        Holding::Missing => false,
+        // A local registry is a development stand-in: when it is not running, say so
+        // and go on (moto-only runs deploy images no registry holds).
+        Holding::Unknown(why) => {
+            eprintln!("warning: cannot check that the local registry holds the image: {why}");
+            return Ok(());
         }
     };
     if held {

@@ -120,6 +120,15 @@ async fn token(
     Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": token})).into_response()
 }
 
+/// Graph's answer to a request without a valid token.
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "InvalidAuthenticationToken",
+        "Access token is empty or invalid.",
+    )
+}
+
 fn authorized(g: &Graph, headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
@@ -136,11 +145,7 @@ async fn send_mail(
 ) -> Response {
     let mut g = state.lock().expect("graph state");
     if !authorized(&g, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-        );
+        return unauthorized();
     }
     if g.throttle_next > 0 {
         g.throttle_next -= 1;
@@ -185,11 +190,7 @@ async fn user(
 ) -> Response {
     let g = state.lock().expect("graph state");
     if !authorized(&g, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-        );
+        return unauthorized();
     }
     if !g.settings.read_users {
         return error(
@@ -218,11 +219,7 @@ async fn site(
 ) -> Response {
     let g = state.lock().expect("graph state");
     if !authorized(&g, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-        );
+        return unauthorized();
     }
     let host = site.split(':').next().unwrap_or_default();
     Json(json!({"id": format!("{host},site-1,web-1"), "name": "Billing", "webUrl": format!("https://{host}/sites/billing")})).into_response()
@@ -236,11 +233,7 @@ async fn upload(
 ) -> Response {
     let mut g = state.lock().expect("graph state");
     if !authorized(&g, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "Access token is empty or invalid.",
-        );
+        return unauthorized();
     }
     let Some(path) = rest
         .split_once("/drive/root:/")

@@ -8,7 +8,6 @@
 use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
-use infra::env::Registry;
 use infra::resources::{Kind, Spec};
 use serde::Serialize;
 use serde_json::Value;
@@ -261,26 +260,17 @@ async fn image_row(
             "deploy with `deployer up` (it pins the digest)",
         ));
     };
-    let held = match &env.file.registry {
-        Registry::Local { .. } => {
-            let target = super::push_image::target(cli, env).await?;
-            match target.holds(digest).await {
-                Ok(held) => held,
-                Err(e) => {
-                    return Ok(row(
-                        "image",
-                        "warn",
-                        format!("cannot reach the local registry to look for {digest}: {e}"),
-                        "start the registry, or pass --registry HOST:PORT",
-                    ));
-                }
-            }
+    let held = match crate::deployed::holding(cli, aws, env, digest).await? {
+        crate::deployed::Holding::Held => true,
+        crate::deployed::Holding::Missing => false,
+        crate::deployed::Holding::Unknown(why) => {
+            return Ok(row(
+                "image",
+                "warn",
+                format!("cannot reach the local registry to look for {digest}: {why}"),
+                "start the registry, or pass --registry HOST:PORT",
+            ));
         }
-        Registry::Ecr => match crate::deployed::ensure_held(cli, aws, env, digest).await {
-            Ok(()) => true,
-            Err(Error::Refused(..)) => false,
-            Err(e) => return Err(e),
-        },
     };
     Ok(if held {
         row(
