@@ -351,10 +351,6 @@ fn local_check(env: &infra::Environment, binary: Option<&std::path::Path>) -> Re
     ))
 }
 
-/// Who starts the check task (ECS `startedBy`): the task-failed rule leaves these out,
-/// so a check that finds problems tells the operator running it, not the alert list.
-pub const STARTED_BY: &str = infra::stack::VERIFY_STARTED_BY;
-
 /// The check's own deadline, inside [`TASK_LIMIT`] (it ends with its findings so far).
 const CHECK_TIMEOUT: &str = "40m";
 
@@ -365,7 +361,15 @@ async fn task_check(aws: &crate::aws::Aws, env: &infra::Environment) -> Result<V
     launch
         .environment
         .insert("JOB_TIMEOUT".into(), CHECK_TIMEOUT.into());
-    let (cluster, tasks) = match run_task::start(aws, env, Job::Check, &launch, 1, STARTED_BY).await
+    let (cluster, tasks) = match run_task::start(
+        aws,
+        env,
+        Job::Check,
+        &launch,
+        1,
+        infra::stack::VERIFY_STARTED_BY,
+    )
+    .await
     {
         Ok(started) => started,
         Err(e) => {

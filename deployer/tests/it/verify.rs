@@ -505,49 +505,50 @@ async fn status_lists_every_run_of_the_window_and_a_task_that_crashed() {
         .send()
         .await
         .unwrap();
+    // The finished task, then the crashed one, reported twice (ECS may report a stop
+    // more than once: still one entry).
+    let history_events = [
+        (
+            now - 4 * day,
+            event(
+                "send1",
+                0,
+                "EssentialContainerExited",
+                "Essential container in task exited",
+                "--send-invoices",
+            ),
+        ),
+        (
+            now - 2 * day,
+            event(
+                "crashed",
+                137,
+                "EssentialContainerExited",
+                "OutOfMemoryError: Container killed due to memory usage",
+                "--create-invoices",
+            ),
+        ),
+    ];
+    let history_events = [
+        history_events[0].clone(),
+        history_events[1].clone(),
+        (now - 2 * day + 1000, history_events[1].1.clone()),
+    ];
     logs.put_log_events()
         .log_group_name(history)
         .log_stream_name("events")
-        .log_events(
-            InputLogEvent::builder()
-                .timestamp(now - 4 * day)
-                .message(event(
-                    "send1",
-                    0,
-                    "EssentialContainerExited",
-                    "Essential container in task exited",
-                    "--send-invoices",
-                ))
-                .build()
-                .unwrap(),
-        )
-        .log_events(
-            InputLogEvent::builder()
-                .timestamp(now - 2 * day)
-                .message(event(
-                    "crashed",
-                    137,
-                    "EssentialContainerExited",
-                    "OutOfMemoryError: Container killed due to memory usage",
-                    "--create-invoices",
-                ))
-                .build()
-                .unwrap(),
-        )
-        // ECS may report a stop twice: still one entry.
-        .log_events(
-            InputLogEvent::builder()
-                .timestamp(now - 2 * day + 1000)
-                .message(event(
-                    "crashed",
-                    137,
-                    "EssentialContainerExited",
-                    "OutOfMemoryError: Container killed due to memory usage",
-                    "--create-invoices",
-                ))
-                .build()
-                .unwrap(),
-        )
+        .set_log_events(Some(
+            history_events
+                .into_iter()
+                .map(|(ts, message)| {
+                    InputLogEvent::builder()
+                        .timestamp(ts)
+                        .message(message)
+                        .build()
+                        .unwrap()
+                })
+                .collect(),
+        ))
         .send()
         .await
         .unwrap();
