@@ -2,6 +2,16 @@
 //! time entries (create, and list by date range and optionally task, wrapped in `data`,
 //! the last 30 days without dates, not paged), and the per-token, per-minute rate limit
 //! with `X-RateLimit-*` headers and 429s.
+//!
+//! - Each token is a user's; an entry is its creator's. The list returns only the
+//!   calling user's entries unless `assignee` names users (comma-separated ids), which
+//!   only Workspace owners and admins may do for others (ClickUp API v2, "Get time
+//!   entries within a date range": "By default, this endpoint returns time entries from
+//!   the last 30 days created by the authenticated user"; the refusal's code for a
+//!   member naming others is unverified, answered here as 401 OAUTH_023).
+//! - A task in a Workspace the user is not in answers 401 "Team not authorized"
+//!   (OAUTH_027; public reports, e.g. clickupython issue 63), on `GET /task` and on an
+//!   entry for it; an unknown task 404 ITEM_013.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,12 +27,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 const WINDOW: Duration = Duration::from_mins(1);
+/// The id of the user whose token the seed holds.
+pub const OWNER: u64 = 81_000_001;
 
 #[derive(Debug)]
 pub struct ClickUp {
     pub team_id: String,
-    token: String,
+    /// Token -> the user it is: `(user id, owner or admin)`.
+    users: BTreeMap<String, (u64, bool)>,
     tasks: Vec<String>,
+    /// Tasks in another Workspace, which no user here belongs to.
+    pub foreign_tasks: Vec<String>,
     entries: Vec<Value>,
     /// Requests allowed per token per minute (100 on the Free to Business plans).
     pub limit: u32,
@@ -40,8 +55,10 @@ impl ClickUp {
     pub fn new(team_id: &str, token: &str, tasks: Vec<String>) -> Self {
         Self {
             team_id: team_id.to_owned(),
-            token: token.to_owned(),
+            // The practice's token: the Workspace owner's.
+            users: BTreeMap::from([(token.to_owned(), (OWNER, true))]),
             tasks,
+            foreign_tasks: Vec::new(),
             entries: Vec::new(),
             limit: 100,
             window_length: WINDOW,
@@ -53,6 +70,16 @@ impl ClickUp {
 
     pub fn entries(&self) -> &[Value] {
         &self.entries
+    }
+
+    /// Another member of the Workspace, with a token of their own.
+    pub fn add_user(&mut self, token: &str, id: u64, admin: bool) {
+        self.users.insert(token.to_owned(), (id, admin));
+    }
+
+    /// Every member's id.
+    fn members(&self) -> Vec<u64> {
+        self.users.values().map(|(id, _)| *id).collect()
     }
 
     /// Counts a request against the window; the headers to send and whether it passes.
@@ -95,29 +122,31 @@ pub fn router(state: Shared) -> Router {
             get(list_entries).post(create_entry),
         )
         .route("/clickup/api/v2/task/{task}", get(task))
+        .route("/clickup/api/v2/team", get(teams))
         .with_state(state)
 }
 
+/// What a request passed the gate with: the rate-limit headers, and its user.
+struct Gate {
+    limits: Vec<(HeaderName, HeaderValue)>,
+    user: (u64, bool),
+}
+
 /// Auth, then the token's rate limit, shared by every route: `Err` is the response.
-fn gate(
-    c: &mut ClickUp,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-) -> Result<Vec<(HeaderName, HeaderValue)>, Response> {
+fn gate(c: &mut ClickUp, headers: &HeaderMap, method: &str, path: &str) -> Result<Gate, Response> {
     let token = headers.get("authorization").and_then(|v| v.to_str().ok());
-    if token != Some(c.token.as_str()) {
+    let Some(user) = token.and_then(|t| c.users.get(t)).copied() else {
         c.calls.push((method.into(), path.into(), 401));
         return Err((
             StatusCode::UNAUTHORIZED,
             Json(json!({"err": "Token invalid", "ECODE": "OAUTH_017"})),
         )
             .into_response());
-    }
+    };
     let (limits, allowed) = c.admit();
     if allowed {
         c.calls.push((method.into(), path.into(), 200));
-        return Ok(limits);
+        return Ok(Gate { limits, user });
     }
     c.calls.push((method.into(), path.into(), 429));
     let mut response = (
@@ -151,8 +180,8 @@ async fn create_entry(
     Json(body): Json<NewEntry>,
 ) -> Response {
     let mut c = state.lock().expect("clickup state");
-    let limits = match gate(&mut c, &headers, "POST", "/time_entries") {
-        Ok(l) => l,
+    let Gate { limits, user } = match gate(&mut c, &headers, "POST", "/time_entries") {
+        Ok(g) => g,
         Err(r) => return r,
     };
     let invalid = |why: &str| {
@@ -163,11 +192,7 @@ async fn create_entry(
             .into_response()
     };
     if team != c.team_id {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"err": "Team not authorized", "ECODE": "OAUTH_027"})),
-        )
-            .into_response();
+        return team_not_authorized();
     }
     let (Some(start), Some(duration)) = (body.start, body.duration) else {
         return invalid("start and duration are required");
@@ -175,10 +200,13 @@ async fn create_entry(
     if duration <= 0 {
         return invalid("duration must be positive");
     }
-    if let Some(tid) = &body.tid
-        && !c.tasks.contains(tid)
-    {
-        return invalid("Task not found");
+    if let Some(tid) = &body.tid {
+        if c.foreign_tasks.contains(tid) {
+            return team_not_authorized();
+        }
+        if !c.tasks.contains(tid) {
+            return task_not_found();
+        }
     }
     let id = c.next_id.to_string();
     c.next_id += 1;
@@ -191,6 +219,7 @@ async fn create_entry(
         "duration": duration.to_string(),
         "description": body.description.unwrap_or_default(),
         "billable": body.billable.unwrap_or(false),
+        "user": {"id": user.0},
     });
     c.entries.push(entry.clone());
     ok(limits, json!({"data": entry}))
@@ -203,9 +232,32 @@ async fn list_entries(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let mut c = state.lock().expect("clickup state");
-    let limits = match gate(&mut c, &headers, "GET", "/time_entries") {
-        Ok(l) => l,
+    let Gate { limits, user } = match gate(&mut c, &headers, "GET", "/time_entries") {
+        Ok(g) => g,
         Err(r) => return r,
+    };
+    // The caller's entries, unless `assignee` names users; naming others takes an owner
+    // or admin.
+    let users: Vec<u64> = match q.get("assignee") {
+        None => vec![user.0],
+        Some(list) => {
+            let Ok(ids) = list
+                .split(',')
+                .map(|id| id.trim().parse::<u64>())
+                .collect::<Result<Vec<u64>, _>>()
+            else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"err": "Assignee must be user ids", "ECODE": "TIMEENTRY_049"})),
+                )
+                    .into_response();
+            };
+            if !user.1 && ids.iter().any(|id| *id != user.0) {
+                return team_not_authorized_as("OAUTH_023");
+            }
+            let members = c.members();
+            ids.into_iter().filter(|id| members.contains(id)).collect()
+        }
     };
     let num = |k: &str| q.get(k).and_then(|v| v.parse::<i64>().ok());
     // Without dates, the last 30 days (ClickUp API v2, "Get time entries within a date
@@ -223,6 +275,7 @@ async fn list_entries(
     let data: Vec<Value> = c
         .entries
         .iter()
+        .filter(|e| e["user"]["id"].as_u64().is_some_and(|u| users.contains(&u)))
         .filter(|e| {
             q.get("task_id")
                 .is_none_or(|t| e["task"]["id"] == t.as_str())
@@ -242,19 +295,64 @@ async fn list_entries(
 async fn task(State(state): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let mut c = state.lock().expect("clickup state");
     let limits = match gate(&mut c, &headers, "GET", "/task") {
-        Ok(l) => l,
+        Ok(g) => g.limits,
         Err(r) => return r,
     };
+    if c.foreign_tasks.contains(&id) {
+        return team_not_authorized();
+    }
     if c.tasks.contains(&id) {
         ok(
             limits,
             json!({"id": id, "name": format!("Robot minutes {id}")}),
         )
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            Json(json!({"err": "Task not found", "ECODE": "ITEM_013"})),
-        )
-            .into_response()
+        task_not_found()
     }
+}
+
+fn task_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"err": "Task not found", "ECODE": "ITEM_013"})),
+    )
+        .into_response()
+}
+
+fn team_not_authorized() -> Response {
+    team_not_authorized_as("OAUTH_027")
+}
+
+fn team_not_authorized_as(code: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"err": "Team not authorized", "ECODE": code})),
+    )
+        .into_response()
+}
+
+/// `GET /team`: the Workspaces the token opens, with their members (role 1 owner, 2
+/// admin, 3 member; ClickUp API v2, "Get Authorized Workspaces").
+async fn teams(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    let mut c = state.lock().expect("clickup state");
+    let limits = match gate(&mut c, &headers, "GET", "/team") {
+        Ok(g) => g.limits,
+        Err(r) => return r,
+    };
+    let members: Vec<Value> = c
+        .users
+        .values()
+        .map(|(id, admin)| {
+            let role = match (*id == OWNER, admin) {
+                (true, _) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            json!({"user": {"id": id, "username": format!("user {id}"), "role": role}})
+        })
+        .collect();
+    ok(
+        limits,
+        json!({"teams": [{"id": c.team_id, "name": "Practice", "members": members}]}),
+    )
 }

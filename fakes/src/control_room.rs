@@ -4,7 +4,11 @@
 //! as the real API: robocorp.com/api, "List process runs").
 //!
 //! Runs come newest first (the usual order of such lists; Control Room's own order is
-//! unverified, so the job must not depend on it). The cursor is a position, so a run
+//! unverified: its OpenAPI, robocorp/robocorp `workspace/research/openapi.json`, gives
+//! only `process_id`, `state` and `limit`, no date filter and no order), so the job may
+//! stop early only while the order it sees allows it: `oldest_first` serves the other
+//! order. `history_runs` gives each workspace that many finished runs before its own,
+//! one every six hours back, as a workspace used for years holds. The cursor is a position, so a run
 //! started between two page requests shifts the list: the `paging_race` switch makes
 //! that happen on every page. `repeat_next` answers the same `next` again and again.
 
@@ -53,6 +57,42 @@ pub struct Settings {
     pub paging_race: bool,
     /// `next` names the page it was given on, forever.
     pub repeat_next: bool,
+    /// Runs before each workspace's own, one every six hours going back.
+    pub history_runs: usize,
+    /// The list oldest first.
+    pub oldest_first: bool,
+}
+
+/// One run as the list shows it.
+fn listed(r: &Run) -> Value {
+    json!({
+        "id": r.id,
+        "state": r.state,
+        "created_at": r.started_at,
+        "started_at": r.started_at,
+        "ended_at": r.ended_at,
+        "duration": r.duration,
+        "process": {"id": "p1", "name": "Billing robot"},
+        "started_by": {"type": "schedule", "details": null},
+    })
+}
+
+/// Run `k` (0 is the newest) of the history from `oldest` back.
+fn history_run(ws: &str, oldest: jiff::Timestamp, k: usize) -> Run {
+    let hours = i64::try_from(k).unwrap_or(i64::MAX / 6) * 6;
+    let start = oldest
+        .checked_sub(jiff::SignedDuration::from_hours(hours))
+        .unwrap_or(oldest);
+    let end = start
+        .checked_add(jiff::SignedDuration::from_mins(5))
+        .unwrap_or(start);
+    Run {
+        id: format!("{ws}-old-{k}"),
+        state: "completed".into(),
+        started_at: Some(start.to_string()),
+        ended_at: Some(end.to_string()),
+        duration: Some(300.0),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -181,22 +221,33 @@ async fn process_runs(
         Err(r) => return r,
     };
     let start = page.cursor.unwrap_or(0);
-    let data: Vec<Value> = w
+    let own = w.runs.len();
+    let total = own + cr.settings.history_runs;
+    // History ends 40 days before the workspace's oldest own run: never in the month
+    // its own runs stand for.
+    let oldest = w
         .runs
         .iter()
-        .skip(start)
-        .take(limit)
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "state": r.state,
-                "created_at": r.started_at,
-                "started_at": r.started_at,
-                "ended_at": r.ended_at,
-                "duration": r.duration,
-                "process": {"id": "p1", "name": "Billing robot"},
-                "started_by": {"type": "schedule", "details": null},
-            })
+        .filter_map(|r| r.started_at.as_deref().and_then(ts))
+        .min()
+        .unwrap_or_else(jiff::Timestamp::now)
+        .checked_sub(jiff::SignedDuration::from_hours(40 * 24))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    // Position `i` of the list, newest first.
+    let at = |i: usize| -> Value {
+        if i < own {
+            listed(&w.runs[i])
+        } else {
+            listed(&history_run(&ws, oldest, i - own))
+        }
+    };
+    let data: Vec<Value> = (start..total.min(start + limit))
+        .map(|i| {
+            if cr.settings.oldest_first {
+                at(total - 1 - i)
+            } else {
+                at(i)
+            }
         })
         .collect();
     let end = start + data.len();
@@ -204,7 +255,7 @@ async fn process_runs(
     let (has_more, cursor) = if cr.settings.repeat_next && page.cursor.is_some() {
         (true, start)
     } else {
-        (end < w.runs.len(), end)
+        (end < total, end)
     };
     let next = has_more.then(|| {
         format!(

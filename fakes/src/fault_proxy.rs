@@ -30,6 +30,9 @@ struct State {
     upstream: SocketAddr,
     fail_write: usize,
     writes: AtomicUsize,
+    /// `(operation, n)`: every attempt of that operation's nth call is throttled.
+    throttle: Option<(String, usize)>,
+    calls_of: AtomicUsize,
     failing: Mutex<Option<String>>,
     failed: Mutex<Vec<String>>,
     stop: AtomicBool,
@@ -48,6 +51,11 @@ struct State {
 pub struct Options {
     /// Fails every attempt of the Nth write call (1-based; 0 fails nothing).
     pub fail_write: usize,
+    /// `(operation, n)`: every attempt of that operation's nth call (1-based) is
+    /// throttled, as DynamoDB throttles a hot key (400
+    /// ProvisionedThroughputExceededException): the SDK's own retries do not get it
+    /// through, so the caller sees it.
+    pub throttle: Option<(String, usize)>,
     /// `(operation, from, to)`: text replaced in that operation's response bodies.
     pub rewrite: Option<(String, String, String)>,
     /// `(operation, how long)`: that operation's requests wait this long first.
@@ -134,6 +142,8 @@ impl FaultProxy {
             upstream,
             fail_write: options.fail_write,
             writes: AtomicUsize::new(0),
+            throttle: options.throttle,
+            calls_of: AtomicUsize::new(0),
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -180,7 +190,7 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
-    /// The operations that were failed (one entry per failed attempt).
+    /// The operations that were failed or throttled (one entry per failed attempt).
     pub fn failed(&self) -> Vec<String> {
         self.state
             .failed
@@ -245,10 +255,24 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
     let invocation = header("amz-sdk-invocation-id").unwrap_or_default();
 
     let mut fail = false;
+    let mut throttled = false;
     if let Some(op) = &operation {
         let mut failing = state.failing.lock().expect("proxy lock");
+        let nth_of = |n: usize| {
+            state
+                .throttle
+                .as_ref()
+                .is_some_and(|(o, at)| o == op && *at == n)
+        };
         if failing.as_deref() == Some(invocation.as_str()) && !invocation.is_empty() {
             fail = true;
+            throttled = state.throttle.as_ref().is_some_and(|(o, _)| o == op);
+        } else if state.throttle.as_ref().is_some_and(|(o, _)| o == op)
+            && nth_of(state.calls_of.fetch_add(1, Ordering::SeqCst) + 1)
+        {
+            *failing = Some(invocation.clone());
+            fail = true;
+            throttled = true;
         } else if is_write(op) {
             let n = state.writes.fetch_add(1, Ordering::SeqCst) + 1;
             if n == state.fail_write {
@@ -261,6 +285,16 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         }
     }
     let mut out = conn;
+    if throttled {
+        let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#;
+        write!(
+            out,
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        return out.flush();
+    }
     if fail {
         let body =
             br#"{"__type":"InternalFailure","message":"failure injected by the test proxy"}"#;

@@ -68,6 +68,7 @@ impl Default for Seed {
 /// `{"qbo": {...}}` replaces them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[allow(clippy::struct_excessive_bools)] // Independent switches, each a setting or a mode.
 pub struct Settings {
     /// The company lets a DocNumber repeat (its "warn if duplicate number" preference
     /// off): creates with a used DocNumber succeed.
@@ -89,6 +90,21 @@ pub struct Settings {
     /// The company's home currency (USD when unset): every invoice carries a
     /// CurrencyRef, the home currency unless multicurrency says otherwise.
     pub home_currency: Option<String>,
+    /// Batch creates of invoices numbered any of these fault with a SystemFault (a
+    /// server error: Intuit, "Error codes"; "Batch": each item runs on its own)...
+    pub system_fault_docs: Vec<String>,
+    /// ...and are made all the same: a server error says nothing of what was done.
+    pub system_fault_commits: bool,
+    /// For this long after an invoice is written, reads (queries, `GET /invoice`) may
+    /// still show it as it was: QBO promises no read-after-write (its entities are
+    /// served by replicas; the window is unverified), so the jobs must not take one
+    /// read as proof.
+    pub stale_read_ms: u64,
+    /// Before each query on `MetaData.LastUpdatedTime` is answered, the matching
+    /// invoice updated longest ago is updated now (a payment arriving while a job
+    /// reads the list): it moves to the end of that order, and a read by position
+    /// skips the row that slides into its place.
+    pub updated_while_read: bool,
 }
 
 /// When a refresh returns a new refresh token (and the old one dies).
@@ -116,6 +132,8 @@ pub struct Qbo {
     invoices: Vec<Value>,
     /// `requestid` -> the response first given, whatever it was.
     replays: BTreeMap<String, (u16, Value)>,
+    /// Each write to an invoice: when, its Id, and the invoice before (none: created).
+    writes: Vec<(Instant, String, Option<Value>)>,
     next_id: u64,
     /// Every call, for tests: `(method, path)`.
     pub calls: Vec<(String, String)>,
@@ -187,10 +205,113 @@ impl Qbo {
         &self.invoices
     }
 
+    /// The invoices to change in place (for tests: times set in the past).
+    pub fn invoices_mut(&mut self) -> &mut [Value] {
+        &mut self.invoices
+    }
+
     /// Adds an invoice as a create call would (for tests and the demo); `Err` is the
     /// fault's HTTP status.
     pub fn insert_invoice(&mut self, body: Value) -> Result<Value, u16> {
-        new_invoice(self, body, false).map_err(|f| f.status.as_u16())
+        let made = new_invoice(self, body, false).map_err(|f| f.status.as_u16())?;
+        // Set up before the run: long settled, never read stale.
+        self.writes.pop();
+        Ok(made)
+    }
+
+    /// The number QBO proposes for the next invoice made in its web app when the
+    /// company uses custom transaction numbers: the last invoice's number with its
+    /// trailing digits counted up by one, the rest kept (`10999-202610` ->
+    /// `10999-202611`, `INV-0099` -> `INV-0100`); a number that ends in anything but a
+    /// digit proposes nothing (QuickBooks community answers on error 6140 and custom
+    /// numbering; the behaviour for a trailing letter is unverified).
+    pub fn proposed_number(&self) -> Option<String> {
+        let last = self
+            .invoices
+            .iter()
+            .rev()
+            .find_map(|i| i["DocNumber"].as_str())?;
+        let digits = last.len() - last.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        let (head, tail) = last.split_at(last.len() - digits);
+        let next = tail.parse::<u128>().ok()? + 1;
+        Some(format!("{head}{next:0digits$}"))
+    }
+
+    /// An invoice a bookkeeper makes by hand in QBO's web app for `customer` (a
+    /// DisplayName): numbered as QBO proposes, for `amount`.
+    pub fn hand_invoice(&mut self, customer: &str, amount: f64) -> Result<Value, u16> {
+        let id = self.customer_id(customer).ok_or(404_u16)?;
+        let mut body = json!({
+            "CustomerRef": {"value": id, "name": customer},
+            "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount,
+                      "SalesItemLineDetail": {"Qty": 1, "UnitPrice": amount}}],
+        });
+        if let Some(doc) = self.proposed_number() {
+            body["DocNumber"] = json!(doc);
+        }
+        self.insert_invoice(body)
+    }
+
+    /// Deletes an invoice, as the web app does: reads then answer Object Not Found.
+    pub fn delete_invoice(&mut self, id: &str) -> bool {
+        let Some(at) = self.invoices.iter().position(|i| i["Id"] == id) else {
+            return false;
+        };
+        let before = self.invoices.remove(at);
+        self.writes
+            .push((Instant::now(), id.to_owned(), Some(before)));
+        true
+    }
+
+    /// Voids an invoice, as the web app does: it stays, with every amount zero and
+    /// "Voided" in its private note (QBO "Void an invoice"; the API shows a voided
+    /// invoice with TotalAmt 0); its EmailStatus is left as it was.
+    pub fn void_invoice(&mut self, id: &str) -> bool {
+        let Some(inv) = self.invoices.iter_mut().find(|i| i["Id"] == id) else {
+            return false;
+        };
+        let before = inv.clone();
+        inv["TotalAmt"] = json!(0);
+        inv["Balance"] = json!(0);
+        if let Some(lines) = inv["Line"].as_array_mut() {
+            for line in lines {
+                line["Amount"] = json!(0);
+                line["SalesItemLineDetail"]["Qty"] = json!(0);
+            }
+        }
+        inv["PrivateNote"] = json!("Voided");
+        inv["MetaData"]["LastUpdatedTime"] = json!(stamp());
+        self.writes
+            .push((Instant::now(), id.to_owned(), Some(before)));
+        true
+    }
+
+    /// The invoices as a read sees them: within `stale_read_ms` of a write, as before it.
+    fn visible_invoices(&self) -> Vec<Value> {
+        let mut view = self.invoices.clone();
+        if self.settings.stale_read_ms == 0 {
+            return view;
+        }
+        let window = Duration::from_millis(self.settings.stale_read_ms);
+        // Newest first: the oldest write still in the window decides what shows.
+        for (at, id, before) in self.writes.iter().rev() {
+            if at.elapsed() >= window {
+                break;
+            }
+            let at_pos = view.iter().position(|i| i["Id"] == id.as_str());
+            match (at_pos, before) {
+                (Some(p), Some(b)) => view[p] = b.clone(),
+                (Some(p), None) => {
+                    view.remove(p);
+                }
+                (None, Some(b)) => view.push(b.clone()),
+                (None, None) => {}
+            }
+        }
+        view
     }
 
     /// The customer's Id, by DisplayName.
@@ -441,6 +562,9 @@ fn answer_query(state: &Shared, realm: &str, headers: &HeaderMap, text: &str) ->
     if let Err(r) = authorize(&q, headers, realm) {
         return r;
     }
+    if q.settings.updated_while_read && text.contains("MetaData.LastUpdatedTime") {
+        update_oldest(&mut q, text);
+    }
     match run_query(&q, text) {
         Ok(response) => {
             Json(json!({"QueryResponse": response, "time": now_text()})).into_response()
@@ -460,8 +584,12 @@ fn run_query(q: &Qbo, text: &str) -> Result<Value, Fault> {
         )));
     }
     let parsed = parse_query(text).map_err(parse_error)?;
+    let invoices;
     let rows: &[Value] = match parsed.entity.as_str() {
-        "Invoice" => &q.invoices,
+        "Invoice" => {
+            invoices = q.visible_invoices();
+            &invoices
+        }
         "Customer" => &q.customers,
         "Item" => &q.items,
         other => {
@@ -472,14 +600,23 @@ fn run_query(q: &Qbo, text: &str) -> Result<Value, Fault> {
             ));
         }
     };
-    let matching: Vec<Value> = rows.iter().filter(|r| parsed.matches(r)).cloned().collect();
+    let mut matching: Vec<Value> = rows.iter().filter(|r| parsed.matches(r)).cloned().collect();
     if parsed.count {
         return Ok(json!({"totalCount": matching.len()}));
+    }
+    // Sorted as asked, stably; without ORDERBY in the order the entities were made
+    // (QBO documents no default order: a job must not rely on one).
+    if let Some((field, descending)) = &parsed.order {
+        matching.sort_by(|a, b| {
+            let o = compare(value_at(a, field), value_at(b, field));
+            if *descending { o.reverse() } else { o }
+        });
     }
     let page: Vec<Value> = matching
         .into_iter()
         .skip(parsed.start.saturating_sub(1))
         .take(parsed.max)
+        .map(|row| parsed.project(row))
         .collect();
     let mut response = json!({"startPosition": parsed.start, "maxResults": page.len()});
     // QBO leaves the entity key out when nothing matches.
@@ -487,6 +624,36 @@ fn run_query(q: &Qbo, text: &str) -> Result<Value, Fault> {
         response[parsed.entity.as_str()] = Value::Array(page);
     }
     Ok(response)
+}
+
+/// The `updated_while_read` switch: the invoice matching `text` updated longest ago is
+/// updated now.
+fn update_oldest(q: &mut Qbo, text: &str) {
+    let Ok(parsed) = parse_query(text) else {
+        return;
+    };
+    let oldest = q
+        .invoices
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| parsed.matches(i))
+        .min_by(|(_, a), (_, b)| {
+            compare(
+                value_at(a, "MetaData.LastUpdatedTime"),
+                value_at(b, "MetaData.LastUpdatedTime"),
+            )
+        })
+        .map(|(at, _)| at);
+    if let Some(at) = oldest {
+        let inv = &mut q.invoices[at];
+        let sync = inv["SyncToken"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        inv["SyncToken"] = json!(sync.to_string());
+        inv["MetaData"]["LastUpdatedTime"] = json!(stamp());
+    }
 }
 
 /// `{"BatchItemRequest":[{"bId","Query"} | {"bId","operation":"create","Invoice"}]}`,
@@ -539,6 +706,22 @@ async fn batch(
                 Err(f) => json!({"bId": bid, "Fault": f.object()}),
             });
         } else if item["operation"] == "create" && item["Invoice"].is_object() {
+            let doc = item["Invoice"]["DocNumber"].as_str().unwrap_or_default();
+            if q.settings.system_fault_docs.iter().any(|d| d == doc) {
+                if q.settings.system_fault_commits {
+                    let _ = new_invoice(&mut q, item["Invoice"].clone(), allow_duplicates);
+                }
+                let f = Fault {
+                    status: StatusCode::OK,
+                    kind: "SystemFault",
+                    code: "10000",
+                    message: "An application error has occurred while processing your request"
+                        .into(),
+                    detail: "System Failure Error: injected".into(),
+                };
+                answers.push(json!({"bId": bid, "Fault": f.object()}));
+                continue;
+            }
             answers.push(
                 match new_invoice(&mut q, item["Invoice"].clone(), allow_duplicates) {
                     Ok(inv) => json!({"bId": bid, "Invoice": inv}),
@@ -583,8 +766,13 @@ async fn invoice_pdf(
 struct ParsedQuery {
     entity: String,
     count: bool,
+    /// The fields asked for; none for `*` alone. `*, Sku` asks for every field and
+    /// `Sku` (Intuit, "Data queries": some fields come only when named).
+    fields: Vec<String>,
     /// All of which must hold.
     conditions: Vec<Condition>,
+    /// `ORDERBY field [ASC|DESC]`: the field, and whether descending.
+    order: Option<(String, bool)>,
     start: usize,
     max: usize,
 }
@@ -603,15 +791,68 @@ enum Op {
     Ge,
     Lt,
     Le,
+    Like,
+}
+
+/// The value at a dotted path (`MetaData.LastUpdatedTime`).
+fn value_at<'a>(row: &'a Value, field: &str) -> &'a Value {
+    field.split('.').fold(row, |v, k| &v[k])
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// Times compare as instants, numbers as numbers, the rest as text; a missing value
+/// first.
+fn compare(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (text_of(a), text_of(b)) {
+        (Some(a), Some(b)) => compare_text(&a, &b),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
+}
+
+fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<jiff::Timestamp>(), b.parse::<jiff::Timestamp>()) {
+        (Ok(a), Ok(b)) => a.cmp(&b),
+        _ => match (a.parse::<f64>(), b.parse::<f64>()) {
+            (Ok(a), Ok(b)) => a.total_cmp(&b),
+            _ => a.cmp(b),
+        },
+    }
+}
+
+/// `LIKE` with `%` as the only wildcard (Intuit, "Data queries"), case-insensitive.
+fn like(text: &str, pattern: &str) -> bool {
+    let (text, pattern) = (text.to_lowercase(), pattern.to_lowercase());
+    let parts: Vec<&str> = pattern.split('%').collect();
+    let mut rest = text.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    rest.is_empty()
 }
 
 impl Condition {
     fn holds(&self, row: &Value) -> bool {
-        let v = self.field.split('.').fold(row, |v, k| &v[k]);
-        let text = match v {
-            Value::String(s) => s.clone(),
-            Value::Null => return false,
-            other => other.to_string(),
+        let Some(text) = text_of(value_at(row, &self.field)) else {
+            return false;
         };
         if self.op == Op::In {
             return self.values.contains(&text);
@@ -619,23 +860,16 @@ impl Condition {
         let Some(bound) = self.values.first() else {
             return false;
         };
-        // Times compare as instants, numbers as numbers, the rest as text.
-        let order = match (
-            text.parse::<jiff::Timestamp>(),
-            bound.parse::<jiff::Timestamp>(),
-        ) {
-            (Ok(a), Ok(b)) => a.cmp(&b),
-            _ => match (text.parse::<f64>(), bound.parse::<f64>()) {
-                (Ok(a), Ok(b)) => a.total_cmp(&b),
-                _ => text.as_str().cmp(bound.as_str()),
-            },
-        };
+        if self.op == Op::Like {
+            return like(&text, bound);
+        }
+        let order = compare_text(&text, bound);
         match self.op {
             Op::Gt => order.is_gt(),
             Op::Ge => order.is_ge(),
             Op::Lt => order.is_lt(),
             Op::Le => order.is_le(),
-            Op::In => unreachable!("handled above"),
+            Op::In | Op::Like => unreachable!("handled above"),
         }
     }
 }
@@ -644,31 +878,56 @@ impl ParsedQuery {
     fn matches(&self, row: &Value) -> bool {
         self.conditions.iter().all(|c| c.holds(row))
     }
+
+    /// The row with only the fields asked for (all of them for `*`).
+    fn project(&self, row: Value) -> Value {
+        if self.fields.is_empty() || self.fields.iter().any(|f| f == "*") {
+            return row;
+        }
+        let mut out = serde_json::Map::new();
+        for field in &self.fields {
+            let top = field.split('.').next().unwrap_or(field);
+            if let Some(v) = row.get(top) {
+                out.insert(top.to_owned(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
 }
 
-/// `SELECT * | count(*) FROM Entity [WHERE f = 'v' AND f IN ('a','b') AND f > 'v']
-/// [STARTPOSITION n] [MAXRESULTS n]`: the subset the jobs send (QBO has no `OR`).
+/// `SELECT * | COUNT(*) | field, ... FROM Entity [WHERE cond AND cond ...]
+/// [ORDERBY field [ASC|DESC]] [STARTPOSITION n] [MAXRESULTS n]`, conditions with `=`,
+/// `IN`, `<`, `>`, `<=`, `>=` and `LIKE` (Intuit, "Data queries"; QBO has no `OR`).
 fn parse_query(text: &str) -> Result<ParsedQuery, String> {
     let tokens = tokenize(text);
     let upper = |i: usize| tokens.get(i).map(|t| t.to_ascii_uppercase());
     if upper(0).as_deref() != Some("SELECT") {
         return Err("expected SELECT".into());
     }
-    let count = tokens
-        .get(1)
-        .is_some_and(|t| t.eq_ignore_ascii_case("count(*)"));
-    if upper(2).as_deref() != Some("FROM") {
-        return Err("expected FROM".into());
+    let from = (1..tokens.len())
+        .find(|i| upper(*i).as_deref() == Some("FROM"))
+        .ok_or("expected FROM")?;
+    let projection = tokens[1..from].join(" ");
+    let fields: Vec<String> = projection
+        .split(',')
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if fields.is_empty() {
+        return Err("expected * or fields after SELECT".into());
     }
-    let entity = tokens.get(3).cloned().ok_or("expected an entity")?;
+    let count = fields.len() == 1 && fields[0].eq_ignore_ascii_case("count(*)");
+    let entity = tokens.get(from + 1).cloned().ok_or("expected an entity")?;
     let mut q = ParsedQuery {
         entity,
         count,
+        fields: if count { Vec::new() } else { fields },
         conditions: Vec::new(),
+        order: None,
         start: 1,
         max: 100,
     };
-    let mut i = 4;
+    let mut i = from + 2;
     while i < tokens.len() {
         match upper(i).as_deref() {
             Some("WHERE" | "AND") => {
@@ -685,10 +944,28 @@ fn parse_query(text: &str) -> Result<ParsedQuery, String> {
                     ">=" => (Op::Ge, vec![unquote(operand)]),
                     "<" => (Op::Lt, vec![unquote(operand)]),
                     "<=" => (Op::Le, vec![unquote(operand)]),
+                    "LIKE" => (Op::Like, vec![unquote(operand)]),
                     other => return Err(format!("operator {other} is not supported")),
                 };
                 q.conditions.push(Condition { field, op, values });
                 i += 4;
+            }
+            Some("ORDERBY") => {
+                let field = tokens.get(i + 1).ok_or("expected a field after ORDERBY")?;
+                let field = field.trim_end_matches(',').to_owned();
+                i += 2;
+                let descending = match upper(i).as_deref() {
+                    Some("DESC") => {
+                        i += 1;
+                        true
+                    }
+                    Some("ASC") => {
+                        i += 1;
+                        false
+                    }
+                    _ => false,
+                };
+                q.order = Some((field, descending));
             }
             Some("STARTPOSITION") => {
                 q.start = tokens
@@ -708,7 +985,6 @@ fn parse_query(text: &str) -> Result<ParsedQuery, String> {
                 }
                 i += 2;
             }
-            Some("ORDERBY") => i += 2,
             other => return Err(format!("unexpected {other:?}")),
         }
     }
@@ -858,8 +1134,9 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
         && !(allow_duplicate || q.settings.duplicate_doc_numbers)
         && q.invoices.iter().any(|i| i["DocNumber"] == doc)
     {
+        // QBO's code for it is 6140 (Intuit error codes; QuickBooks community answers).
         return Err(Fault::validation(
-            "6210",
+            "6140",
             "Duplicate Document Number Error",
             &format!(
                 "Duplicate Document Number Error : You must specify a different number. This number has already been used. DocNumber={doc}"
@@ -891,7 +1168,7 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
     #[allow(clippy::cast_precision_loss)]
     let total = total as f64 / 100.0;
     let now = stamp();
-    body["Id"] = json!(id);
+    body["Id"] = json!(id.clone());
     body["SyncToken"] = json!("0");
     body["TotalAmt"] = json!(total);
     body["Balance"] = json!(total);
@@ -921,6 +1198,7 @@ fn new_invoice(q: &mut Qbo, mut body: Value, allow_duplicate: bool) -> Result<Va
         body["EmailStatus"] = json!("NotSet");
     }
     q.invoices.push(body.clone());
+    q.writes.push((Instant::now(), id, None));
     Ok(body)
 }
 
@@ -934,7 +1212,7 @@ async fn read_invoice(
     if let Err(r) = authorize(&q, &headers, &realm) {
         return r;
     }
-    match q.invoices.iter().find(|i| i["Id"] == id.as_str()) {
+    match q.visible_invoices().iter().find(|i| i["Id"] == id.as_str()) {
         Some(inv) => Json(json!({"Invoice": inv, "time": now_text()})).into_response(),
         None => not_found("Invoice").response(),
     }
@@ -974,6 +1252,7 @@ async fn send_invoice(
         )
         .response();
     }
+    let before = inv.clone();
     let sync = inv["SyncToken"]
         .as_str()
         .and_then(|s| s.parse::<u64>().ok())
@@ -984,7 +1263,9 @@ async fn send_invoice(
     inv["EmailStatus"] = json!("EmailSent");
     inv["DeliveryInfo"] = json!({"DeliveryType": "Email", "DeliveryTime": now});
     inv["MetaData"]["LastUpdatedTime"] = json!(now);
-    Json(json!({"Invoice": inv.clone(), "time": now_text()})).into_response()
+    let sent = inv.clone();
+    q.writes.push((Instant::now(), id, Some(before)));
+    Json(json!({"Invoice": sent, "time": now_text()})).into_response()
 }
 
 #[cfg(test)]
@@ -1004,7 +1285,7 @@ mod tests {
         let q = parse_query("SELECT * FROM Customer WHERE DisplayName = '10001 - AICPA'").unwrap();
         assert_eq!(q.conditions[0].values, ["10001 - AICPA"]);
         assert!(parse_query("select * from Invoice maxresults 5000").is_err());
-        assert!(parse_query("select * from Invoice where a LIKE '3%'").is_err());
+        assert!(parse_query("select * from Invoice where a != '3'").is_err());
         assert!(parse_query("select * from Invoice startposition 0").is_err());
         // Times compare as instants whatever their offsets.
         let q = parse_query(
@@ -1014,5 +1295,110 @@ mod tests {
         let at = |t: &str| json!({"MetaData": {"LastUpdatedTime": t}});
         assert!(q.matches(&at("2026-11-22T13:00:01Z")));
         assert!(!q.matches(&at("2026-11-22T13:00:00Z")));
+    }
+
+    fn company(docs: &[&str]) -> Qbo {
+        let mut q = Qbo::new(&Seed {
+            customers: vec![("10001 - A".into(), None), ("20000 - Walk-in".into(), None)],
+            ..Seed::default()
+        });
+        for doc in docs {
+            let id = q.customer_id("10001 - A").unwrap();
+            q.insert_invoice(json!({"DocNumber": doc, "CustomerRef": {"value": id},
+                "Line": [{"Amount": 2.5, "SalesItemLineDetail": {"Qty": 2, "UnitPrice": 1.25}}]}))
+                .unwrap();
+        }
+        q
+    }
+
+    fn rows(q: &Qbo, text: &str) -> Vec<Value> {
+        let r = run_query(q, text).unwrap();
+        r["Invoice"].as_array().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_query_language_projects_orders_counts_and_matches_like() {
+        let q = company(&["B-2", "A-10", "A-9"]);
+        let docs = |rows: Vec<Value>| -> Vec<String> {
+            rows.iter()
+                .map(|r| r["DocNumber"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            docs(rows(&q, "SELECT * FROM Invoice ORDERBY DocNumber")),
+            ["A-10", "A-9", "B-2"]
+        );
+        assert_eq!(
+            docs(rows(&q, "SELECT * FROM Invoice ORDERBY DocNumber DESC")),
+            ["B-2", "A-9", "A-10"]
+        );
+        assert_eq!(
+            docs(rows(
+                &q,
+                "SELECT * FROM Invoice ORDERBY Id DESC MAXRESULTS 1"
+            )),
+            ["A-9"]
+        );
+        assert_eq!(
+            docs(rows(&q, "SELECT * FROM Invoice WHERE DocNumber LIKE 'a-%'")),
+            ["A-10", "A-9"]
+        );
+        let projected = rows(
+            &q,
+            "SELECT Id, DocNumber FROM Invoice WHERE DocNumber = 'B-2'",
+        );
+        assert_eq!(projected.len(), 1);
+        let keys: Vec<&String> = projected[0].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["DocNumber", "Id"]);
+        assert_eq!(
+            run_query(
+                &q,
+                "SELECT COUNT(*) FROM Invoice WHERE DocNumber LIKE '%-1%'"
+            )
+            .unwrap()["totalCount"],
+            1
+        );
+        let item = run_query(&q, "SELECT *, Sku FROM Item").unwrap();
+        assert_eq!(item["Item"][0]["Name"], "Robot Minutes");
+    }
+
+    #[test]
+    fn qbo_proposes_the_last_number_plus_one_and_refuses_a_duplicate_with_6140() {
+        let mut q = company(&["10999-202610"]);
+        assert_eq!(q.proposed_number().as_deref(), Some("10999-202611"));
+        let hand = q.hand_invoice("20000 - Walk-in", 40.0).unwrap();
+        assert_eq!(hand["DocNumber"], "10999-202611");
+        let mut q = company(&["INV-0099"]);
+        assert_eq!(q.proposed_number().as_deref(), Some("INV-0100"));
+        let q2 = company(&["10001-202610-Q"]);
+        assert_eq!(q2.proposed_number(), None);
+        let dup = new_invoice(
+            &mut q,
+            json!({"DocNumber": "INV-0099", "CustomerRef": {"value": "1"}}),
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(dup.code, "6140");
+    }
+
+    #[test]
+    fn reads_within_the_stale_window_show_an_invoice_as_it_was() {
+        let mut q = company(&["A-1"]);
+        q.settings.stale_read_ms = 60_000;
+        let id = q.invoices()[0]["Id"].as_str().unwrap().to_owned();
+        let customer = q.customer_id("10001 - A").unwrap();
+        new_invoice(
+            &mut q,
+            json!({"DocNumber": "A-2", "CustomerRef": {"value": customer}}),
+            false,
+        )
+        .unwrap();
+        // Made within the window: not visible yet.
+        assert_eq!(rows(&q, "SELECT * FROM Invoice").len(), 1);
+        assert_eq!(q.invoices().len(), 2);
+        q.void_invoice(&id);
+        let seen = rows(&q, "SELECT * FROM Invoice");
+        assert_eq!(seen[0]["TotalAmt"], 2.5, "the void is not visible yet");
+        assert_eq!(q.invoices()[0]["TotalAmt"], 0);
     }
 }

@@ -147,7 +147,7 @@ async fn invoices_are_created_once_per_requestid_queried_by_page_and_sent() {
     assert_eq!(dup.status(), 400);
     assert_eq!(
         dup.json::<Value>().await.unwrap()["Fault"]["Error"][0]["code"],
-        "6210"
+        "6140"
     );
     for n in 2..=5 {
         create(invoice(&format!("10001-20261{n}"), 10.0), &format!("r{n}0"))
@@ -295,7 +295,7 @@ async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() 
         .send()
         .await
         .unwrap();
-    assert_eq!(unknown.status(), 400);
+    assert_eq!(unknown.status(), 404, "an unknown task: ITEM_013");
     let listed: Value = http
         .get(&entries)
         .header("authorization", "pk_fake")
@@ -368,6 +368,78 @@ async fn clickup_keeps_time_entries_per_task_and_limits_each_token_per_minute() 
 }
 
 #[tokio::test]
+async fn clickup_lists_the_callers_own_entries_unless_an_admin_names_others() {
+    let fakes = Fakes::start(&seed()).await.unwrap();
+    let http = reqwest::Client::new();
+    let entries = format!("{}/clickup/api/v2/team/9000001/time_entries", fakes.url());
+    {
+        let mut c = fakes.clickup.lock().unwrap();
+        c.add_user("pk_admin", 7, true);
+        c.add_user("pk_member", 8, false);
+        c.foreign_tasks.push("task-elsewhere".into());
+    }
+    let post = |token: &'static str, tid: &'static str| {
+        http.post(&entries)
+            .header("authorization", token)
+            .json(&json!({"start": 1_790_000_000_000_i64, "duration": 60_000, "tid": tid}))
+            .send()
+    };
+    assert_eq!(post("pk_fake", "task-1").await.unwrap().status(), 200);
+    let elsewhere = post("pk_fake", "task-elsewhere").await.unwrap();
+    assert_eq!(elsewhere.status(), 401);
+    assert_eq!(
+        elsewhere.json::<Value>().await.unwrap()["ECODE"],
+        "OAUTH_027"
+    );
+    let list = |token: &'static str, assignee: Option<&'static str>| {
+        let mut q = vec![
+            ("start_date", "1789999999999"),
+            ("end_date", "1790000000001"),
+        ];
+        if let Some(a) = assignee {
+            q.push(("assignee", a));
+        }
+        http.get(&entries)
+            .header("authorization", token)
+            .query(&q)
+            .send()
+    };
+    let count = |v: Value| v["data"].as_array().map_or(0, Vec::len);
+    // The owner's entry: invisible to another user's plain list...
+    let own: Value = list("pk_admin", None).await.unwrap().json().await.unwrap();
+    assert_eq!(count(own), 0);
+    // ...seen when an admin names the members...
+    let members: Value = http
+        .get(format!("{}/clickup/api/v2/team", fakes.url()))
+        .header("authorization", "pk_admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<String> = members["teams"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"]["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let all = ids.join(",");
+    let all: &'static str = Box::leak(all.into_boxed_str());
+    let seen: Value = list("pk_admin", Some(all))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(count(seen), 1);
+    // ...and refused when a member does.
+    let refused = list("pk_member", Some(all)).await.unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
 async fn graph_sends_mail_with_202_keeps_it_throttles_with_retry_after_and_takes_uploads() {
     let fakes = Fakes::start(&seed()).await.unwrap();
     let http = reqwest::Client::new();
@@ -421,6 +493,23 @@ async fn graph_sends_mail_with_202_keeps_it_throttles_with_retry_after_and_takes
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].0, "billing@example.com");
     assert_eq!(mails[0].1["subject"], "Invoices sent");
+    // Past 4 MB with its attachment, Graph refuses the message whole.
+    let big = json!({"message": {"subject": "Billing", "body": {"contentType": "HTML", "content": "x"},
+        "toRecipients": [{"emailAddress": {"address": "bookkeeper@example.com"}}],
+        "attachments": [{"@odata.type": "#microsoft.graph.fileAttachment", "name": "a.csv",
+            "contentBytes": "A".repeat(fakes::graph::REQUEST_LIMIT)}]}});
+    let refused = http
+        .post(format!(
+            "{}/graph/v1.0/users/billing@example.com/sendMail",
+            fakes.url()
+        ))
+        .header("authorization", &bearer)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    assert_eq!(fakes.graph.lock().unwrap().mails.len(), 1, "nothing sent");
 
     let site: Value = http
         .get(format!(
