@@ -81,14 +81,16 @@ for i in range(1, count + 1):
     log = [json.loads(l) for l in open(f"{d}/{i}.log")]
     done = log[-1]
     # What the run needs at the least: the up-front lookup batches the job made (one
-    # per 30 queries), one create per 30 invoices, one ClickUp read and one create per
-    # entry, and two Control Room pages for the busiest workspace.
+    # per 30 queries), one create per 30 invoices, two ClickUp reads (the Workspace's
+    # members, then every member's entries: ClickUp lists only the caller's own
+    # otherwise) and one create per entry, and two Control Room pages for the busiest
+    # workspace.
     lookups = sum(1 for c in s["calls"] if c["service"] == "qbo" and c["path"].endswith("/batch")) - math.ceil(invoices / 30)
     lookups = max(lookups, 1)
     creates = math.ceil(invoices / 30)
     qbo_requests = lookups + creates
     batches = lookups + creates
-    clickup_calls = 1 + entries
+    clickup_calls = 2 + entries
     # The first API request waits for the OAuth token (another host, at the run's
     # base latency); every QBO floor below starts there.
     token = lat
@@ -98,7 +100,7 @@ for i in range(1, count + 1):
         "QBO 10 in flight x latency": token + math.ceil(qbo_requests / 10) * qlat,
         "QBO 40 batches a minute": token + 60 * ((batches - 1) // 40) + qlat,
         f"ClickUp {cu_limit:,} a minute": 60 * ((clickup_calls - 1) // cu_limit) + lat,
-        # token -> lookup (QBO), Control Room's two pages and ClickUp's read meanwhile,
+        # token -> lookup (QBO), Control Room's two pages and ClickUp's two reads meanwhile,
         # then one entry and its invoice's batch.
         "dependency chain": max(token + qlat, 2 * lat) + lat + qlat,
     }

@@ -7,6 +7,7 @@ mod clients;
 mod config;
 mod error;
 mod jobs;
+mod money;
 mod report;
 mod secrets;
 mod state;

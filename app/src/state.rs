@@ -36,8 +36,23 @@ const NAMES: [(&str, &str); 4] = [
 pub struct Lease {
     ledger: Ledger,
     key: String,
+    slot: Slot,
     holder: String,
     renewer: tokio::task::JoinHandle<()>,
+}
+
+/// Which part of a job a run does: shard `k` of `n` (1 of 1 for a whole run). Runs
+/// that split the work the same way (the same `n`) cover disjoint clients in each slot,
+/// so they may hold one lease together, each in its own slot; a run that splits it
+/// otherwise would cover the same clients as one of them, and waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub k: u64,
+    pub n: u64,
+}
+
+impl Slot {
+    pub const WHOLE: Self = Self { k: 1, n: 1 };
 }
 
 /// What [`Ledger::lease`] found.
@@ -50,40 +65,86 @@ pub enum Leased {
     },
 }
 
+/// Placeholders of the lease's attributes: the slots held (a number set), who holds
+/// each (a map by slot), the split they share, and the expiry.
+const LEASE_NAMES: [(&str, &str); 4] = [
+    ("#holders", "holders"),
+    ("#by", "by"),
+    ("#n", "n"),
+    ("#until", "until"),
+];
+
+/// What a slot holds once its run ended with requests that may still be under way.
+const COOLING: &str = "cooling";
+
 impl Lease {
     /// Gives the lease up. `busy` is how long requests this run left unanswered may still
-    /// run at a service: the lease stays that long, so a rerun does not start before.
+    /// run at a service: the slot stays taken that long, so a rerun does not start
+    /// before. The lease goes when no slot is held.
     pub async fn release(self, busy: Option<Duration>) -> Result<()> {
         self.renewer.abort();
-        let db = &self.ledger.db;
+        let (ledger, k) = (&self.ledger, self.slot.k.to_string());
+        let mine = |update: &str| {
+            ledger
+                .lease_update(&self.key, &k, update, "#by.#k = :me")
+                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
+        };
         match busy {
-            None => db
-                .delete_item()
-                .table_name(&self.ledger.table)
-                .key("pk", AttributeValue::S(self.key.clone()))
-                .condition_expression("#holder = :me")
-                .expression_attribute_names("#holder", "holder")
-                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.ledger.error("releasing the lease in", &e)),
-            Some(busy) => db
-                .update_item()
-                .table_name(&self.ledger.table)
-                .key("pk", AttributeValue::S(self.key.clone()))
-                .update_expression("SET #until = :until")
-                .condition_expression("#holder = :me")
-                .expression_attribute_names("#holder", "holder")
-                .expression_attribute_names("#until", "until")
-                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()))
-                .expression_attribute_values(":until", until(busy))
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| self.ledger.error("releasing the lease in", &e)),
+            None => {
+                mine("DELETE #holders :kset REMOVE #by.#k")
+                    .expression_attribute_values(":kset", AttributeValue::Ns(vec![k.clone()]))
+                    .send()
+                    .await
+                    .map_err(|e| ledger.error("releasing the lease in", &e))?;
+                // The last slot out removes the lease; another still held keeps it.
+                let gone = ledger
+                    .db
+                    .delete_item()
+                    .table_name(&ledger.table)
+                    .key("pk", AttributeValue::S(self.key.clone()))
+                    .condition_expression("attribute_not_exists(#holders)")
+                    .expression_attribute_names("#holders", "holders")
+                    .send()
+                    .await;
+                match gone {
+                    Err(e) if !is_condition_failed(&e) => {
+                        Err(ledger.error("releasing the lease in", &e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Some(busy) => {
+                mine("SET #by.#k = :cooling")
+                    .expression_attribute_values(":cooling", AttributeValue::S(COOLING.into()))
+                    .send()
+                    .await
+                    .map_err(|e| ledger.error("releasing the lease in", &e))?;
+                // The lease lasts at least `busy` more; a later expiry (another slot
+                // at work) stays.
+                let longer = ledger
+                    .lease_update(&self.key, &k, "SET #until = :until", "#until < :until")
+                    .expression_attribute_values(":until", until(busy))
+                    .send()
+                    .await;
+                match longer {
+                    Err(e) if !is_condition_failed(&e) => {
+                        Err(ledger.error("releasing the lease in", &e))
+                    }
+                    _ => Ok(()),
+                }
+            }
         }
     }
+}
+
+/// Whether a DynamoDB write was refused by its condition.
+fn is_condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(aws_sdk_dynamodb::error::ProvideErrorMetadata::code)
+        == Some("ConditionalCheckFailedException")
 }
 
 /// An expiry `from_now` ahead, as the table keeps it (Unix seconds).
@@ -121,56 +182,122 @@ impl Ledger {
         }
     }
 
-    /// Takes the lease `key` for `length` (renewed every third of it while the run goes
-    /// on). Held by another run, it waits up to `length` for it to end or run out.
-    pub async fn lease(&self, key: &str, length: Duration) -> Result<Leased> {
+    /// Takes `slot` of the lease `key` for `length` (renewed every third of it while
+    /// the run goes on). Held by a run that splits the work otherwise, or in the same
+    /// slot, it waits up to `length` for that run to end or its lease to run out.
+    pub async fn lease(&self, key: &str, slot: Slot, length: Duration) -> Result<Leased> {
         let holder = format!("{}-{}", std::process::id(), fastrand::u64(..));
+        let k = slot.k.to_string();
         let waited_from = std::time::Instant::now();
         loop {
-            let now = Timestamp::now().as_second();
-            let taken = self
+            let now = AttributeValue::N(Timestamp::now().as_second().to_string());
+            // A new lease where there is none, or where the last one ran out...
+            let fresh = self
                 .db
                 .put_item()
                 .table_name(&self.table)
                 .item("pk", AttributeValue::S(key.to_owned()))
-                .item("holder", AttributeValue::S(holder.clone()))
+                .item("n", AttributeValue::N(slot.n.to_string()))
+                .item("holders", AttributeValue::Ns(vec![k.clone()]))
+                .item(
+                    "by",
+                    AttributeValue::M(HashMap::from([(
+                        k.clone(),
+                        AttributeValue::S(holder.clone()),
+                    )])),
+                )
                 .item("until", until(length))
                 .condition_expression("attribute_not_exists(pk) OR #until < :now")
                 .expression_attribute_names("#until", "until")
-                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":now", now.clone())
                 .send()
                 .await;
-            match taken {
-                Ok(_) => {
-                    let renewer = tokio::spawn(renew(self.clone(), key.to_owned(), holder.clone(), length));
-                    return Ok(Leased::Held(Lease {
-                        ledger: self.clone(),
-                        key: key.to_owned(),
-                        holder,
-                        renewer,
-                    }));
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(aws_sdk_dynamodb::operation::put_item::PutItemError::is_conditional_check_failed_exception) =>
-                {
-                    let held_until = self.lease_until(key).await?;
-                    if waited_from.elapsed() > length + Duration::from_secs(1) {
-                        return Ok(Leased::Busy {
-                            until: held_until.unwrap_or_else(Timestamp::now),
-                        });
+            let taken = match fresh {
+                Ok(_) => true,
+                Err(e) if is_condition_failed(&e) => {
+                    // ...or a free slot of a live lease that splits the work as this run does.
+                    let joined = self
+                        .lease_update(
+                            key,
+                            &k,
+                            "ADD #holders :kset SET #by.#k = :me, #until = :until",
+                            "#n = :n AND #until >= :now AND NOT contains(#holders, :k) AND attribute_not_exists(#by.#k)",
+                        )
+                        .expression_attribute_values(":kset", AttributeValue::Ns(vec![k.clone()]))
+                        .expression_attribute_values(":k", AttributeValue::N(k.clone()))
+                        .expression_attribute_values(":n", AttributeValue::N(slot.n.to_string()))
+                        .expression_attribute_values(":me", AttributeValue::S(holder.clone()))
+                        .expression_attribute_values(":until", until(length))
+                        .expression_attribute_values(":now", now)
+                        .send()
+                        .await;
+                    match joined {
+                        Ok(_) => true,
+                        Err(e) if is_condition_failed(&e) => false,
+                        Err(e) => return Err(self.error("taking the lease in", &e)),
                     }
-                    tracing::info!(
-                        event = "lease_wait",
-                        lease = key,
-                        until = %held_until.map(|t| t.to_string()).unwrap_or_default(),
-                        "another run holds this job, or ended less than its lease ago: waiting"
-                    );
-                    tokio::time::sleep((length / 4).max(Duration::from_millis(500))).await;
                 }
                 Err(e) => return Err(self.error("taking the lease in", &e)),
+            };
+            if taken {
+                let renewer = tokio::spawn(renew(
+                    self.clone(),
+                    key.to_owned(),
+                    k.clone(),
+                    holder.clone(),
+                    length,
+                ));
+                return Ok(Leased::Held(Lease {
+                    ledger: self.clone(),
+                    key: key.to_owned(),
+                    slot,
+                    holder,
+                    renewer,
+                }));
+            }
+            let held_until = self.lease_until(key).await?;
+            if waited_from.elapsed() > length + Duration::from_secs(1) {
+                return Ok(Leased::Busy {
+                    until: held_until.unwrap_or_else(Timestamp::now),
+                });
+            }
+            tracing::info!(
+                event = "lease_wait",
+                lease = key,
+                slot = %format!("{}/{}", slot.k, slot.n),
+                until = %held_until.map(|t| t.to_string()).unwrap_or_default(),
+                "another run holds this job (or these clients), or ended less than its lease ago: waiting"
+            );
+            tokio::time::sleep((length / 4).max(Duration::from_millis(500))).await;
+        }
+    }
+
+    /// An update of the lease `key`: `update` if `condition` holds, with the
+    /// placeholders they use (DynamoDB refuses an unused one), `#k` naming `slot`.
+    fn lease_update(
+        &self,
+        key: &str,
+        slot: &str,
+        update: &str,
+        condition: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let mut builder = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .update_expression(update)
+            .condition_expression(condition);
+        let used = |p: &str| update.contains(p) || condition.contains(p);
+        if used("#k") {
+            builder = builder.expression_attribute_names("#k", slot);
+        }
+        for (placeholder, name) in LEASE_NAMES {
+            if used(placeholder) {
+                builder = builder.expression_attribute_names(placeholder, name);
             }
         }
+        builder
     }
 
     /// The item `key`, read consistently (the ledger must see its own last write).
@@ -549,26 +676,28 @@ impl Ledger {
 
 /// Keeps the lease alive every third of its length; a renewal that finds another holder
 /// (this process stalled past its lease) says so and stops.
-async fn renew(ledger: Ledger, key: String, holder: String, length: Duration) {
+/// Keeps the lease alive while the run goes on. A write that fails (throttled, a lost
+/// answer) is tried again well before the lease runs out; only a lease taken over by
+/// another run (its slot no longer this run's) ends the renewing.
+async fn renew(ledger: Ledger, key: String, slot: String, holder: String, length: Duration) {
+    let mut wait = length / 3;
     loop {
-        tokio::time::sleep(length / 3).await;
+        tokio::time::sleep(wait).await;
         let renewed = ledger
-            .db
-            .update_item()
-            .table_name(&ledger.table)
-            .key("pk", AttributeValue::S(key.clone()))
-            .update_expression("SET #until = :until")
-            .condition_expression("#holder = :me")
-            .expression_attribute_names("#holder", "holder")
-            .expression_attribute_names("#until", "until")
+            .lease_update(&key, &slot, "SET #until = :until", "#by.#k = :me")
             .expression_attribute_values(":me", AttributeValue::S(holder.clone()))
             .expression_attribute_values(":until", until(length))
             .send()
             .await;
-        if let Err(e) = renewed {
-            tracing::error!(event = "lease_lost", lease = %key, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "this run's lease could not be renewed: another run may start beside it");
-            if e.as_service_error().is_some() {
+        match renewed {
+            Ok(_) => wait = length / 3,
+            Err(e) if is_condition_failed(&e) => {
+                tracing::error!(event = "lease_lost", lease = %key, "this run's lease was taken over (it ran out): another run may start beside it");
                 return;
+            }
+            Err(e) => {
+                tracing::warn!(event = "lease_renew_retry", lease = %key, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "renewing the lease failed; trying again");
+                wait = (length / 12).max(Duration::from_millis(200));
             }
         }
     }

@@ -55,19 +55,86 @@ impl ClickUp {
         }
     }
 
-    /// The entries of the token's user starting in `[start_ms, end_ms]`, across the
-    /// whole Workspace, in one request (the API does not page this list: ClickUp API v2,
-    /// "Get time entries within a date range").
+    /// Every entry starting in `[start_ms, end_ms]` across the whole Workspace, by any
+    /// member, in one request (the API does not page this list: ClickUp API v2, "Get
+    /// time entries within a date range"). Without `assignee` ClickUp returns only the
+    /// token user's own entries, so an entry an earlier run made under another member's
+    /// token would be missed and made again: the list names every member. Only owners
+    /// and admins may name others; for a member's token the list falls back to its own
+    /// entries, with a warning.
     pub async fn entries(&self, start_ms: i64, end_ms: i64) -> Result<Vec<Entry>, ApiError> {
+        let members = self.members().await?;
+        let everyone = members
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        match self.list_entries(start_ms, end_ms, Some(&everyone)).await {
+            Err(e) if e.status == Some(401) && team_not_authorized(e.code.as_deref()) => {
+                tracing::warn!(
+                    event = "clickup_entries_own_only",
+                    error = %e,
+                    "the ClickUp token's user is not a Workspace owner or admin, so only its own time entries can be read: an entry another member made for a client would not be seen; use an owner's or admin's token"
+                );
+                self.list_entries(start_ms, end_ms, None).await
+            }
+            listed => listed,
+        }
+        .map_err(team_level)
+    }
+
+    /// The ids of the Workspace's members (`GET /team`, the Workspaces the token opens).
+    async fn members(&self) -> Result<Vec<u64>, ApiError> {
+        let url = format!("{}/team", self.base);
+        let answer = self
+            .api
+            .call(
+                |c| c.get(&url).header("authorization", self.token.expose()),
+                error_of,
+            )
+            .await
+            .map_err(team_level)?;
+        let v = answer.json(SERVICE)?;
+        let team = v["teams"]
+            .as_array()
+            .and_then(|teams| teams.iter().find(|t| text(&t["id"]) == self.team))
+            .ok_or_else(|| ApiError {
+                fatal: true,
+                ..ApiError::new(
+                    SERVICE,
+                    Some(200),
+                    format!(
+                        "the ClickUp token does not open Workspace {} (team_id)",
+                        self.team
+                    ),
+                )
+            })?;
+        Ok(team["members"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["user"]["id"].as_u64()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn list_entries(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        assignee: Option<&str>,
+    ) -> Result<Vec<Entry>, ApiError> {
         let url = format!("{}/team/{}/time_entries", self.base, self.team);
         let (start, end) = (start_ms.to_string(), end_ms.to_string());
         let answer = self
             .api
             .call(
                 |c| {
+                    let mut query =
+                        vec![("start_date", start.as_str()), ("end_date", end.as_str())];
+                    if let Some(a) = assignee {
+                        query.push(("assignee", a));
+                    }
                     c.get(&url)
                         .header("authorization", self.token.expose())
-                        .query(&[("start_date", &start), ("end_date", &end)])
+                        .query(&query)
                 },
                 error_of,
             )
@@ -150,6 +217,16 @@ impl ClickUp {
                         return Ok(Ensured::Created(e.id));
                     }
                 }
+                Err(e) if team_not_authorized(e.code.as_deref()) => {
+                    return Err(ApiError {
+                        message: format!(
+                            "ClickUp refused task {task}: {} ({}); the task is in a Workspace the ClickUp token's user is not in: fix clickup_task_id in the client table, or add that user to the task's Workspace",
+                            e.message,
+                            e.code.as_deref().unwrap_or_default()
+                        ),
+                        ..e
+                    });
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -206,9 +283,70 @@ fn error_of(status: StatusCode, _: &HeaderMap, body: &[u8]) -> ApiError {
     let message = v["err"]
         .as_str()
         .map_or_else(|| format!("answered {status}"), str::to_owned);
+    let code = v["ECODE"].as_str().map(str::to_owned);
     ApiError {
-        code: v["ECODE"].as_str().map(str::to_owned),
-        fatal: status == StatusCode::UNAUTHORIZED,
+        // A bad token stops the run; a task in a Workspace the token's user is not in
+        // (401 "Team not authorized") is that client's problem only. Team-level calls
+        // make it fatal again (`team_level`).
+        fatal: status == StatusCode::UNAUTHORIZED && !team_not_authorized(code.as_deref()),
+        code,
         ..ApiError::new(SERVICE, Some(status.as_u16()), message)
+    }
+}
+
+/// ClickUp's "Team not authorized" codes: OAUTH_023, OAUTH_026, OAUTH_027 and
+/// OAUTH_029 to OAUTH_045 (developer.clickup.com, "Common errors"): the token is good,
+/// the Workspace of what was asked is not the user's.
+fn team_not_authorized(code: Option<&str>) -> bool {
+    code.and_then(|c| c.strip_prefix("OAUTH_"))
+        .and_then(|n| n.parse::<u16>().ok())
+        .is_some_and(|n| matches!(n, 23 | 26 | 27 | 29..=45))
+}
+
+/// For a call on the Workspace itself, "Team not authorized" means the secret's
+/// `team_id` is wrong: nothing can be done for any client.
+fn team_level(e: ApiError) -> ApiError {
+    if e.status == Some(401) {
+        ApiError { fatal: true, ..e }
+    } else {
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_team_not_authorized_codes_spare_the_run() {
+        for code in [
+            "OAUTH_023",
+            "OAUTH_026",
+            "OAUTH_027",
+            "OAUTH_029",
+            "OAUTH_045",
+        ] {
+            let e = error_of(
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                format!(r#"{{"err":"Team not authorized","ECODE":"{code}"}}"#).as_bytes(),
+            );
+            assert!(!e.fatal, "{code}");
+            assert!(team_level(e).fatal, "{code} on the Workspace itself");
+        }
+        for code in [
+            "OAUTH_017",
+            "OAUTH_019",
+            "OAUTH_025",
+            "OAUTH_046",
+            "OAUTH_028",
+        ] {
+            let e = error_of(
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                format!(r#"{{"err":"Token invalid","ECODE":"{code}"}}"#).as_bytes(),
+            );
+            assert!(e.fatal, "{code}");
+        }
     }
 }

@@ -25,10 +25,15 @@ const PAGE: &str = "100";
 const IN_FLIGHT: usize = 128;
 /// Pages read from one workspace at most: 100,000 runs.
 const MAX_PAGES: usize = 1000;
+/// How long before its start a run may have been made (queued, waiting for a worker).
+const QUEUE_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 24);
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Run {
     pub id: String,
+    /// When the run was made (queued); its start may come later.
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
     /// `new`, `in_progress`, `completed`, `unresolved` or `stopping`.
     pub state: String,
     pub started_at: Option<Timestamp>,
@@ -76,8 +81,23 @@ impl ControlRoom {
             .to_owned())
     }
 
-    /// Every process run of the workspace (the API has no date filter), each once.
-    pub async fn runs(&self, workspace: &str, key: &Redacted) -> Result<Vec<Run>, ApiError> {
+    /// The process runs of the workspace that can have started at or after `since`,
+    /// each once. The API has no date filter and documents no order (robocorp/robocorp
+    /// `workspace/research/openapi.json`: `process_id`, `state`, `limit`), so the pages
+    /// are read until the end, except while every run read so far came newest first:
+    /// then reading stops after a page whose runs were all made more than
+    /// [`QUEUE_MARGIN`] before `since` (a run is made before it starts, and does not
+    /// wait in the queue that long). A workspace used for years is then read only as
+    /// far back as the month needs.
+    pub async fn runs(
+        &self,
+        workspace: &str,
+        key: &Redacted,
+        since: Timestamp,
+    ) -> Result<Vec<Run>, ApiError> {
+        let horizon = since - QUEUE_MARGIN;
+        // The newest-first order holds so far, and the last time seen in it.
+        let (mut newest_first, mut last): (bool, Option<Timestamp>) = (true, None);
         let mut url = format!(
             "{}/workspaces/{workspace}/process-runs?limit={PAGE}",
             self.base
@@ -95,12 +115,31 @@ impl ControlRoom {
                     format!("process runs of {workspace} have an unexpected shape: {e}"),
                 )
             })?;
+            let mut all_older = !page.data.is_empty();
             for run in page.data {
+                // A run never started (queued) carries no time and sorts as newest.
+                if let Some(t) = run.created_at.or(run.started_at) {
+                    newest_first &= last.is_none_or(|l| t <= l);
+                    last = Some(t);
+                    all_older &= t < horizon;
+                } else {
+                    newest_first &= last.is_none();
+                    all_older = false;
+                }
                 if ids.insert(run.id.clone()) {
                     runs.push(run);
                 } else {
                     repeated += 1;
                 }
+            }
+            if newest_first && all_older && page.has_more {
+                tracing::debug!(
+                    event = "runs_read_back_to",
+                    workspace,
+                    pages = pages.len(),
+                    "the runs come newest first and this page is older than the month: the rest is not read"
+                );
+                return Ok(runs);
             }
             match page.next {
                 Some(next)
@@ -110,10 +149,16 @@ impl ControlRoom {
                     return Err(ApiError::new(
                         SERVICE,
                         Some(200),
-                        format!(
-                            "the process runs of {workspace} do not end: page {} names a next page already read or past {MAX_PAGES} pages, so its minutes cannot be counted; the client is not billed this run (rerun later)",
-                            pages.len()
-                        ),
+                        if pages.len() > MAX_PAGES {
+                            format!(
+                                "workspace {workspace} lists more than {MAX_PAGES} pages of process runs and not newest first, so the month's runs cannot be told from older ones (Control Room's API has no date filter): the client is not billed; ask Sema4.ai support to archive the workspace's old runs, or move the robot to a new workspace and update robocorp_workspace_id"
+                            )
+                        } else {
+                            format!(
+                                "the process runs of {workspace} do not end: page {} names a next page already read, so its minutes cannot be counted; the client is not billed this run (rerun later)",
+                                pages.len()
+                            )
+                        },
                     ));
                 }
                 // The key goes with every page: follow `next` only on the same service.

@@ -252,25 +252,61 @@ impl Qbo {
     /// POST with the query as an `application/text` body: a long `IN (...)` list would
     /// not fit a URL.
     pub async fn query_all(&self, select: &str) -> Result<Vec<Value>, ApiError> {
-        let entity = entity_of(select);
         let mut rows = Vec::new();
         loop {
-            let text = format!(
-                "{select} STARTPOSITION {} MAXRESULTS {PAGE}",
-                rows.len() + 1
-            );
-            let v = self
-                .json(Method::POST, "/query", &[], Body::Text(&text), true)
-                .await?;
-            // The entity key is absent when nothing matches.
-            let page = v["QueryResponse"][entity]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let page = self.query_page(select, rows.len() + 1).await?;
             let short = page.len() < PAGE;
             rows.extend(page);
             if short {
                 return Ok(rows);
+            }
+        }
+    }
+
+    /// One page of up to [`PAGE`] rows of `select`, from row `start` (1 is the first).
+    pub async fn query_page(&self, select: &str, start: usize) -> Result<Vec<Value>, ApiError> {
+        let text = format!("{select} STARTPOSITION {start} MAXRESULTS {PAGE}");
+        let v = self
+            .json(Method::POST, "/query", &[], Body::Text(&text), true)
+            .await?;
+        // The entity key is absent when nothing matches.
+        Ok(v["QueryResponse"][entity_of(select)]
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Every invoice updated at or after `since` (an RFC 3339 time), read in order of
+    /// `MetaData.LastUpdatedTime` with the next page starting at the last time read,
+    /// not at a position: an invoice updated while the pages are read (a payment
+    /// arriving) moves to the end, and a position-based read would then skip the row
+    /// that slid into its place. Rows at the boundary are read twice; `Id`s tell them.
+    pub async fn invoices_updated_since(&self, since: &str) -> Result<Vec<Value>, ApiError> {
+        let mut rows: Vec<Value> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut cursor, mut start) = (since.to_owned(), 1);
+        loop {
+            let select = format!(
+                "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= {} ORDERBY MetaData.LastUpdatedTime ASC",
+                quote(&cursor)
+            );
+            let page = self.query_page(&select, start).await?;
+            let short = page.len() < PAGE;
+            let last = page
+                .last()
+                .and_then(|r| r["MetaData"]["LastUpdatedTime"].as_str())
+                .map(str::to_owned);
+            for row in page {
+                if seen.insert(row["Id"].as_str().unwrap_or_default().to_owned()) {
+                    rows.push(row);
+                }
+            }
+            match last {
+                _ if short => return Ok(rows),
+                // A whole page of one second: the next page of that second.
+                Some(last) if last == cursor => start += PAGE,
+                Some(last) => (cursor, start) = (last, 1),
+                None => return Ok(rows),
             }
         }
     }
@@ -330,11 +366,12 @@ impl Qbo {
                         None,
                         "the batch answer misses an item",
                     )),
-                    Some(a) if a.get("Fault").is_some() => Err(ApiError {
-                        time,
-                        ..fault_of(StatusCode::OK, &HeaderMap::new(), a.to_string().as_bytes())
-                    }),
-                    Some(a) => Ok(a.clone()),
+                    Some(a) if a.get("Fault").is_some() => Err(item_fault(a, time)),
+                    Some(a) => {
+                        let mut a = a.clone();
+                        a["time"] = v["time"].clone();
+                        Ok(a)
+                    }
                 }
             })
             .collect())
@@ -370,7 +407,7 @@ impl Qbo {
         &self,
         invoices: &[&Value],
         request_id: &str,
-    ) -> Result<Vec<Result<Value, ApiError>>, ApiError> {
+    ) -> Result<Vec<Result<Stamped, ApiError>>, ApiError> {
         let items = invoices
             .iter()
             .map(|i| json!({"operation": "create", "Invoice": i}))
@@ -378,7 +415,12 @@ impl Qbo {
         let answers = self.batch(items, Some(request_id), false).await?;
         Ok(answers
             .into_iter()
-            .map(|a| a.map(|a| a["Invoice"].clone()))
+            .map(|a| {
+                a.map(|a| Stamped {
+                    time: time_of(&a),
+                    value: a["Invoice"].clone(),
+                })
+            })
             .collect())
     }
 
@@ -399,7 +441,7 @@ impl Qbo {
         &self,
         invoice: &Value,
         request_id: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Stamped, ApiError> {
         let v = self
             .json(
                 Method::POST,
@@ -409,7 +451,10 @@ impl Qbo {
                 false,
             )
             .await?;
-        Ok(v["Invoice"].clone())
+        Ok(Stamped {
+            time: time_of(&v),
+            value: v["Invoice"].clone(),
+        })
     }
 
     pub async fn invoice(&self, id: &str) -> Result<Value, ApiError> {
@@ -428,35 +473,42 @@ impl Qbo {
     /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
     /// `/send` takes no idempotency key: when an attempt may have gone through (no
     /// answer, a 5xx), the invoice is read back (again once QBO can no longer be working
-    /// on the send), and sent again only if it is surely not sent.
+    /// on the send). A read may be stale (QBO promises no read-after-write), so an
+    /// invoice that still reads NeedToSend is not sent again in this run: the next
+    /// day's run reads it long after, and sends it then if it truly did not go.
     pub async fn send_invoice(&self, id: &str) -> Result<Value, ApiError> {
         let path = format!("/invoice/{id}/send");
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            match self
-                .json(Method::POST, &path, &[], Body::Empty, false)
-                .await
-            {
-                Ok(v) => return Ok(v["Invoice"].clone()),
-                Err(e) if e.is_ambiguous() && attempt < 3 => {
-                    let what = format!("send of invoice {id}");
-                    let found = super::confirm(&e, &what, self.settle, || async {
-                        let now = self.invoice(id).await?;
-                        Ok((now["EmailStatus"] == "EmailSent").then_some(now))
-                    })
-                    .await?;
-                    if let Some(now) = found {
+        match self
+            .json(Method::POST, &path, &[], Body::Empty, false)
+            .await
+        {
+            Ok(v) => Ok(v["Invoice"].clone()),
+            Err(e) if e.is_ambiguous() => {
+                let what = format!("send of invoice {id}");
+                let found = super::confirm(&e, &what, self.settle, || async {
+                    let now = self.invoice(id).await?;
+                    Ok((now["EmailStatus"] == "EmailSent").then_some(now))
+                })
+                .await?;
+                match found {
+                    Some(now) => {
                         tracing::info!(
                             event = "send_confirmed",
                             invoice_id = id,
                             "the send went through although its answer was lost"
                         );
-                        return Ok(now);
+                        Ok(now)
                     }
+                    None => Err(ApiError {
+                        message: format!(
+                            "{}; whether it went out is unclear, so it is not sent again today: the next run sends it if QBO still shows it waiting",
+                            e.message
+                        ),
+                        ..e
+                    }),
                 }
-                Err(e) => return Err(e),
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -470,6 +522,34 @@ impl Qbo {
             true,
         )
         .await
+    }
+}
+
+/// An entity QBO answered with, and the `time` it stamped on the answer: a time long
+/// before the request was made marks a replay of an earlier answer (`requestid`).
+#[derive(Debug, Clone)]
+pub struct Stamped {
+    pub value: Value,
+    pub time: Option<Timestamp>,
+}
+
+/// A batch item's fault. A ValidationFault is a refusal (nothing was made); any other
+/// (a SystemFault above all) says nothing of whether the item was made, so it counts
+/// as unanswered (Intuit, "Batch": items run on their own, and a SystemFault is a
+/// server error), and an authentication fault stops the run.
+fn item_fault(a: &Value, time: Option<Timestamp>) -> ApiError {
+    let e = fault_of(StatusCode::OK, &HeaderMap::new(), a.to_string().as_bytes());
+    let kind = a["Fault"]["type"].as_str().unwrap_or_default();
+    let (status, fatal) = match kind {
+        "ValidationFault" => (400, false),
+        k if k.to_ascii_lowercase().starts_with("authentication") => (401, true),
+        _ => (500, false),
+    };
+    ApiError {
+        time,
+        status: Some(status),
+        fatal,
+        ..e
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::api::ApiError;
-use crate::api::qbo::{BATCH, Qbo};
+use crate::api::qbo::{BATCH, Qbo, Stamped};
 
 /// A batch leaves at the latest once its first invoice has waited this long.
 const LONGEST: Duration = Duration::from_millis(500);
@@ -142,9 +142,26 @@ async fn collect(
 async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
     let invoices: Vec<&Value> = items.iter().map(|i| &i.invoice).collect();
     let rid = request_id(&invoices);
-    let answers = match qbo.create_invoices(&invoices, &rid).await {
-        Ok(answers) => answers.into_iter().map(Ok).collect(),
-        Err(e) => vec![Err(e); items.len()],
+    let asked = jiff::Timestamp::now();
+    let answers: Vec<Result<Result<Stamped, ApiError>, ApiError>> =
+        match qbo.create_invoices(&invoices, &rid).await {
+            Ok(answers) => answers.into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e); items.len()],
+        };
+    // A replayed answer (an earlier run sent this very batch today) names invoices that
+    // may have been deleted since: each is looked up, and one not there is made on its
+    // own, under its own request id.
+    let replayed: Vec<&Item> = items
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| matches!(a, Ok(Ok(c)) if super::create::is_replay(c.time, asked)))
+        .map(|(i, _)| i)
+        .collect();
+    let still_there = if replayed.is_empty() {
+        None
+    } else {
+        let docs: Vec<String> = replayed.iter().map(|i| i.doc.clone()).collect();
+        Some(qbo.invoices_numbered_in(&docs).await)
     };
     // Unclear items (the whole answer lost, or an item left out of it) are looked up
     // together before anything else happens to them.
@@ -165,11 +182,21 @@ async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
     };
     for (item, answer) in items.into_iter().zip(answers) {
         let outcome = match answer {
-            Ok(Ok(invoice)) => Ok(Batched::Created(invoice)),
+            Ok(Ok(made)) if super::create::is_replay(made.time, asked) => match &still_there {
+                Some(Ok(there)) => Ok(there
+                    .iter()
+                    .find(|i| i["DocNumber"] == item.doc.as_str() && mine(&item, i))
+                    .cloned()
+                    .map_or(Batched::Single, Batched::Found)),
+                Some(Err(e)) => Err(e.clone()),
+                None => Ok(Batched::Single),
+            },
+            Ok(Ok(made)) => Ok(Batched::Created(made.value)),
             Ok(Err(e)) | Err(e) if e.fatal => Err(e),
             Ok(Err(e)) | Err(e) if e.is_ambiguous() => match &found {
                 Some(Ok(found)) => Ok(found
                     .get(&item.doc)
+                    .filter(|i| mine(&item, i))
                     .cloned()
                     .map_or(Batched::Single, Batched::Found)),
                 Some(Err(lookup)) if lookup.fatal => Err(lookup.clone()),
@@ -213,7 +240,11 @@ async fn look_up(
             tokio::time::sleep(wait).await;
         }
         for invoice in qbo.invoices_numbered_in(&missing).await? {
-            if let Some(doc) = invoice["DocNumber"].as_str() {
+            let Some(doc) = invoice["DocNumber"].as_str() else {
+                continue;
+            };
+            // Only an invoice of the item's own customer is the item's.
+            if items.iter().any(|i| i.doc == doc && mine(i, &invoice)) {
                 found.entry(doc.to_owned()).or_insert(invoice);
             }
         }
@@ -223,6 +254,11 @@ async fn look_up(
         }
     }
     Ok(found)
+}
+
+/// Whether `invoice` (found in QBO) is `item`'s: the same number for the same customer.
+fn mine(item: &Item, invoice: &Value) -> bool {
+    super::create::belongs(invoice, &item.invoice["CustomerRef"]["value"])
 }
 
 /// The same invoices give the same id; at most 36 characters, as QBO asks of a batch.

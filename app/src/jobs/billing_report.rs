@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use base64::Engine as _;
-use minijinja::Environment;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -73,7 +72,7 @@ pub struct Bar {
 }
 
 /// The report's data: everything the template shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub period: String,
     /// A second report for the period: something new was billed since the first.
@@ -87,9 +86,17 @@ pub struct Report {
     pub dropped: Vec<Line>,
     /// `(client, run id)` of Control Room runs still going at billing time.
     pub in_progress: Vec<(String, String)>,
+    /// `(client, run id)` of finished runs with neither duration nor end: not billed.
+    pub unmeasured: Vec<(String, String)>,
     pub chart: Vec<Bar>,
     pub invoice_url: String,
 }
+
+/// The largest request Graph takes, attachments included (see `fakes::graph`).
+const GRAPH_REQUEST_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The id a report failure is listed under, beside the clients' ids.
+pub const REPORT_ID: &str = "billing-report";
 
 /// What the billing run hands over.
 #[derive(Debug)]
@@ -102,6 +109,10 @@ pub struct Inputs<'a> {
     /// With `--dry-run`: the invoices the run would create (they are not in QBO).
     pub would: Vec<Value>,
     pub in_progress: Vec<(String, String)>,
+    pub unmeasured: Vec<(String, String)>,
+    /// Each client's QBO customer `Id`, where the run found it: an invoice is the
+    /// client's only if it bills that customer (an invoice number alone is no proof).
+    pub customers: BTreeMap<String, Value>,
     pub summary: &'a Summary,
 }
 
@@ -113,7 +124,7 @@ pub async fn build(qbo: &Qbo, inputs: &Inputs<'_>) -> Result<Report> {
         inputs
             .clients
             .iter()
-            .map(|c| format!("{c}-{month}"))
+            .flat_map(|c| super::create::numbers(c, month))
             .collect()
     };
     let mut queries = Vec::new();
@@ -126,7 +137,7 @@ pub async fn build(qbo: &Qbo, inputs: &Inputs<'_>) -> Result<Report> {
             ));
         }
     }
-    let mut found: BTreeMap<String, Value> = BTreeMap::new();
+    let mut found: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for chunk in queries.chunks(qbo::BATCH) {
         let answers = qbo.batch_queries(chunk).await.map_err(super::fatal)?;
         for answer in answers {
@@ -138,14 +149,14 @@ pub async fn build(qbo: &Qbo, inputs: &Inputs<'_>) -> Result<Report> {
             })?;
             for row in rows {
                 if let Some(doc) = row["DocNumber"].as_str() {
-                    found.insert(doc.to_owned(), row);
+                    found.entry(doc.to_owned()).or_default().push(row);
                 }
             }
         }
     }
     for w in &inputs.would {
         if let Some(doc) = w["DocNumber"].as_str() {
-            found.insert(doc.to_owned(), w.clone());
+            found.entry(doc.to_owned()).or_default().push(w.clone());
         }
     }
     Ok(assemble(inputs, &found, qbo.invoice_link("")))
@@ -192,17 +203,29 @@ fn line_of(client_id: &str, inv: &Value) -> Line {
 /// The report from the invoices found (by DocNumber), pure: the tests feed it directly.
 pub fn assemble(
     inputs: &Inputs<'_>,
-    found: &BTreeMap<String, Value>,
+    found: &BTreeMap<String, Vec<Value>>,
     invoice_url: String,
 ) -> Report {
     let (now, before) = &inputs.compact;
     let mut lines = Vec::new();
     let mut dropped = Vec::new();
     for client in &inputs.clients {
-        let current = found.get(&format!("{client}-{now}"));
-        let previous = found
-            .get(&format!("{client}-{before}"))
-            .map(|p| line_of(client, p));
+        // The client's invoice of a month: one of its numbers, billing its customer
+        // (any customer where the run did not learn which is the client's).
+        let of = |month: &str| {
+            super::create::numbers(client, month)
+                .iter()
+                .filter_map(|doc| found.get(doc))
+                .flatten()
+                .find(|i| {
+                    inputs
+                        .customers
+                        .get(client)
+                        .is_none_or(|c| super::create::belongs(i, c))
+                })
+        };
+        let current = of(now);
+        let previous = of(before).map(|p| line_of(client, p));
         match (current, previous) {
             (Some(inv), previous) => {
                 let mut line = line_of(client, inv);
@@ -244,7 +267,7 @@ pub fn assemble(
         e.1 += l.minutes.parse::<Decimal>().unwrap_or_default();
         e.2 += l.amount.parse::<Decimal>().unwrap_or_default();
     }
-    let totals = sums
+    let totals: Vec<Total> = sums
         .into_iter()
         .map(|(currency, (invoices, minutes, amount))| Total {
             currency,
@@ -294,11 +317,20 @@ pub fn assemble(
         }))
         .collect();
     not_billed.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    let billed: Vec<String> = totals
+        .iter()
+        .map(|t: &Total| crate::money::shown(&t.amount, &t.currency))
+        .collect();
+    let billed = if billed.is_empty() {
+        String::new()
+    } else {
+        format!(" for {}", billed.join(" + "))
+    };
     let result = if s.failures.is_empty() {
-        format!("{} invoiced, nothing failed", lines.len())
+        format!("{} invoiced{billed}, nothing failed", lines.len())
     } else {
         format!(
-            "{} invoiced, {} failed (below, with what to do)",
+            "{} invoiced{billed}, {} failed (below, with what to do)",
             lines.len(),
             s.failures.len()
         )
@@ -313,6 +345,7 @@ pub fn assemble(
         not_billed,
         dropped,
         in_progress: inputs.in_progress.clone(),
+        unmeasured: inputs.unmeasured.clone(),
         chart,
         invoice_url,
     }
@@ -323,7 +356,7 @@ impl Report {
         let totals: Vec<String> = self
             .totals
             .iter()
-            .map(|t| format!("{} {}", t.amount, t.currency))
+            .map(|t| crate::money::shown(&t.amount, &t.currency))
             .collect();
         format!(
             "Billing {}{}: {} invoices{}{}",
@@ -351,7 +384,7 @@ impl Report {
     /// is read from the assets directory first, as the daily summary's is.
     pub fn render(&self) -> Result<String> {
         let (source, origin) = super::send::template_named(TEMPLATE_NAME, TEMPLATE)?;
-        let mut env = Environment::new();
+        let mut env = crate::money::environment();
         env.add_template(TEMPLATE_NAME, &source)
             .and_then(|()| env.get_template(TEMPLATE_NAME)?.render(self))
             .map_err(|e| {
@@ -386,16 +419,16 @@ impl Report {
         .map_err(fail)?;
         for l in self.lines.iter().chain(&self.dropped) {
             w.write_record([
-                &l.client_id,
-                &l.customer,
-                &l.doc_number,
+                inert(&l.client_id).as_ref(),
+                &inert(&l.customer),
+                &inert(&l.doc_number),
                 &l.minutes,
                 &l.rate,
                 &l.amount,
                 &l.currency,
                 &l.previous,
                 &l.change,
-                &l.flag,
+                &inert(&l.flag),
             ])
             .map_err(fail)?;
         }
@@ -409,6 +442,17 @@ impl Report {
 
     fn csv_name(&self) -> String {
         format!("billing-{}.csv", self.period)
+    }
+}
+
+/// A text cell a spreadsheet shows as text: one that starts with `=`, `+`, `-`, `@`, a
+/// tab or a carriage return would run as a formula in Excel or Sheets, so it gets a
+/// leading `'` (OWASP, "CSV Injection"). QBO display names are typed by people.
+fn inert(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
     }
 }
 
@@ -445,7 +489,7 @@ pub async fn deliver(
     let mut state = ledger.report(key).await?;
     if let Some(pending) = state.pending.clone() {
         summary.fail(
-            "billing-report",
+            REPORT_ID,
             format!(
                 "an earlier run's billing report of {} invoice(s) may not have reached {to}: Graph never answered, so it is not sent again; look in {from}'s Sent Items",
                 pending.len()
@@ -460,7 +504,7 @@ pub async fn deliver(
     report.update = !state.reported.is_empty();
     let html = report.render()?;
     let csv = report.csv()?;
-    let message = json!({
+    let mut message = json!({
         "subject": report.subject(),
         "body": {"contentType": "HTML", "content": html},
         "toRecipients": [{"emailAddress": {"address": to}}],
@@ -471,9 +515,26 @@ pub async fn deliver(
             "contentBytes": base64::engine::general_purpose::STANDARD.encode(csv),
         }],
     });
+    // Graph takes a request of at most 4 MB, attachments included (a larger one is
+    // refused with 413): a CSV that would pass it stays out, and the email says so.
+    if json!({"message": &message}).to_string().len() > GRAPH_REQUEST_LIMIT {
+        tracing::warn!(
+            event = "report_csv_left_out",
+            "the report with its CSV is over Graph's 4 MB: sent without the CSV"
+        );
+        message["attachments"] = json!([]);
+        let note = format!(
+            "<p><strong>The CSV is too large to attach</strong> (Graph takes 4 MB a message): run <code>qbo-invoice-processor --create-invoices --dry-run --period {} --report-out report.html</code> for it.</p>",
+            report.period
+        );
+        if let Some(body) = message["body"]["content"].as_str() {
+            message["body"]["content"] =
+                json!(body.replacen("<body>", &format!("<body>\n{note}"), 1));
+        }
+    }
     if let Err(e) = graph.sign_in().await {
         summary.fail(
-            "billing-report",
+            REPORT_ID,
             format!("the billing report was not sent: signing in to Graph failed ({e}); the next run sends it"),
         );
         return Ok(());
@@ -487,17 +548,62 @@ pub async fn deliver(
         Err(e) if e.is_ambiguous() => {
             ledger.settle_report(key, &state, docs).await?;
             summary.fail(
-                "billing-report",
+                REPORT_ID,
                 format!("Graph gave no clear answer to the billing report to {to} ({e}): it may have been delivered, so it is not sent again; look in {from}'s Sent Items"),
             );
         }
         Err(e) => {
             ledger.abandon_report(key, &state).await?;
             summary.fail(
-                "billing-report",
+                REPORT_ID,
                 format!("the billing report to {to} was not sent ({e}); the next run sends it"),
             );
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_text_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        let line = |customer: &str| Line {
+            client_id: "10001".into(),
+            customer: customer.into(),
+            doc_number: "10001-202610".into(),
+            amount: "-12.50".into(),
+            ..Line::default()
+        };
+        let report = Report {
+            lines: vec![
+                line("=HYPERLINK(\"http://x.example\",\"click\")"),
+                line("+1 Widgets"),
+                line("-Acme"),
+                line("@SUM(A1)"),
+                line("\tTabbed"),
+                line("Plain & Co"),
+            ],
+            ..Report::default()
+        };
+        let csv = String::from_utf8(report.csv().unwrap()).unwrap();
+        let customers: Vec<String> = csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .map(|r| r.unwrap()[1].to_owned())
+            .collect();
+        assert_eq!(
+            customers,
+            [
+                "'=HYPERLINK(\"http://x.example\",\"click\")",
+                "'+1 Widgets",
+                "'-Acme",
+                "'@SUM(A1)",
+                "'\tTabbed",
+                "Plain & Co"
+            ]
+        );
+        // Numbers stay numbers.
+        assert!(csv.contains(",-12.50,"), "{csv}");
+    }
 }

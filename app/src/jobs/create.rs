@@ -6,7 +6,7 @@
 //! rest and never bills twice. Clients run concurrently; each service's limits are held
 //! by its client.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +161,8 @@ enum Outcome {
 struct Notes {
     /// Ids of the client's runs still going at billing time.
     runs_in_progress: Vec<String>,
+    /// Ids of the client's finished runs with neither duration nor end: not billed.
+    runs_unmeasured: Vec<String>,
     /// With `--dry-run`: the invoice the run would create, for the report.
     would: Option<Value>,
     /// Invoiced with EmailStatus NotSet: the customer has no email address.
@@ -173,6 +175,9 @@ struct Candidate {
     row: ClientRow,
     customer: Value,
     rate: Decimal,
+    /// The invoice's number: the client's first number unless another customer's
+    /// invoice took it (see [`numbers`]).
+    doc: String,
 }
 
 #[derive(Debug)]
@@ -208,24 +213,31 @@ pub async fn run(ctx: &Context, opts: &Options) -> Result<Summary> {
             "bill a month that has ended (the default is last month), or look at this one with --dry-run".into(),
         ));
     }
-    let shard = opts
+    // One lease per month, whatever the shard settings: a shard joins the month's run
+    // (shards of one split cover disjoint clients), a run split otherwise waits.
+    let key = format!("lease/create-invoices/{}", period.label());
+    let slot = opts
         .selection
         .shard
-        .map_or_else(|| "all".to_owned(), |s| format!("{}-of-{}", s.k, s.n));
-    let key = format!("lease/create-invoices/{}/{shard}", period.label());
+        .map_or(crate::state::Slot::WHOLE, |s| crate::state::Slot {
+            k: s.k,
+            n: s.n,
+        });
     // Boxed: the job's future is large.
     let label = period.label();
     let job = Box::pin(bill_month(ctx, opts, period, today));
-    let summary = super::exclusive(ctx, "create-invoices", key, opts.dry_run, job).await?;
+    let summary = super::exclusive(ctx, "create-invoices", key, slot, opts.dry_run, job).await?;
     // Only a run that billed: not a dry run, not one stopped by a signal, not one that
     // found the month's lease held by another run and did nothing.
     if opts.whole_month && !opts.dry_run && summary.stopped.is_none() && summary.busy.is_none() {
         let ledger = crate::state::Ledger::new(ctx.db.clone(), &config.state_table);
         let shard = opts.selection.shard.map(|s| (s.k, s.n));
-        if let Err(e) = ledger
-            .record_billed(&label, shard, summary.failures.is_empty())
-            .await
-        {
+        // The report's own failure does not make the month's billing a failure.
+        let clients_failed = summary
+            .failures
+            .iter()
+            .any(|(id, _)| id != super::billing_report::REPORT_ID);
+        if let Err(e) = ledger.record_billed(&label, shard, !clients_failed).await {
             // The invoices stand; only the missed-run check will say this month is missing.
             tracing::error!(event = "billing_record_failed", period = %label, error = %e, "the run is done, but recording it failed: the missed-run check will report this month");
         }
@@ -359,8 +371,9 @@ async fn bill_month(
         .filter(|p| *p > Decimal::ZERO);
 
     let mut candidates = Vec::new();
+    // Each client's QBO customer, for the report to tell its invoices from others'.
+    let mut customers: BTreeMap<String, Value> = BTreeMap::new();
     for row in ready {
-        let doc = doc_number(&row, &period);
         if let Some(why) = looked_up.failed.get(&row.client_id) {
             summary.fail(
                 &row.client_id,
@@ -368,10 +381,6 @@ async fn bill_month(
                     "looking it up in QBO failed, so it was not billed: {why}; run the job again"
                 ),
             );
-            continue;
-        }
-        if looked_up.invoiced.contains(&doc) {
-            summary.already(&row.client_id, &doc);
             continue;
         }
         let customer = match &row.qbo_customer_id {
@@ -393,6 +402,26 @@ async fn bill_month(
             summary.skip(&row.client_id, "excluded customer");
             continue;
         }
+        customers.insert(row.client_id.clone(), customer["Id"].clone());
+        // The client's invoice is one of its numbers *for its customer*: a number
+        // another customer's invoice took does not count, and the other one is used.
+        let doc = match numbered(&looked_up.invoiced, &row, &period, &customer) {
+            Numbered::Invoiced(doc) => {
+                summary.already(&row.client_id, &doc);
+                continue;
+            }
+            Numbered::Free(doc) => doc,
+            Numbered::Taken(docs) => {
+                summary.fail(
+                    &row.client_id,
+                    format!(
+                        "invoice numbers {} are taken by other customers' invoices in QBO; renumber those invoices, then run the job again",
+                        docs.join(" and ")
+                    ),
+                );
+                continue;
+            }
+        };
         let Some(rate) = row.rate_per_minute.or(item_price) else {
             summary.fail(
                 &row.client_id,
@@ -407,6 +436,7 @@ async fn bill_month(
             row,
             customer,
             rate,
+            doc,
         });
     }
 
@@ -448,7 +478,7 @@ async fn bill_month(
         Duration::from_secs(10),
     );
     let mut fatal = None;
-    let (mut in_progress, mut would) = (Vec::new(), Vec::new());
+    let (mut in_progress, mut unmeasured, mut would) = (Vec::new(), Vec::new(), Vec::new());
     let unfinished = super::run_all(
         candidates,
         opts.concurrency,
@@ -458,13 +488,19 @@ async fn bill_month(
             async move {
                 let billed = bill(services, &c).await;
                 progress.tick();
-                let doc = doc_number(&c.row, &services.period);
-                (c.row.client_id, doc, billed)
+                (c.row.client_id, c.doc, billed)
             }
         },
         |(client, doc, billed)| match billed {
             Ok((outcome, notes)) => {
                 summary.runs_in_progress += notes.runs_in_progress.len() as u64;
+                summary.runs_unmeasured += notes.runs_unmeasured.len() as u64;
+                unmeasured.extend(
+                    notes
+                        .runs_unmeasured
+                        .into_iter()
+                        .map(|run| (client.clone(), run)),
+                );
                 in_progress.extend(
                     notes
                         .runs_in_progress
@@ -509,6 +545,44 @@ async fn bill_month(
         return Ok(summary);
     }
     in_progress.sort();
+    unmeasured.sort();
+    let reported = Reported {
+        clients,
+        customers,
+        would,
+        in_progress,
+        unmeasured,
+    };
+    // The invoices stand whatever happens to the report: its failure is the report's
+    // alone, and the month still counts as billed.
+    if let Err(e) = report(ctx, opts, &services, reported, &mut summary).await {
+        summary.fail(
+            super::billing_report::REPORT_ID,
+            format!("no billing report: {e}"),
+        );
+    }
+    Ok(summary)
+}
+
+/// What the run gathered for its billing report.
+struct Reported {
+    clients: Vec<String>,
+    customers: BTreeMap<String, Value>,
+    would: Vec<Value>,
+    in_progress: Vec<(String, String)>,
+    unmeasured: Vec<(String, String)>,
+}
+
+/// Builds the billing report from QBO and sends it once (a dry run writes it to
+/// `--report-out` instead). A failure here is the report's only.
+async fn report(
+    ctx: &Context,
+    opts: &Options,
+    services: &Services,
+    reported: Reported,
+    summary: &mut Summary,
+) -> Result<()> {
+    let config = &ctx.config;
     let period = &services.period;
     let previous = period
         .first
@@ -517,34 +591,21 @@ async fn bill_month(
     let inputs = super::billing_report::Inputs {
         period_label: period.label(),
         compact: (period.compact(), previous.strftime("%Y%m").to_string()),
-        clients,
-        would,
-        in_progress,
-        summary: &summary,
+        clients: reported.clients,
+        would: reported.would,
+        in_progress: reported.in_progress,
+        unmeasured: reported.unmeasured,
+        customers: reported.customers,
+        summary: &*summary,
     };
-    // The invoices stand whatever happens to the report: its failure is the report's.
-    let report = match super::billing_report::build(&services.qbo, &inputs).await {
-        Ok(report) => report,
-        Err(e) => {
-            summary.fail("billing-report", format!("no billing report: {e}"));
-            return Ok(summary);
-        }
-    };
+    let report = super::billing_report::build(&services.qbo, &inputs).await?;
     if opts.dry_run {
-        super::billing_report::write(&report, &opts.report_out)?;
-        return Ok(summary);
+        return super::billing_report::write(&report, &opts.report_out);
     }
-    let graph_secret = match ctx
+    let graph_secret = ctx
         .secrets
         .get::<crate::secrets::GraphSecret>(&config.secrets.msgraph)
-        .await
-    {
-        Ok(secret) => secret,
-        Err(e) => {
-            summary.fail("billing-report", format!("no billing report: {e}"));
-            return Ok(summary);
-        }
-    };
+        .await?;
     let graph = crate::api::graph::Graph::new(
         &graph_secret,
         &config.urls.graph,
@@ -561,18 +622,73 @@ async fn bill_month(
         ),
         None => format!("create-invoices/report/{}", period.label()),
     };
-    super::billing_report::deliver(&graph, config, &ledger, &key, report, &mut summary).await?;
-    Ok(summary)
+    super::billing_report::deliver(&graph, config, &ledger, &key, report, summary).await
 }
 
-fn doc_number(row: &ClientRow, period: &Period) -> String {
-    format!("{}-{}", row.client_id, period.compact())
+/// The numbers a client's invoice for `period` may have, in the order they are used:
+/// `{client}-{YYYYMM}`, and `{client}-{YYYYMM}-Q` when another customer's invoice took
+/// the first. QBO proposes a hand-made invoice's number by adding one to the trailing
+/// digits of the last number (prefixes kept), so after the job's `10999-202610` a
+/// bookkeeper's next invoice gets `10999-202611`, next month's number for client
+/// 10999; a number ending in a letter is never reached that way.
+pub fn numbers(client_id: &str, compact: &str) -> [String; 2] {
+    let first = format!("{client_id}-{compact}");
+    let second = format!("{first}-Q");
+    [first, second]
+}
+
+/// Whether `invoice` bills `customer_id`.
+pub fn belongs(invoice: &Value, customer_id: &Value) -> bool {
+    !customer_id.is_null() && invoice["CustomerRef"]["value"] == *customer_id
+}
+
+/// What the client's numbers hold in QBO.
+#[derive(Debug, PartialEq, Eq)]
+enum Numbered {
+    /// An invoice of the client's customer has this number: billed.
+    Invoiced(String),
+    /// Not billed; the first number no other customer's invoice holds.
+    Free(String),
+    /// Every number is another customer's.
+    Taken(Vec<String>),
+}
+
+fn numbered(
+    invoiced: &BTreeMap<String, Vec<Value>>,
+    row: &ClientRow,
+    period: &Period,
+    customer: &Value,
+) -> Numbered {
+    let docs = numbers(&row.client_id, &period.compact());
+    let held = |doc: &String| invoiced.get(doc).map_or(&[][..], Vec::as_slice);
+    if let Some(doc) = docs
+        .iter()
+        .find(|d| held(d).iter().any(|i| belongs(i, &customer["Id"])))
+    {
+        return Numbered::Invoiced(doc.clone());
+    }
+    match docs.iter().find(|d| held(d).is_empty()) {
+        Some(doc) => {
+            if doc != &docs[0] {
+                tracing::warn!(
+                    event = "invoice_number_taken",
+                    client_id = %row.client_id,
+                    taken = %docs[0],
+                    doc_number = %doc,
+                    "another customer's invoice has this client's invoice number (a hand-made invoice QBO numbered after the job's last one): the client's invoice gets the other number"
+                );
+            }
+            Numbered::Free(doc.clone())
+        }
+        None => Numbered::Taken(docs.to_vec()),
+    }
 }
 
 /// What the up-front queries found.
 #[derive(Debug)]
 pub struct LookedUp {
-    pub invoiced: BTreeSet<String>,
+    /// Invoices by DocNumber (more than one where the company allows duplicates).
+    pub invoiced: BTreeMap<String, Vec<Value>>,
     pub by_id: BTreeMap<String, Value>,
     pub by_name: BTreeMap<String, Value>,
     /// The item, or why its query failed.
@@ -591,9 +707,10 @@ pub async fn look_up(
     item_name: &str,
 ) -> Result<LookedUp, ApiError> {
     const IN: usize = 100;
-    let in_list = |rows: &[&ClientRow], key: &dyn Fn(&ClientRow) -> String| {
+    let in_list = |rows: &[&ClientRow], key: &dyn Fn(&ClientRow) -> Vec<String>| {
         rows.iter()
-            .map(|r| qbo::quote(&key(r)))
+            .flat_map(|r| key(r))
+            .map(|k| qbo::quote(&k))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -616,12 +733,12 @@ pub async fn look_up(
         Vec::new(),
     )];
     // A page of 1000 holds the answer to an IN of 100 keys (ten invoices per number
-    // where the company allows duplicates).
-    queries.extend(all.chunks(IN).map(|c| {
+    // where the company allows duplicates): both numbers of 50 clients.
+    queries.extend(all.chunks(IN / 2).map(|c| {
         (
             format!(
                 "SELECT * FROM Invoice WHERE DocNumber IN ({}) MAXRESULTS 1000",
-                in_list(c, &|r| doc_number(r, period))
+                in_list(c, &|r| numbers(&r.client_id, &period.compact()).to_vec())
             ),
             ids(c),
         )
@@ -630,7 +747,7 @@ pub async fn look_up(
         (
             format!(
                 "SELECT * FROM Customer WHERE Id IN ({}) AND Active = true MAXRESULTS 1000",
-                in_list(c, &|r| r.qbo_customer_id.clone().unwrap_or_default())
+                in_list(c, &|r| vec![r.qbo_customer_id.clone().unwrap_or_default()])
             ),
             ids(c),
         )
@@ -639,13 +756,13 @@ pub async fn look_up(
         (
             format!(
                 "SELECT * FROM Customer WHERE DisplayName IN ({}) AND Active = true MAXRESULTS 1000",
-                in_list(c, &ClientRow::display_name)
+                in_list(c, &|r| vec![r.display_name()])
             ),
             ids(c),
         )
     }));
     let mut found = LookedUp {
-        invoiced: BTreeSet::new(),
+        invoiced: BTreeMap::new(),
         by_id: BTreeMap::new(),
         by_name: BTreeMap::new(),
         item: Ok(None),
@@ -680,7 +797,11 @@ pub async fn look_up(
                     .as_str()
                     .filter(|_| row.get("Line").is_some())
                 {
-                    found.invoiced.insert(doc.to_owned());
+                    found
+                        .invoiced
+                        .entry(doc.to_owned())
+                        .or_default()
+                        .push(row.clone());
                     if row["TotalAmt"].as_f64() == Some(0.0) {
                         tracing::warn!(
                             event = "invoice_voided",
@@ -737,7 +858,7 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
     };
     let (org, runs) = match tokio::try_join!(
         s.control_room.organization(ws, key),
-        s.control_room.runs(ws, key)
+        s.control_room.runs(ws, key, s.period.start)
     ) {
         Ok(found) => found,
         Err(e) => return soft(e, notes),
@@ -759,12 +880,13 @@ async fn bill(s: &Services, c: &Candidate) -> Result<(Outcome, Notes), ApiError>
         tracing::warn!(event = "run_in_progress", client_id = %row.client_id, run_id = %run, period = %s.period.label(), "a run that started in the billing month is still going: its minutes are not billed (not now, and not next month); bill them by hand once it ends");
     }
     notes.runs_in_progress = tally.in_progress.iter().map(ToString::to_string).collect();
+    notes.runs_unmeasured = tally.unmeasured.clone();
     let minutes = tally.minutes;
     if minutes == 0 {
         return Ok((Outcome::NoMinutes, notes));
     }
     let amount = amount(minutes, c.rate);
-    let doc = doc_number(row, &s.period);
+    let doc = c.doc.clone();
     let invoice = invoice(s, c, minutes, amount, &doc);
     notes.not_emailed = invoice["EmailStatus"] == "NotSet";
     if notes.not_emailed {
@@ -889,14 +1011,27 @@ async fn create(
 ) -> Result<Made, ApiError> {
     let mut rid = request_id(row, &s.period, invoice, None);
     let mut replayed = false;
+    let customer = &invoice["CustomerRef"]["value"];
+    // Only an invoice of the client's customer proves it billed.
     let lookup = || async {
         let found = s.qbo.invoices_numbered(doc).await?;
-        Ok(found.into_iter().next())
+        Ok(found.into_iter().find(|i| belongs(i, customer)))
     };
     for _ in 0..3 {
         let asked = Timestamp::now();
         let err = match s.qbo.create_invoice(invoice, &rid).await {
-            Ok(created) => return Ok(Made::Created(created)),
+            Ok(created) if is_replay(created.time, asked) && !replayed => {
+                // QBO replayed an earlier run's answer to the same request (the same
+                // day, the same invoice). That invoice may have been deleted since.
+                if !gone(s, &created.value).await? {
+                    return Ok(Made::Found(created.value));
+                }
+                tracing::info!(event = "created_replayed_gone", doc_number = %doc, "QBO replayed an earlier run's create of this invoice, which has been deleted since: creating it under a new request id");
+                replayed = true;
+                rid = request_id(row, &s.period, invoice, Some(&asked.to_string()));
+                continue;
+            }
+            Ok(created) => return Ok(Made::Created(created.value)),
             Err(e) => e,
         };
         if err.fatal {
@@ -919,7 +1054,7 @@ async fn create(
         // A refusal QBO stamped before this request was made: the replay of an earlier
         // run's, whose cause may be fixed since. (A clock behind ours costs one more
         // attempt at a request QBO refuses anyway.)
-        let replay = err.time.is_some_and(|t| t < asked - REPLAY_MARGIN);
+        let replay = is_replay(err.time, asked);
         if replay && !replayed {
             tracing::info!(event = "refusal_replayed", doc_number = %doc, error = %err, "QBO replayed an earlier run's refusal of this request; sending it again under a new request id");
             replayed = true;
@@ -936,6 +1071,25 @@ async fn create(
     Ok(Made::Refused(format!(
         "QBO did not create invoice {doc} after 3 attempts whose answers were lost; run the job again"
     )))
+}
+
+/// Whether an answer QBO stamped at `time` was made before a request sent at `asked`:
+/// the replay of an earlier answer to the same `requestid`.
+pub fn is_replay(time: Option<Timestamp>, asked: Timestamp) -> bool {
+    time.is_some_and(|t| t < asked - REPLAY_MARGIN)
+}
+
+/// Whether the invoice an earlier answer named is no longer in QBO (deleted): read by
+/// Id, QBO answers Object Not Found (610), or the entity with `status: Deleted`.
+async fn gone(s: &Services, invoice: &Value) -> Result<bool, ApiError> {
+    let Some(id) = invoice["Id"].as_str() else {
+        return Ok(true);
+    };
+    match s.qbo.invoice(id).await {
+        Ok(now) => Ok(now["status"] == "Deleted"),
+        Err(e) if e.code.as_deref() == Some("610") => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// A per-client failure, unless the error stops the run.
@@ -1003,6 +1157,7 @@ mod tests {
     fn run(state: &str, start: &str, end: Option<&str>, duration: Option<f64>) -> Run {
         Run {
             id: start.into(),
+            created_at: None,
             state: state.into(),
             started_at: Some(start.parse().unwrap()),
             ended_at: end.map(|e| e.parse().unwrap()),

@@ -152,7 +152,8 @@ where
     }
 }
 
-/// Runs `job` holding the lease `key` (see `state.rs`): one run at a time. A dry run
+/// Runs `job` holding `slot` of the lease `key` (see `state.rs`): one run at a time,
+/// or shards that split the work alike side by side. A dry run
 /// writes nothing and needs none. When another run holds it, nothing runs and the
 /// summary says so. A run that failed or was stopped keeps the lease for the settle
 /// time, for the requests it may have left at a service to end.
@@ -160,6 +161,7 @@ pub async fn exclusive<F>(
     ctx: &Context,
     name: &'static str,
     key: String,
+    slot: crate::state::Slot,
     dry_run: bool,
     job: F,
 ) -> Result<Summary>
@@ -170,7 +172,7 @@ where
         return job.await;
     }
     let ledger = crate::state::Ledger::new(ctx.db.clone(), &ctx.config.state_table);
-    let lease = match ledger.lease(&key, ctx.config.settle * 2).await? {
+    let lease = match ledger.lease(&key, slot, ctx.config.settle * 2).await? {
         crate::state::Leased::Held(lease) => lease,
         crate::state::Leased::Busy { until } => {
             tracing::warn!(
@@ -293,6 +295,8 @@ pub struct Summary {
     pub not_emailed: u64,
     /// Runs still in progress at billing time (not billed, reported by id).
     pub runs_in_progress: u64,
+    /// Finished runs Control Room gave neither a duration nor an end (not billed).
+    pub runs_unmeasured: u64,
     /// Another run held the job's lease until then: this one did nothing.
     pub busy: Option<jiff::Timestamp>,
     /// `K/N` of a sharded run, and the group of runs started together.
@@ -377,6 +381,7 @@ impl Summary {
             emailed = self.emailed,
             not_emailed = self.not_emailed,
             runs_in_progress = self.runs_in_progress,
+            runs_unmeasured = self.runs_unmeasured,
             skipped_run = self.busy.is_some(),
             duration_ms
         );

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::{Timestamp, Zoned};
-use minijinja::Environment;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -126,7 +125,7 @@ impl Email {
     /// HTML, with every value escaped (the template is `.html`, so auto-escaping is on).
     pub fn render(&self) -> Result<String> {
         let (source, origin) = template()?;
-        let mut env = Environment::new();
+        let mut env = crate::money::environment();
         let data = minijinja::context! {
             totals => self.totals(),
             ..minijinja::Value::from_serialize(self)
@@ -197,6 +196,7 @@ pub async fn run(
         ctx,
         "send-invoices",
         "lease/send-invoices".into(),
+        crate::state::Slot::WHOLE,
         dry_run,
         job,
     )
@@ -275,6 +275,14 @@ async fn send_all(
             email.skipped.push(row(
                 &invoice,
                 "excluded customer (EXCLUDED_CUSTOMERS): never sent from here; send it from QBO if it should go",
+            ));
+        } else if invoice["TotalAmt"].as_f64() == Some(0.0) {
+            // A voided invoice keeps its EmailStatus: sending it would email a $0.00
+            // invoice to the client.
+            summary.skip(&id, "zero total (voided)");
+            email.skipped.push(row(
+                &invoice,
+                "its total is zero (voided?): not sent; send it from QBO if it should go",
             ));
         } else if r.email.is_empty() {
             summary.skip(&id, "no billing email");
@@ -456,11 +464,7 @@ fn newest(invoices: &[&Value], state: &SummaryLedger) -> (Timestamp, Vec<String>
 async fn sent_since(qbo: &Qbo, state: &SummaryLedger) -> Result<Vec<Value>, ApiError> {
     let through = state.reported_through;
     let since = through.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
-    let rows = qbo
-        .query_all(&format!(
-            "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '{since}'"
-        ))
-        .await?;
+    let rows = qbo.invoices_updated_since(&since).await?;
     Ok(unique(
         rows.into_iter()
             .filter(|i| i["EmailStatus"] == "EmailSent")

@@ -551,7 +551,7 @@ async fn the_missed_run_check_fails_until_every_shard_of_the_month_has_run() {
 }
 
 /// The mails the fake Graph holds whose subject starts with `prefix`.
-fn mails_about<'a>(state: &'a Value, prefix: &str) -> Vec<&'a Value> {
+pub(super) fn mails_about<'a>(state: &'a Value, prefix: &str) -> Vec<&'a Value> {
     state["mails"]
         .as_array()
         .unwrap()
@@ -574,10 +574,18 @@ fn unescape(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// The cents of an amount as the emails show it (`1,234.50 USD`), which must be
+/// exactly how the bookkeeper should read it.
 fn cents_of(text: &str) -> i64 {
-    let text = text.split_whitespace().next().unwrap();
-    let (units, frac) = text.split_once('.').unwrap();
-    units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+    let number = text.split_whitespace().next().unwrap().replace(',', "");
+    let (units, frac) = number.split_once('.').unwrap();
+    let cents = units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
+    assert_eq!(
+        text,
+        super::shown(cents, "USD"),
+        "grouped, to the cent, with the currency"
+    );
+    cents
 }
 
 #[tokio::test]
@@ -600,10 +608,20 @@ async fn the_billing_report_compares_with_last_month_and_goes_out_once_per_new_b
         let mut previous = |doc: &str, cents: u64, name: &str| {
             #[allow(clippy::cast_precision_loss)]
             let amount = cents as f64 / 100.0;
+            // Last month's invoice bills the client's own customer: only that counts.
+            let c = client(doc);
+            let display = &w
+                .month
+                .clients
+                .iter()
+                .find(|x| x.client_id == c)
+                .unwrap()
+                .display_name;
+            let customer = q.customer_id(display).unwrap();
             q.insert_invoice(json!({
-                "DocNumber": format!("{}-202609", client(doc)),
+                "DocNumber": format!("{c}-202609"),
                 "TxnDate": "2026-10-04",
-                "CustomerRef": {"value": "1", "name": name},
+                "CustomerRef": {"value": customer, "name": name},
                 "Line": [{"DetailType": "SalesItemLineDetail", "Amount": amount,
                           "SalesItemLineDetail": {"Qty": 1, "UnitPrice": amount}}],
             }))
@@ -741,7 +759,11 @@ async fn the_billing_report_compares_with_last_month_and_goes_out_once_per_new_b
     for r in &records[..want.len()] {
         let (minutes, cents) = expected[&r[2]];
         assert_eq!(
-            (r[3].parse::<u64>().unwrap(), cents_of(&r[5])),
+            // The CSV keeps plain numbers.
+            (r[3].parse::<u64>().unwrap(), {
+                let (units, frac) = r[5].split_once('.').unwrap();
+                units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap()
+            }),
             (minutes, cents)
         );
     }

@@ -2,6 +2,7 @@
 //! (secrets, client table) and the SaaS fakes on loopback, asserting what ends up in
 //! the fakes, the secret, the log lines and the exit code.
 
+mod billing_rules;
 mod check;
 mod create;
 mod exactly_once;
@@ -263,4 +264,18 @@ async fn finish(mut child: Child) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         lines,
     }
+}
+
+/// An amount of `cents` as the bookkeeper's emails show it: `56,560.14 USD`.
+fn shown(cents: i64, currency: &str) -> String {
+    let units = (cents.abs() / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in units.chars().enumerate() {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{grouped}.{:02} {currency}", cents.abs() % 100)
 }

@@ -261,7 +261,11 @@ async fn waiting_invoices_go_out_once_and_the_bookkeeper_gets_the_summary() {
         rows.iter().map(|r| (r[0].clone(), r[3].clone())).collect();
     let expected: BTreeMap<String, String> = want
         .iter()
-        .map(|d| (d.clone(), format!("{} USD", amounts[d])))
+        .map(|d| {
+            let (units, frac) = amounts[d].split_once('.').unwrap();
+            let cents = units.parse::<i64>().unwrap() * 100 + frac.parse::<i64>().unwrap();
+            (d.clone(), super::shown(cents, "USD"))
+        })
         .collect();
     assert_eq!(
         listed, expected,
@@ -301,7 +305,7 @@ async fn waiting_invoices_go_out_once_and_the_bookkeeper_gets_the_summary() {
         [vec![
             "USD".to_owned(),
             want.len().to_string(),
-            format!("{}.{:02}", cents / 100, cents % 100)
+            super::shown(cents, "USD")
         ]]
     );
     let failed = table(html, "failed");
