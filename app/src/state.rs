@@ -6,11 +6,13 @@
 //! whose sending had no clear answer is never sent twice. Every change is conditional on
 //! the version read, so two runs cannot both move the ledger.
 //!
-//! The table also holds a lease per job (per month and shard for create-invoices): one
-//! run at a time. A write's lost answer is only settled within one process; a second
-//! run (a duplicate schedule invocation, a manual run beside the scheduled one, a rerun
-//! right after a kill) waits until the first one's lease has run out, which is long
-//! enough for every request it left behind to be over at the service.
+//! The table also holds a lease per job (per month for create-invoices, whatever its
+//! shards): one run at a time. A write's lost answer is only settled within one
+//! process; a second run (a duplicate schedule invocation, a manual run beside the
+//! scheduled one, a rerun right after a kill) waits until the first one's lease has run
+//! out, which is long enough for every request it left behind to be over at the
+//! service. Shards of one split share the month's lease, each in its slot with its own
+//! expiry.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -65,11 +67,13 @@ pub enum Leased {
     },
 }
 
-/// Placeholders of the lease's attributes: the slots held (a number set), who holds
-/// each (a map by slot), the split they share, and the expiry.
-const LEASE_NAMES: [(&str, &str); 4] = [
+/// Placeholders of the lease's attributes: the slots taken (a number set), who holds
+/// each and until when (maps by slot), the split they share, and the lease's expiry
+/// (the latest of its slots', for a run that would take it whole).
+const LEASE_NAMES: [(&str, &str); 5] = [
     ("#holders", "holders"),
     ("#by", "by"),
+    ("#ends", "ends"),
     ("#n", "n"),
     ("#until", "until"),
 ];
@@ -91,7 +95,7 @@ impl Lease {
         };
         match busy {
             None => {
-                mine("DELETE #holders :kset REMOVE #by.#k")
+                mine("DELETE #holders :kset REMOVE #by.#k, #ends.#k")
                     .expression_attribute_values(":kset", AttributeValue::Ns(vec![k.clone()]))
                     .send()
                     .await
@@ -114,8 +118,9 @@ impl Lease {
                 }
             }
             Some(busy) => {
-                mine("SET #by.#k = :cooling")
+                mine("SET #by.#k = :cooling, #ends.#k = :later")
                     .expression_attribute_values(":cooling", AttributeValue::S(COOLING.into()))
+                    .expression_attribute_values(":later", until(busy))
                     .send()
                     .await
                     .map_err(|e| ledger.error("releasing the lease in", &e))?;
@@ -206,6 +211,10 @@ impl Ledger {
                         AttributeValue::S(holder.clone()),
                     )])),
                 )
+                .item(
+                    "ends",
+                    AttributeValue::M(HashMap::from([(k.clone(), until(length))])),
+                )
                 .item("until", until(length))
                 .condition_expression("attribute_not_exists(pk) OR #until < :now")
                 .expression_attribute_names("#until", "until")
@@ -215,16 +224,16 @@ impl Ledger {
             let taken = match fresh {
                 Ok(_) => true,
                 Err(e) if is_condition_failed(&e) => {
-                    // ...or a free slot of a live lease that splits the work as this run does.
+                    // ...or a slot of a live lease that splits the work as this run does,
+                    // free or run out (a killed shard's, or one cooling no more).
                     let joined = self
                         .lease_update(
                             key,
                             &k,
-                            "ADD #holders :kset SET #by.#k = :me, #until = :until",
-                            "#n = :n AND #until >= :now AND NOT contains(#holders, :k) AND attribute_not_exists(#by.#k)",
+                            "ADD #holders :kset SET #by.#k = :me, #ends.#k = :until, #until = :until",
+                            "#n = :n AND #until >= :now AND (attribute_not_exists(#ends.#k) OR #ends.#k < :now)",
                         )
                         .expression_attribute_values(":kset", AttributeValue::Ns(vec![k.clone()]))
-                        .expression_attribute_values(":k", AttributeValue::N(k.clone()))
                         .expression_attribute_values(":n", AttributeValue::N(slot.n.to_string()))
                         .expression_attribute_values(":me", AttributeValue::S(holder.clone()))
                         .expression_attribute_values(":until", until(length))
@@ -666,16 +675,14 @@ impl Ledger {
                 "let the task role call dynamodb:GetItem, PutItem and UpdateItem on it (`deployer up` grants them)".into(),
             ),
             Some("ConditionalCheckFailedException") => Error::Fatal(
-                format!("another send-invoices run changed the job-state table {} at the same time", self.table),
-                "let one run finish; the next one reports whatever is left".into(),
+                format!("another run changed this job's record in the job-state table {} at the same time ({doing} it)", self.table),
+                "let one run finish; the next one does whatever is left".into(),
             ),
             _ => Error::aws(format!("{doing} the job-state table {}", self.table), e),
         }
     }
 }
 
-/// Keeps the lease alive every third of its length; a renewal that finds another holder
-/// (this process stalled past its lease) says so and stops.
 /// Keeps the lease alive while the run goes on. A write that fails (throttled, a lost
 /// answer) is tried again well before the lease runs out; only a lease taken over by
 /// another run (its slot no longer this run's) ends the renewing.
@@ -683,23 +690,32 @@ async fn renew(ledger: Ledger, key: String, slot: String, holder: String, length
     let mut wait = length / 3;
     loop {
         tokio::time::sleep(wait).await;
-        let renewed = ledger
-            .lease_update(&key, &slot, "SET #until = :until", "#by.#k = :me")
+        let renewing = ledger
+            .lease_update(
+                &key,
+                &slot,
+                "SET #ends.#k = :until, #until = :until",
+                "#by.#k = :me",
+            )
             .expression_attribute_values(":me", AttributeValue::S(holder.clone()))
             .expression_attribute_values(":until", until(length))
-            .send()
-            .await;
-        match renewed {
-            Ok(_) => wait = length / 3,
-            Err(e) if is_condition_failed(&e) => {
+            .send();
+        // The SDK's own backoff on a throttled write could outlast the lease: each
+        // renewal gets a sixth of it, then the next one goes.
+        let why = match tokio::time::timeout(length / 6, renewing).await {
+            Ok(Ok(_)) => {
+                wait = length / 3;
+                continue;
+            }
+            Ok(Err(e)) if is_condition_failed(&e) => {
                 tracing::error!(event = "lease_lost", lease = %key, "this run's lease was taken over (it ran out): another run may start beside it");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(event = "lease_renew_retry", lease = %key, error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "renewing the lease failed; trying again");
-                wait = (length / 12).max(Duration::from_millis(200));
-            }
-        }
+            Ok(Err(e)) => aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+            Err(_) => "no answer in time".to_owned(),
+        };
+        tracing::warn!(event = "lease_renew_retry", lease = %key, error = %why, "renewing the lease failed; trying again");
+        wait = (length / 12).max(Duration::from_millis(200));
     }
 }
 

@@ -102,8 +102,8 @@ pub struct Settings {
     pub stale_read_ms: u64,
     /// Before each query on `MetaData.LastUpdatedTime` is answered, the matching
     /// invoice updated longest ago is updated now (a payment arriving while a job
-    /// reads the list): it moves to the end of that order, and a read by position
-    /// skips the row that slides into its place.
+    /// reads the list): it moves to the end of that order (and of the stored order),
+    /// and a read by position skips the row that slides into its place.
     pub updated_while_read: bool,
 }
 
@@ -653,6 +653,10 @@ fn update_oldest(q: &mut Qbo, text: &str) {
             + 1;
         inv["SyncToken"] = json!(sync.to_string());
         inv["MetaData"]["LastUpdatedTime"] = json!(stamp());
+        // Stored last, as a store ordered by update keeps it: a read in the stored
+        // order (no ORDERBY) sees the rows after it slide up.
+        let moved = q.invoices.remove(at);
+        q.invoices.push(moved);
     }
 }
 

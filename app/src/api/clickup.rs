@@ -70,7 +70,9 @@ impl ClickUp {
             .collect::<Vec<_>>()
             .join(",");
         match self.list_entries(start_ms, end_ms, Some(&everyone)).await {
-            Err(e) if e.status == Some(401) && team_not_authorized(e.code.as_deref()) => {
+            // How ClickUp refuses a member who names others is not documented: any
+            // refusal but a rejected token (fatal) or the rate limit falls back.
+            Err(e) if !e.fatal && e.status.is_some_and(|s| (400..500).contains(&s) && s != 429) => {
                 tracing::warn!(
                     event = "clickup_entries_own_only",
                     error = %e,
@@ -176,7 +178,7 @@ impl ClickUp {
             // An unknown task is a 404 (ITEM_013); one in a Workspace the token's user is
             // not in is a 401 "Team not authorized" (OAUTH_027; public reports, e.g.
             // clickupython issue 63): both mean "not this token's task".
-            Err(e) if e.status == Some(404) || e.code.as_deref() == Some("OAUTH_027") => Ok(false),
+            Err(e) if e.status == Some(404) || team_not_authorized(e.code.as_deref()) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -31,8 +31,9 @@ const QUEUE_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(7 * 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Run {
     pub id: String,
-    /// When the run was made (queued); its start may come later.
-    #[serde(default)]
+    /// When the run was made (queued); its start may come later. Only an order hint:
+    /// a time that does not parse is taken as none.
+    #[serde(default, deserialize_with = "lenient_time")]
     pub created_at: Option<Timestamp>,
     /// `new`, `in_progress`, `completed`, `unresolved` or `stopping`.
     pub state: String,
@@ -40,6 +41,11 @@ pub struct Run {
     pub ended_at: Option<Timestamp>,
     /// Seconds; may be null.
     pub duration: Option<f64>,
+}
+
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    Ok(text.and_then(|t| t.parse().ok()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,11 +139,12 @@ impl ControlRoom {
                 }
             }
             if newest_first && all_older && page.has_more {
-                tracing::debug!(
+                tracing::info!(
                     event = "runs_read_back_to",
                     workspace,
                     pages = pages.len(),
-                    "the runs come newest first and this page is older than the month: the rest is not read"
+                    oldest = %last.map(|t| t.to_string()).unwrap_or_default(),
+                    "the runs come newest first and this page was made more than a week before the month: the rest is not read"
                 );
                 return Ok(runs);
             }

@@ -27,6 +27,8 @@ const SERVICE: &str = "qbo";
 const MINOR_VERSION: &str = "75";
 /// QBO's largest page.
 pub const PAGE: usize = 1000;
+/// Pages of one keyset read at most (a million rows).
+const MAX_PAGES: usize = 1000;
 /// Recommended most items per batch request.
 pub const BATCH: usize = 30;
 /// Batch requests a minute per realm and app (Intuit, "API call limits and throttles").
@@ -283,9 +285,10 @@ impl Qbo {
     /// that slid into its place. Rows at the boundary are read twice; `Id`s tell them.
     pub async fn invoices_updated_since(&self, since: &str) -> Result<Vec<Value>, ApiError> {
         let mut rows: Vec<Value> = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        // Id -> its place in `rows`: a row read again (it moved) replaces the first copy.
+        let mut seen = std::collections::BTreeMap::new();
         let (mut cursor, mut start) = (since.to_owned(), 1);
-        loop {
+        for _ in 0..MAX_PAGES {
             let select = format!(
                 "SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= {} ORDERBY MetaData.LastUpdatedTime ASC",
                 quote(&cursor)
@@ -297,7 +300,11 @@ impl Qbo {
                 .and_then(|r| r["MetaData"]["LastUpdatedTime"].as_str())
                 .map(str::to_owned);
             for row in page {
-                if seen.insert(row["Id"].as_str().unwrap_or_default().to_owned()) {
+                let id = row["Id"].as_str().unwrap_or_default().to_owned();
+                if let Some(&at) = seen.get(&id) {
+                    rows[at] = row;
+                } else {
+                    seen.insert(id, rows.len());
                     rows.push(row);
                 }
             }
@@ -306,9 +313,20 @@ impl Qbo {
                 // A whole page of one second: the next page of that second.
                 Some(last) if last == cursor => start += PAGE,
                 Some(last) => (cursor, start) = (last, 1),
-                None => return Ok(rows),
+                None => {
+                    return Err(ApiError::new(
+                        SERVICE,
+                        Some(200),
+                        "a full page of invoices without MetaData.LastUpdatedTime: the rest cannot be read in order",
+                    ));
+                }
             }
         }
+        Err(ApiError::new(
+            SERVICE,
+            Some(200),
+            format!("the invoices updated since {since} did not end within {MAX_PAGES} pages"),
+        ))
     }
 
     /// The invoices numbered `doc` (none, one, or more where the company allows
@@ -470,6 +488,20 @@ impl Qbo {
         Ok(v["Invoice"].clone())
     }
 
+    /// Whether the invoice an earlier answer named is no longer in QBO (deleted): read
+    /// by Id, QBO answers Object Not Found (610: "Another user has deleted this
+    /// transaction", Intuit's error list), or the entity with `status: Deleted`.
+    pub async fn is_gone(&self, invoice: &Value) -> Result<bool, ApiError> {
+        let Some(id) = invoice["Id"].as_str() else {
+            return Ok(true);
+        };
+        match self.invoice(id).await {
+            Ok(now) => Ok(now["status"] == "Deleted"),
+            Err(e) if e.code.as_deref() == Some("610") => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Emails the invoice to its BillEmail; QBO answers with the updated invoice.
     /// `/send` takes no idempotency key: when an attempt may have gone through (no
     /// answer, a 5xx), the invoice is read back (again once QBO can no longer be working
@@ -540,9 +572,10 @@ pub struct Stamped {
 fn item_fault(a: &Value, time: Option<Timestamp>) -> ApiError {
     let e = fault_of(StatusCode::OK, &HeaderMap::new(), a.to_string().as_bytes());
     let kind = a["Fault"]["type"].as_str().unwrap_or_default();
-    let (status, fatal) = match kind {
-        "ValidationFault" => (400, false),
-        k if k.to_ascii_lowercase().starts_with("authentication") => (401, true),
+    let (status, fatal) = match kind.to_ascii_lowercase().as_str() {
+        "validationfault" => (400, false),
+        "authorizationfault" => (403, false),
+        k if k.starts_with("authentication") => (401, true),
         _ => (500, false),
     };
     ApiError {

@@ -148,21 +148,17 @@ async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
             Ok(answers) => answers.into_iter().map(Ok).collect(),
             Err(e) => vec![Err(e); items.len()],
         };
-    // A replayed answer (an earlier run sent this very batch today) names invoices that
-    // may have been deleted since: each is looked up, and one not there is made on its
-    // own, under its own request id.
-    let replayed: Vec<&Item> = items
-        .iter()
-        .zip(&answers)
-        .filter(|(_, a)| matches!(a, Ok(Ok(c)) if super::create::is_replay(c.time, asked)))
-        .map(|(i, _)| i)
-        .collect();
-    let still_there = if replayed.is_empty() {
-        None
-    } else {
-        let docs: Vec<String> = replayed.iter().map(|i| i.doc.clone()).collect();
-        Some(qbo.invoices_numbered_in(&docs).await)
-    };
+    // A replayed answer (an earlier run sent this very batch today; a batch is sent
+    // once, so never this run's own) names invoices that may have been deleted since:
+    // each is read by Id, and one gone is made on its own, under its own request id.
+    let mut gone: BTreeMap<usize, Result<bool, ApiError>> = BTreeMap::new();
+    for (at, answer) in answers.iter().enumerate() {
+        if let Ok(Ok(made)) = answer
+            && super::create::is_replay(made.time, asked)
+        {
+            gone.insert(at, qbo.is_gone(&made.value).await);
+        }
+    }
     // Unclear items (the whole answer lost, or an item left out of it) are looked up
     // together before anything else happens to them.
     let unclear: Vec<(&Item, &ApiError)> = items
@@ -180,16 +176,15 @@ async fn send(qbo: Arc<Qbo>, items: Vec<Item>, settle: Duration) {
         }
         None => None,
     };
-    for (item, answer) in items.into_iter().zip(answers) {
+    for (at, (item, answer)) in items.into_iter().zip(answers).enumerate() {
         let outcome = match answer {
-            Ok(Ok(made)) if super::create::is_replay(made.time, asked) => match &still_there {
-                Some(Ok(there)) => Ok(there
-                    .iter()
-                    .find(|i| i["DocNumber"] == item.doc.as_str() && mine(&item, i))
-                    .cloned()
-                    .map_or(Batched::Single, Batched::Found)),
-                Some(Err(e)) => Err(e.clone()),
-                None => Ok(Batched::Single),
+            Ok(Ok(made)) if gone.contains_key(&at) => match &gone[&at] {
+                Ok(false) => Ok(Batched::Found(made.value)),
+                Ok(true) => {
+                    tracing::info!(event = "created_replayed_gone", doc_number = %item.doc, "QBO replayed an earlier run's batch holding this invoice, which has been deleted since: creating it on its own");
+                    Ok(Batched::Single)
+                }
+                Err(e) => Err(e.clone()),
             },
             Ok(Ok(made)) => Ok(Batched::Created(made.value)),
             Ok(Err(e)) | Err(e) if e.fatal => Err(e),
@@ -256,9 +251,14 @@ async fn look_up(
     Ok(found)
 }
 
-/// Whether `invoice` (found in QBO) is `item`'s: the same number for the same customer.
+/// Whether `invoice` (found in QBO) is `item`'s: the same number, for the same
+/// customer or with the job's mark for the same client.
 fn mine(item: &Item, invoice: &Value) -> bool {
-    super::create::belongs(invoice, &item.invoice["CustomerRef"]["value"])
+    super::create::is_clients(
+        invoice,
+        &item.invoice["CustomerRef"]["value"],
+        item.invoice["PrivateNote"].as_str().unwrap_or_default(),
+    )
 }
 
 /// The same invoices give the same id; at most 36 characters, as QBO asks of a batch.

@@ -90,6 +90,8 @@ pub struct Report {
     pub unmeasured: Vec<(String, String)>,
     pub chart: Vec<Bar>,
     pub invoice_url: String,
+    /// `K/N` of a sharded run's report.
+    pub shard: Option<String>,
 }
 
 /// The largest request Graph takes, attachments included (see `fakes::graph`).
@@ -210,19 +212,27 @@ pub fn assemble(
     let mut lines = Vec::new();
     let mut dropped = Vec::new();
     for client in &inputs.clients {
-        // The client's invoice of a month: one of its numbers, billing its customer
-        // (any customer where the run did not learn which is the client's).
+        // The client's invoice of a month: one of its numbers, billing its customer or
+        // carrying the job's mark for it (where the run did not learn the customer, the
+        // mark, else the first number's).
         let of = |month: &str| {
-            super::create::numbers(client, month)
+            let (year, rest) = month.split_at(4.min(month.len()));
+            let mark = super::create::marker(client, &format!("{year}-{rest}"));
+            let held: Vec<&Value> = super::create::numbers(client, month)
                 .iter()
                 .filter_map(|doc| found.get(doc))
                 .flatten()
-                .find(|i| {
-                    inputs
-                        .customers
-                        .get(client)
-                        .is_none_or(|c| super::create::belongs(i, c))
-                })
+                .collect();
+            match inputs.customers.get(client) {
+                Some(c) => held
+                    .into_iter()
+                    .find(|i| super::create::is_clients(i, c, &mark)),
+                None => held
+                    .iter()
+                    .find(|i| super::create::marked(i, &mark))
+                    .or_else(|| held.first())
+                    .copied(),
+            }
         };
         let current = of(now);
         let previous = of(before).map(|p| line_of(client, p));
@@ -348,6 +358,7 @@ pub fn assemble(
         unmeasured: inputs.unmeasured.clone(),
         chart,
         invoice_url,
+        shard: s.shard.clone(),
     }
 }
 
@@ -523,13 +534,36 @@ pub async fn deliver(
             "the report with its CSV is over Graph's 4 MB: sent without the CSV"
         );
         message["attachments"] = json!([]);
-        let note = format!(
-            "<p><strong>The CSV is too large to attach</strong> (Graph takes 4 MB a message): run <code>qbo-invoice-processor --create-invoices --dry-run --period {} --report-out report.html</code> for it.</p>",
-            report.period
+        let rerun = format!(
+            "qbo-invoice-processor --create-invoices --dry-run --period {}{} --report-out report.html",
+            report.period,
+            report
+                .shard
+                .as_deref()
+                .map(|s| format!(" --shard {s}"))
+                .unwrap_or_default()
         );
-        if let Some(body) = message["body"]["content"].as_str() {
-            message["body"]["content"] =
-                json!(body.replacen("<body>", &format!("<body>\n{note}"), 1));
+        let note = format!(
+            "<p><strong>The CSV is too large to attach</strong> (Graph takes 4 MB a message): run <code>{rerun}</code> for it.</p>"
+        );
+        let body = message["body"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // Right after the body's opening tag, whatever its attributes; else first.
+        let at = body
+            .find("<body")
+            .and_then(|b| body[b..].find('>').map(|e| b + e + 1))
+            .unwrap_or(0);
+        message["body"]["content"] = json!(format!("{}{note}{}", &body[..at], &body[at..]));
+        if json!({"message": &message}).to_string().len() > GRAPH_REQUEST_LIMIT {
+            return Err(Error::Usage(
+                format!(
+                    "the billing report of {} is over Graph's 4 MB even without its CSV",
+                    report.period
+                ),
+                format!("run `{rerun}` to have it as a file"),
+            ));
         }
     }
     if let Err(e) = graph.sign_in().await {

@@ -405,6 +405,20 @@ async fn bill_month(
         customers.insert(row.client_id.clone(), customer["Id"].clone());
         // The client's invoice is one of its numbers *for its customer*: a number
         // another customer's invoice took does not count, and the other one is used.
+        // QBO takes a DocNumber of at most 21 characters (Intuit .NET SDK reference,
+        // Transaction.DocNumber).
+        if let Some(long) = numbers(&row.client_id, &period.compact())
+            .iter()
+            .find(|d| d.len() > DOC_NUMBER_MAX)
+        {
+            summary.fail(
+                &row.client_id,
+                format!(
+                    "its invoice number {long} would be longer than QBO's {DOC_NUMBER_MAX} characters; use a client_id of at most 12 characters"
+                ),
+            );
+            continue;
+        }
         let doc = match numbered(&looked_up.invoiced, &row, &period, &customer) {
             Numbered::Invoiced(doc) => {
                 summary.already(&row.client_id, &doc);
@@ -625,6 +639,9 @@ async fn report(
     super::billing_report::deliver(&graph, config, &ledger, &key, report, summary).await
 }
 
+/// The longest DocNumber QBO takes.
+const DOC_NUMBER_MAX: usize = 21;
+
 /// The numbers a client's invoice for `period` may have, in the order they are used:
 /// `{client}-{YYYYMM}`, and `{client}-{YYYYMM}-Q` when another customer's invoice took
 /// the first. QBO proposes a hand-made invoice's number by adding one to the trailing
@@ -640,6 +657,28 @@ pub fn numbers(client_id: &str, compact: &str) -> [String; 2] {
 /// Whether `invoice` bills `customer_id`.
 pub fn belongs(invoice: &Value, customer_id: &Value) -> bool {
     !customer_id.is_null() && invoice["CustomerRef"]["value"] == *customer_id
+}
+
+/// The private note the job puts on a client's invoice for a month (`2026-10`): a mark
+/// no hand-made invoice carries, which stays if a person moves the invoice to another
+/// customer (QBO prepends "Voided" to it on a void).
+pub fn marker(client_id: &str, label: &str) -> String {
+    format!("Robot minutes {label}, client {client_id}")
+}
+
+/// Whether `invoice` carries `marker` (and not a longer client id that starts alike).
+pub fn marked(invoice: &Value, marker: &str) -> bool {
+    invoice["PrivateNote"].as_str().is_some_and(|note| {
+        note.match_indices(marker)
+            .any(|(at, _)| !note[at + marker.len()..].starts_with(|c: char| c.is_ascii_digit()))
+    })
+}
+
+/// Whether `invoice` is the client's: it bills the client's customer, or the job made
+/// it for the client (a person may have moved it to another customer since: billing
+/// again would bill twice).
+pub fn is_clients(invoice: &Value, customer_id: &Value, marker: &str) -> bool {
+    belongs(invoice, customer_id) || marked(invoice, marker)
 }
 
 /// What the client's numbers hold in QBO.
@@ -661,11 +700,23 @@ fn numbered(
 ) -> Numbered {
     let docs = numbers(&row.client_id, &period.compact());
     let held = |doc: &String| invoiced.get(doc).map_or(&[][..], Vec::as_slice);
-    if let Some(doc) = docs
-        .iter()
-        .find(|d| held(d).iter().any(|i| belongs(i, &customer["Id"])))
-    {
-        return Numbered::Invoiced(doc.clone());
+    let mark = marker(&row.client_id, &period.label());
+    for doc in &docs {
+        if let Some(inv) = held(doc)
+            .iter()
+            .find(|i| is_clients(i, &customer["Id"], &mark))
+        {
+            if !belongs(inv, &customer["Id"]) {
+                tracing::warn!(
+                    event = "invoice_customer_changed",
+                    client_id = %row.client_id,
+                    doc_number = %doc,
+                    customer = inv["CustomerRef"]["name"].as_str().unwrap_or_default(),
+                    "the job's invoice for this client now bills another customer (moved in QBO?): not billed again; move it back if that was a mistake"
+                );
+            }
+            return Numbered::Invoiced(doc.clone());
+        }
     }
     match docs.iter().find(|d| held(d).is_empty()) {
         Some(doc) => {
@@ -1010,24 +1061,28 @@ async fn create(
     doc: &str,
 ) -> Result<Made, ApiError> {
     let mut rid = request_id(row, &s.period, invoice, None);
-    let mut replayed = false;
+    // The request ids this call sent: a replay of one of them answers this call's own
+    // earlier attempt (its answer was lost), not another run's.
+    let mut sent: Vec<String> = Vec::new();
     let customer = &invoice["CustomerRef"]["value"];
-    // Only an invoice of the client's customer proves it billed.
+    let mark = invoice["PrivateNote"].as_str().unwrap_or_default();
+    // Only the client's own invoice proves it billed.
     let lookup = || async {
         let found = s.qbo.invoices_numbered(doc).await?;
-        Ok(found.into_iter().find(|i| belongs(i, customer)))
+        Ok(found.into_iter().find(|i| is_clients(i, customer, mark)))
     };
     for _ in 0..3 {
         let asked = Timestamp::now();
+        let ours = sent.contains(&rid);
+        sent.push(rid.clone());
         let err = match s.qbo.create_invoice(invoice, &rid).await {
-            Ok(created) if is_replay(created.time, asked) && !replayed => {
+            Ok(created) if is_replay(created.time, asked) && !ours => {
                 // QBO replayed an earlier run's answer to the same request (the same
                 // day, the same invoice). That invoice may have been deleted since.
-                if !gone(s, &created.value).await? {
+                if !s.qbo.is_gone(&created.value).await? {
                     return Ok(Made::Found(created.value));
                 }
                 tracing::info!(event = "created_replayed_gone", doc_number = %doc, "QBO replayed an earlier run's create of this invoice, which has been deleted since: creating it under a new request id");
-                replayed = true;
                 rid = request_id(row, &s.period, invoice, Some(&asked.to_string()));
                 continue;
             }
@@ -1055,9 +1110,8 @@ async fn create(
         // run's, whose cause may be fixed since. (A clock behind ours costs one more
         // attempt at a request QBO refuses anyway.)
         let replay = is_replay(err.time, asked);
-        if replay && !replayed {
+        if replay && !ours {
             tracing::info!(event = "refusal_replayed", doc_number = %doc, error = %err, "QBO replayed an earlier run's refusal of this request; sending it again under a new request id");
-            replayed = true;
             rid = request_id(
                 row,
                 &s.period,
@@ -1079,19 +1133,6 @@ pub fn is_replay(time: Option<Timestamp>, asked: Timestamp) -> bool {
     time.is_some_and(|t| t < asked - REPLAY_MARGIN)
 }
 
-/// Whether the invoice an earlier answer named is no longer in QBO (deleted): read by
-/// Id, QBO answers Object Not Found (610), or the entity with `status: Deleted`.
-async fn gone(s: &Services, invoice: &Value) -> Result<bool, ApiError> {
-    let Some(id) = invoice["Id"].as_str() else {
-        return Ok(true);
-    };
-    match s.qbo.invoice(id).await {
-        Ok(now) => Ok(now["status"] == "Deleted"),
-        Err(e) if e.code.as_deref() == Some("610") => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
 /// A per-client failure, unless the error stops the run.
 fn soft(e: ApiError, notes: Notes) -> Result<(Outcome, Notes), ApiError> {
     if e.fatal {
@@ -1111,7 +1152,7 @@ fn invoice(s: &Services, c: &Candidate, minutes: u64, amount: Decimal, doc: &str
         "TxnDate": s.today.to_string(),
         "CustomerRef": {"value": c.customer["Id"], "name": c.customer["DisplayName"]},
         "EmailStatus": "NotSet",
-        "PrivateNote": format!("Robot minutes {label}, client {}", c.row.client_id),
+        "PrivateNote": marker(&c.row.client_id, &label),
         "Line": [{
             "DetailType": "SalesItemLineDetail",
             "Amount": number(amount),

@@ -187,8 +187,11 @@ where
         }
     };
     let result = job.await;
+    // A run that failed anything may have left a request unanswered at a service (a
+    // batch whose fate is unknown fails its clients): its lease stays for the settle
+    // time, so a rerun does not start while such a request may still land.
     let unfinished = match &result {
-        Ok(s) => s.stopped.is_some(),
+        Ok(s) => s.stopped.is_some() || !s.failures.is_empty(),
         Err(_) => true,
     };
     let released = lease.release(unfinished.then_some(ctx.config.settle)).await;

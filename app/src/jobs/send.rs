@@ -276,9 +276,14 @@ async fn send_all(
                 &invoice,
                 "excluded customer (EXCLUDED_CUSTOMERS): never sent from here; send it from QBO if it should go",
             ));
-        } else if invoice["TotalAmt"].as_f64() == Some(0.0) {
+        } else if invoice["TotalAmt"].as_f64() == Some(0.0)
+            && invoice["PrivateNote"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("Voided"))
+        {
             // A voided invoice keeps its EmailStatus: sending it would email a $0.00
-            // invoice to the client.
+            // invoice to the client. (QBO zeroes a void's amounts and puts "Voided" at
+            // the head of its private note: Intuit blog, "Voiding Invoice Objects".)
             summary.skip(&id, "zero total (voided)");
             email.skipped.push(row(
                 &invoice,
