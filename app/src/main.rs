@@ -83,13 +83,15 @@ struct Cli {
     /// Clients billed (or invoices sent) at once; each service's own limits hold regardless
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
-    /// Where --send-invoices --dry-run writes the summary email it would send
-    #[arg(long, value_name = "FILE", default_value = "sent_invoices_email.html")]
-    email_out: std::path::PathBuf,
-    /// Where --create-invoices --dry-run writes the billing report it would send (its
-    /// CSV beside it, as .csv)
-    #[arg(long, value_name = "FILE", default_value = "billing_report.html")]
-    report_out: std::path::PathBuf,
+    /// Where --send-invoices --dry-run writes the summary email it would send [default:
+    /// sent_invoices_email.html in the temporary directory, $TMPDIR or /tmp: a task's root
+    /// filesystem is read-only]
+    #[arg(long, value_name = "FILE")]
+    email_out: Option<std::path::PathBuf>,
+    /// Where --create-invoices --dry-run writes the billing report it would send, its CSV
+    /// beside it as .csv [default: billing_report.html in the temporary directory]
+    #[arg(long, value_name = "FILE")]
+    report_out: Option<std::path::PathBuf>,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -298,14 +300,19 @@ async fn run(cli: &Cli, stop: &Stop, critical: &TaskTracker) -> Result<Summary, 
             selection,
             concurrency: usize::from(cli.concurrency),
             whole_month: cli.clients.is_none(),
-            report_out: cli.report_out.clone(),
+            report_out: cli
+                .report_out
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("billing_report.html")),
         };
         Box::pin(jobs::create::run(&ctx, &opts)).await
     } else {
         Box::pin(jobs::send::run(
             &ctx,
             cli.dry_run,
-            &cli.email_out,
+            &cli.email_out
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("sent_invoices_email.html")),
             usize::from(cli.concurrency),
         ))
         .await

@@ -565,6 +565,13 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                     input_paths: BTreeMap::from([
                         ("group".to_owned(), "$.detail.group".to_owned()),
                         ("reason".to_owned(), "$.detail.stoppedReason".to_owned()),
+                        // The container's own reason: an out-of-memory kill is told
+                        // only there ("OutOfMemoryError: Container killed due to memory
+                        // usage"; ECS "Stopped tasks errors").
+                        (
+                            "container".to_owned(),
+                            "$.detail.containers[0].reason".to_owned(),
+                        ),
                         ("task".to_owned(), "$.detail.taskArn".to_owned()),
                     ]),
                     // A JSON object with the placeholders unquoted: EventBridge quotes
@@ -572,7 +579,7 @@ pub fn synthesize(env: &Environment, ctx: &Context) -> Stack {
                     // quotes, so a stop reason holding a quote would break a quoted
                     // template ("Transforming target input", EventBridge user guide).
                     input_template: format!(
-                        "{{\"alert\": \"{app} ({}): a task stopped with a failure\", \"task\": <task>, \"group\": <group>, \"reason\": <reason>, \"next\": \"deployer logs --env {}\"}}",
+                        "{{\"alert\": \"{app} ({}): a task stopped with a failure\", \"task\": <task>, \"group\": <group>, \"reason\": <reason>, \"container\": <container>, \"next\": \"deployer logs --env {}\"}}",
                         env.name, env.name
                     ),
                 },

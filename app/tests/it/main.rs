@@ -108,6 +108,8 @@ impl World {
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // What a dry run writes goes to the temporary directory (a task's /tmp).
+            .env("TMPDIR", self.dir.path())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")

@@ -293,6 +293,9 @@ impl Printer {
             if let Some(reason) = &task.stopped_reason {
                 let _ = write!(text, " ({reason})");
             }
+            if let Some(reason) = &task.container_reason {
+                let _ = write!(text, "; container: {reason}");
+            }
         }
         eprintln!("{text}");
     }
@@ -311,6 +314,11 @@ pub struct TaskState {
     pub stop_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_reason: Option<String>,
+    /// The job container's own reason: ECS tells an out-of-memory kill only here
+    /// ("OutOfMemoryError: Container killed due to memory usage"; the task says only
+    /// "Essential container in task exited").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_reason: Option<String>,
     /// The job flags the task runs with (its command override).
     pub command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -339,6 +347,13 @@ impl TaskState {
                 .iter()
                 .find(|c| c.name() == Some(container))
                 .and_then(aws_sdk_ecs::types::Container::exit_code),
+            container_reason: t
+                .containers()
+                .iter()
+                .find(|c| c.name() == Some(container))
+                .and_then(aws_sdk_ecs::types::Container::reason)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
             stop_code: t.stop_code().map(|c| c.as_str().to_owned()),
             stopped_reason: t
                 .stopped_reason()
@@ -425,11 +440,15 @@ async fn watch(
             return match states.iter().find(|t| t.exit_code != Some(0)) {
                 None => Ok(()),
                 Some(t) => {
-                    let why = [t.stop_code.clone(), t.stopped_reason.clone()]
-                        .into_iter()
-                        .flatten()
-                        .collect::<Vec<_>>()
-                        .join(": ");
+                    let why = [
+                        t.stop_code.clone(),
+                        t.stopped_reason.clone(),
+                        t.container_reason.clone(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(": ");
                     let why = if why.is_empty() {
                         String::new()
                     } else {

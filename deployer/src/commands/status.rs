@@ -207,16 +207,21 @@ async fn recent_runs(
         } else {
             "?"
         };
-        let exit = d["containers"]
+        let ours = d["containers"]
             .as_array()
-            .and_then(|c| c.iter().find(|c| c["name"] == container.as_str()))
-            .and_then(|c| c["exitCode"].as_i64());
-        let mut reason = [d["stopCode"].as_str(), d["stoppedReason"].as_str()]
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(": ");
+            .and_then(|c| c.iter().find(|c| c["name"] == container.as_str()));
+        let exit = ours.and_then(|c| c["exitCode"].as_i64());
+        // The container's own reason too: an out-of-memory kill is told only there.
+        let mut reason = [
+            d["stopCode"].as_str(),
+            d["stoppedReason"].as_str(),
+            ours.and_then(|c| c["reason"].as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
         if let Some(code) = exit {
             reason = format!("exit {code}; {reason}");
         }

@@ -167,6 +167,9 @@ fn text(t: &Listing, tz: &jiff::tz::TimeZone) -> String {
             if let Some(reason) = &task.stopped_reason {
                 let _ = write!(result, ": {reason}");
             }
+            if let Some(reason) = &task.container_reason {
+                let _ = write!(result, "; container: {reason}");
+            }
         }
         let _ = writeln!(
             s,

@@ -463,7 +463,7 @@ async fn task_check(aws: &crate::aws::Aws, env: &infra::Environment) -> Result<V
             "fail",
             format!(
                 "the check task stopped before the job ran: {}",
-                [state.stop_code.clone(), state.stopped_reason.clone()].into_iter().flatten().collect::<Vec<_>>().join(": ")
+                [state.stop_code.clone(), state.stopped_reason.clone(), state.container_reason.clone()].into_iter().flatten().collect::<Vec<_>>().join(": ")
             ),
             "a task that cannot start (image pull, secrets, network) fails the same way on schedule: see `deployer tasks`",
         ));

@@ -159,6 +159,10 @@ pub fn assemble(inputs: &Inputs) -> Result<Image> {
             "User": format!("{USER_ID}:{USER_ID}"),
             "Entrypoint": [BINARY_PATH],
             "WorkingDir": WORKDIR,
+            // Declared a volume, Fargate fills the task's /tmp bind mount from the
+            // image's /tmp (mode 1777); undeclared, it is a root-owned 0755 directory the
+            // non-root job cannot write ("Bind mounts", Amazon ECS developer guide).
+            "Volumes": {"/tmp": {}},
             "Env": env,
             "Labels": labels,
         },

@@ -94,6 +94,9 @@ fn pushed_image_pulled_back_and_unpacked_runs_the_job_with_nothing_else() {
     assert_eq!(sha256(&config), config_digest);
     let config: Value = serde_json::from_slice(&config).unwrap();
     assert_eq!(config["config"]["User"], "65532:65532");
+    // /tmp is declared a volume, so Fargate fills the task's /tmp bind mount from the
+    // image's (mode 1777) instead of making it root-owned 0755.
+    assert_eq!(config["config"]["Volumes"], serde_json::json!({"/tmp": {}}));
     assert_eq!(
         config["config"]["Entrypoint"][0],
         "/usr/local/bin/qbo-invoice-processor"
@@ -130,6 +133,11 @@ fn pushed_image_pulled_back_and_unpacked_runs_the_job_with_nothing_else() {
             .path()
             .join("etc/ssl/certs/ca-certificates.crt")
             .is_file()
+    );
+    let tmp = std::fs::metadata(rootfs.path().join("tmp")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&tmp.permissions()) & 0o7777,
+        0o1777
     );
 
     // The image holds everything the binary needs: it runs with only its own files.

@@ -483,7 +483,9 @@ async fn status_lists_every_run_of_the_window_and_a_task_that_crashed() {
     // Two stopped tasks in the history: one that finished (already counted by its
     // line), one killed for its memory that never wrote one.
     let history = "/aws/events/qbo-invoice-processor-tasks";
-    let event = |task: &str, exit: i64, code: &str, reason: &str, command: &str| {
+    // As ECS reports a memory kill: the task says only that its container exited, the
+    // container says why (ECS "Stopped tasks errors").
+    let event = |task: &str, exit: i64, code: &str, container_reason: &str, command: &str| {
         json!({
             "detail-type": "ECS Task State Change",
             "source": "aws.ecs",
@@ -491,9 +493,9 @@ async fn status_lists_every_run_of_the_window_and_a_task_that_crashed() {
                 "taskArn": format!("arn:aws:ecs:us-east-1:123456789012:task/qbo-invoice-processor-cluster/{task}"),
                 "lastStatus": "STOPPED",
                 "stopCode": code,
-                "stoppedReason": reason,
+                "stoppedReason": "Essential container in task exited",
                 "stoppedAt": jiff::Timestamp::from_millisecond(now - 2 * day).unwrap().to_string(),
-                "containers": [{"name": "invoice-processor", "exitCode": exit}],
+                "containers": [{"name": "invoice-processor", "exitCode": exit, "reason": container_reason}],
                 "overrides": {"containerOverrides": [{"name": "invoice-processor", "command": [command]}]},
             }
         })
@@ -514,7 +516,7 @@ async fn status_lists_every_run_of_the_window_and_a_task_that_crashed() {
                 "send1",
                 0,
                 "EssentialContainerExited",
-                "Essential container in task exited",
+                "",
                 "--send-invoices",
             ),
         ),

@@ -349,9 +349,18 @@ fn alerts_go_to_the_bookkeeper_and_failed_tasks_in_this_cluster_reach_the_topic(
     let delivered = input_template
         .replace("<reason>", &serde_json::to_string(reason).unwrap())
         .replace("<task>", "\"arn:aws:ecs:us-west-2:1:task/c/abc\"")
-        .replace("<group>", "\"family:qbo-invoice-processor\"");
+        .replace("<group>", "\"family:qbo-invoice-processor\"")
+        .replace(
+            "<container>",
+            "\"OutOfMemoryError: Container killed due to memory usage\"",
+        );
     let message: serde_json::Value = serde_json::from_str(&delivered).unwrap();
     assert_eq!(message["reason"], reason);
+    // The container's own reason is in the alert: an out-of-memory kill says so.
+    assert_eq!(
+        message["container"],
+        "OutOfMemoryError: Container killed due to memory usage"
+    );
     assert!(
         !input_template.contains("\"<"),
         "no placeholder inside quotes"
