@@ -1,6 +1,7 @@
 # Entry points: `make demo` (the product on local emulators), `make test` (what CI
 # runs), `make bench` and `make tools`. Each installs only what is missing: moto in
-# .venv/, the parliament IAM policy linter in .venv-policy/, Debian's docker-registry.
+# .venv/, the parliament IAM policy linter in .venv-policy/, Debian's docker-registry
+# and runc.
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -12,6 +13,8 @@ POLICY_VENV := .venv-policy
 PARLIAMENT_VERSION := 1.6.4
 PARLIAMENT_STAMP := $(POLICY_VENV)/.parliament-$(PARLIAMENT_VERSION)
 REGISTRY := /usr/bin/docker-registry
+# The OCI runtime the local Fargate (fakes/src/fargate.rs) runs tasks with.
+RUNC := /usr/sbin/runc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench tools fmt lint unit
@@ -27,8 +30,8 @@ test: tools fmt lint unit
 bench: tools
 	@bash bench/all.sh
 
-## tools: moto (the AWS emulator) in .venv/, the policy linter and the reference container registry
-tools: $(MOTO_STAMP) $(PARLIAMENT_STAMP) $(REGISTRY)
+## tools: moto (the AWS emulator) in .venv/, the policy linter, the reference container registry and runc
+tools: $(MOTO_STAMP) $(PARLIAMENT_STAMP) $(REGISTRY) $(RUNC)
 
 $(MOTO_STAMP):
 	python3 -m venv $(VENV)
@@ -44,6 +47,10 @@ $(PARLIAMENT_STAMP):
 $(REGISTRY):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+
+$(RUNC):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends runc
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -32,6 +32,7 @@ struct State {
     writes: AtomicUsize,
     /// `(operation, n)`: every attempt of that operation's nth call is throttled.
     throttle: Option<(String, usize)>,
+    fargate: Option<Arc<crate::fargate::Fargate>>,
     calls_of: AtomicUsize,
     failing: Mutex<Option<String>>,
     failed: Mutex<Vec<String>>,
@@ -56,6 +57,8 @@ pub struct Options {
     /// ProvisionedThroughputExceededException): the SDK's own retries do not get it
     /// through, so the caller sees it.
     pub throttle: Option<(String, usize)>,
+    /// Runs ECS tasks for real (`RunTask`, `DescribeTasks`, `StopTask`, `ListTasks`).
+    pub fargate: Option<Arc<crate::fargate::Fargate>>,
     /// `(operation, from, to)`: text replaced in that operation's response bodies.
     pub rewrite: Option<(String, String, String)>,
     /// `(operation, how long)`: that operation's requests wait this long first.
@@ -144,6 +147,7 @@ impl FaultProxy {
             writes: AtomicUsize::new(0),
             throttle: options.throttle,
             calls_of: AtomicUsize::new(0),
+            fargate: options.fargate,
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -285,6 +289,21 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         }
     }
     let mut out = conn;
+    if !fail
+        && service == "ecs"
+        && let (Some(fargate), Some(op)) = (&state.fargate, &operation)
+        && let Some((status, answer)) = fargate.handle(op, &body)
+    {
+        let body = answer.to_string();
+        write!(
+            out,
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            if status == 200 { "OK" } else { "Bad Request" },
+            body.len()
+        )?;
+        out.write_all(body.as_bytes())?;
+        return out.flush();
+    }
     if throttled {
         let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#;
         write!(

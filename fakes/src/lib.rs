@@ -11,6 +11,7 @@ pub mod consistency;
 pub mod control;
 pub mod control_room;
 pub mod emulators;
+pub mod fargate;
 pub mod fault_proxy;
 pub mod generate;
 pub mod graph;

@@ -78,6 +78,10 @@ struct ProxyArgs {
     /// Latency added to every call, in milliseconds (100 is a typical API round trip)
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Run ECS tasks for real (RunTask, DescribeTasks, StopTask, ListTasks) under runc,
+    /// in this region: the local Fargate (needs root and runc)
+    #[arg(long, value_name = "REGION")]
+    fargate: Option<String>,
 }
 
 fn aws_proxy(args: &ProxyArgs) -> ExitCode {
@@ -92,9 +96,20 @@ fn aws_proxy(args: &ProxyArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let fargate = match &args.fargate {
+        None => None,
+        Some(region) => match fakes::fargate::Fargate::new(&format!("http://{upstream}"), region) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let options = fakes::fault_proxy::Options {
         latency: std::time::Duration::from_millis(args.latency_ms),
         stale: (args.stale_ms > 0).then(|| std::time::Duration::from_millis(args.stale_ms)),
+        fargate,
         ..fakes::fault_proxy::Options::default()
     };
     let proxy =
@@ -106,11 +121,16 @@ fn aws_proxy(args: &ProxyArgs) -> ExitCode {
             }
         };
     println!(
-        "aws-proxy listening on {} -> {} (stale {} ms, latency {} ms)",
+        "aws-proxy listening on {} -> {} (stale {} ms, latency {} ms{})",
         proxy.endpoint(),
         args.upstream,
         args.stale_ms,
-        args.latency_ms
+        args.latency_ms,
+        if args.fargate.is_some() {
+            ", tasks run under runc"
+        } else {
+            ""
+        }
     );
     let _ = std::io::Write::flush(&mut std::io::stdout());
     loop {

@@ -4,6 +4,7 @@ mod cli;
 mod consistency;
 mod emulators;
 mod engine;
+mod fargate;
 mod image;
 mod operate;
 mod verify;
