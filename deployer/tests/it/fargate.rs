@@ -204,3 +204,189 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
         stopped.stopped_reason()
     );
 }
+
+/// Runs `program` (perl's `-e`) as a task of a probe family whose image is perl in
+/// place of the job, with the job's container settings but for `memory` and
+/// `stop_timeout`.
+async fn probe(
+    w: &World,
+    ecs: &aws_sdk_ecs::Client,
+    image: &str,
+    memory: i32,
+    stop_timeout: i32,
+    program: &str,
+) -> String {
+    let current = ecs
+        .describe_task_definition()
+        .task_definition("qbo-invoice-processor")
+        .send()
+        .await
+        .unwrap();
+    let def = current.task_definition().unwrap();
+    let mut container = def.container_definitions()[0].clone();
+    container.image = Some(image.to_owned());
+    container.memory = Some(memory);
+    container.stop_timeout = Some(stop_timeout);
+    let registered = ecs
+        .register_task_definition()
+        .family("probe")
+        .set_requires_compatibilities(Some(def.requires_compatibilities().to_vec()))
+        .set_network_mode(def.network_mode().cloned())
+        .set_cpu(def.cpu().map(str::to_owned))
+        .set_memory(def.memory().map(str::to_owned))
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap();
+    let arn = registered
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned();
+    let _ = w;
+    let started = ecs
+        .run_task()
+        .cluster("qbo-invoice-processor-cluster")
+        .task_definition(arn)
+        .overrides(
+            aws_sdk_ecs::types::TaskOverride::builder()
+                .container_overrides(
+                    aws_sdk_ecs::types::ContainerOverride::builder()
+                        .name("invoice-processor")
+                        .command("-e")
+                        .command(program)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    started.tasks()[0].task_arn().unwrap().to_owned()
+}
+
+async fn wait_running(ecs: &aws_sdk_ecs::Client, arn: &str) {
+    for _ in 0..600 {
+        let d = ecs
+            .describe_tasks()
+            .cluster("qbo-invoice-processor-cluster")
+            .tasks(arn)
+            .send()
+            .await
+            .unwrap();
+        if d.tasks()[0].last_status() == Some("RUNNING") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the task {arn} did not run within a minute");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigkill() {
+    let w = world().await;
+    // An image whose program is perl, to allocate and to trap signals at will.
+    let pushed = w.deployer(&[
+        "push-image",
+        "--env",
+        "local",
+        "--binary",
+        "/usr/bin/perl",
+        "--tag",
+        "probe",
+        "--output",
+        "json",
+    ]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let image = serde_json::from_slice::<Value>(&pushed.stdout).unwrap()["image"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ecs = aws_sdk_ecs::Client::new(&moto_config(&w.proxy.endpoint()).await);
+
+    // 200 MiB in a container whose hard limit is 64: the kernel kills it.
+    let arn = probe(
+        &w,
+        &ecs,
+        &image,
+        64,
+        30,
+        "my $x = 'a' x (200 * 1024 * 1024); print length $x",
+    )
+    .await;
+    let stopped = wait_stopped(&ecs, &arn).await;
+    let container = &stopped.containers()[0];
+    assert_eq!(container.exit_code(), Some(137));
+    assert_eq!(
+        container.reason(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+    assert_eq!(
+        stopped.stopped_reason(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(
+        stopped.stop_code(),
+        Some(&aws_sdk_ecs::types::TaskStopCode::EssentialContainerExited)
+    );
+
+    // StopTask: SIGTERM reaches the program, which ends on its own.
+    let arn = probe(
+        &w,
+        &ecs,
+        &image,
+        64,
+        30,
+        "$| = 1; $SIG{TERM} = sub { print qq(got TERM\\n); exit 143 }; print qq(up\\n); sleep 1 while 1",
+    )
+    .await;
+    wait_running(&ecs, &arn).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ecs.stop_task()
+        .cluster("qbo-invoice-processor-cluster")
+        .task(&arn)
+        .reason("stopped by the test")
+        .send()
+        .await
+        .unwrap();
+    let stopped = wait_stopped(&ecs, &arn).await;
+    assert_eq!(stopped.containers()[0].exit_code(), Some(143));
+    assert_eq!(
+        stopped.stop_code(),
+        Some(&aws_sdk_ecs::types::TaskStopCode::UserInitiated)
+    );
+    assert_eq!(stopped.stopped_reason(), Some("stopped by the test"));
+    assert_eq!(stopped.containers()[0].reason(), None, "no memory kill");
+
+    // One that ignores SIGTERM is killed once its stop timeout (2 s) has passed.
+    let arn = probe(
+        &w,
+        &ecs,
+        &image,
+        64,
+        2,
+        "$SIG{TERM} = 'IGNORE'; sleep 1 while 1",
+    )
+    .await;
+    wait_running(&ecs, &arn).await;
+    let asked = std::time::Instant::now();
+    ecs.stop_task()
+        .cluster("qbo-invoice-processor-cluster")
+        .task(&arn)
+        .send()
+        .await
+        .unwrap();
+    let stopped = wait_stopped(&ecs, &arn).await;
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(stopped.containers()[0].exit_code(), Some(137));
+    assert_eq!(
+        stopped.containers()[0].reason(),
+        None,
+        "killed by StopTask, not for memory"
+    );
+}
