@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # `make demo`: the whole product on local emulators. Starts moto (AWS), the reference
 # registry and the SaaS fakes (seeded with a month of generated clients, whose secrets
-# and client table go into moto), then runs the deployer as a user would: push-image,
-# diff, up, up again, verify (--local), run-task create and send (--local), status. Ends with what
-# happened and stops every server it started, whatever happens on the way.
+# and client table go into moto), and the local Fargate (the AWS proxy in front of moto
+# that runs each ECS task's image under runc), then runs the deployer as a user would:
+# push-image, diff, up, up again, verify (its check as a task), run-task create and
+# send (as tasks), status. Ends with what happened and stops every server it started,
+# whatever happens on the way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make --no-print-directory tools >/dev/null
@@ -27,7 +29,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_for() { for _ in $(seq 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "error: $2 did not start; see $out/$3" >&2; exit 1; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-moto_port=$(free_port); registry_port=$(free_port); fakes_port=$(free_port)
+moto_port=$(free_port); registry_port=$(free_port); fakes_port=$(free_port); proxy_port=$(free_port)
 step "Starting moto (AWS) on :$moto_port, the registry on :$registry_port, the fakes on :$fakes_port"
 MOTO_IAM_LOAD_MANAGED_POLICIES=true .venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" >"$out/moto.log" 2>&1 &
 pids+=($!)
@@ -52,6 +54,13 @@ wait_for "http://127.0.0.1:$registry_port/v2/" docker-registry registry.log
 pids+=($!)
 wait_for "http://127.0.0.1:$fakes_port/_fakes/state" fakes fakes.log
 cat "$out/fakes.log"
+# Tasks run for real: the deployer talks to moto through the local Fargate.
+"$bin/fakes" aws-proxy --upstream "$AWS_ENDPOINT_URL" --port "$proxy_port" --fargate us-east-1 >"$out/fargate.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$out/fargate.log" && break; sleep 0.1; done
+grep -q listening "$out/fargate.log" || { echo "error: the local Fargate did not start: $(cat "$out/fargate.log")" >&2; exit 1; }
+cat "$out/fargate.log"
+export AWS_ENDPOINT_URL=http://127.0.0.1:$proxy_port
 
 # The shipped local environment, pointed at this demo's ports.
 mkdir -p "$work/envs"
@@ -67,23 +76,23 @@ step "Deploy"
 deployer up --env local --yes
 step "Deploy again: nothing to change"
 deployer up --env local
-step "Will tonight's run work? verify checks the deployment and runs the job's --check here"
+step "Will tonight's run work? verify checks the deployment and runs the job's --check as a task"
 # The generated month has three clients broken on purpose: verify names each with its
 # fix (and exits 1), before any run meets them.
 code=0
-deployer verify --env local --local --binary "$bin/qbo-invoice-processor" || code=$?
+deployer verify --env local || code=$?
 [ "$code" = 1 ] || { echo "error: verify exited $code; 1 was expected (three checks fail on purpose)" >&2; exit 1; }
 echo "(exit code 1, as expected: the three generated clients broken on purpose, each with its fix)"
-step "Run the monthly job here, with the task definition's environment"
+step "Run the monthly job as a task, its image under runc"
 # The generated month has clients that fail on purpose (a malformed table item, a
 # workspace without an API key, an unknown QBO customer), so the job exits 1.
 code=0
-deployer run-task create --env local --local >"$out/create-invoices.log" || code=$?
+deployer run-task create --env local >"$out/create-invoices.log" || code=$?
 echo "(exit code $code; 1 is expected: three generated clients fail on purpose, each named below)"
 tail -n 1 "$out/create-invoices.log"
 grep '"event":"client_failed"' "$out/create-invoices.log" || true
-step "Run the daily job here: send the invoices, email the bookkeeper"
-deployer run-task send --env local --local >"$out/send-invoices.log" || true
+step "Run the daily job as a task: send the invoices, email the bookkeeper"
+deployer run-task send --env local >"$out/send-invoices.log" || true
 tail -n 1 "$out/send-invoices.log"
 step "Status"
 deployer status --env local
