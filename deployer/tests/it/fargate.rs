@@ -22,7 +22,7 @@ struct World {
     proxy: FaultProxy,
     registry: Registry,
     _moto: Moto,
-    _fakes: Fakes,
+    fakes: Fakes,
     dir: tempfile::TempDir,
 }
 
@@ -39,10 +39,15 @@ impl World {
 }
 
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
     let moto = Moto::start().unwrap();
     let registry = Registry::start().unwrap();
     let mut month = fakes::generate::month(12, 2026, 10);
     month.remove_broken();
+    tune(&mut month);
     let fakes = Fakes::start(&month.seed).await.unwrap();
     let config = moto_config(&moto.endpoint()).await;
     fakes::aws_seed::seed(&config, &month, TABLE).await.unwrap();
@@ -53,7 +58,13 @@ async fn world() -> World {
         dir.path().join("local.toml"),
         shipped
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
-            .replace("127.0.0.1:5000", &registry.host()),
+            .replace("127.0.0.1:5000", &registry.host())
+            // The fakes end a request within seconds (QBO's 120 s is the default): a
+            // stopped run's lease then lasts seconds too.
+            .replace(
+                "ROBOCORP_BASE_URL =",
+                "WRITE_SETTLE_SECONDS = \"5\"\nROBOCORP_BASE_URL =",
+            ),
     )
     .unwrap();
     let fargate = Fargate::new(&moto.endpoint(), "us-east-1").expect("runc (make tools)");
@@ -69,7 +80,7 @@ async fn world() -> World {
         proxy,
         registry,
         _moto: moto,
-        _fakes: fakes,
+        fakes,
         dir,
     };
     let binary = super::image::job_binary();
@@ -389,4 +400,107 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
         None,
         "killed by StopTask, not for memory"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_stop_reaches_the_job_as_sigterm_and_a_rerun_bills_nobody_twice() {
+    // QBO answers slowly: the month takes long enough to be stopped half-way.
+    let w = world_with(|m| {
+        m.seed.limits.insert(
+            "qbo".into(),
+            fakes::control::Limits {
+                latency_ms: 2000,
+                ..fakes::control::Limits::QBO
+            },
+        );
+    })
+    .await;
+    let started = w.deployer(&[
+        "run-task",
+        "create",
+        "--env",
+        "local",
+        "--no-wait",
+        "--",
+        "--concurrency",
+        "1",
+        "--period",
+        "2026-10",
+    ]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let arn = stdout(&started).trim().to_owned();
+    let id = arn.rsplit('/').next().unwrap().to_owned();
+    let ecs = aws_sdk_ecs::Client::new(&moto_config(&w.proxy.endpoint()).await);
+    wait_running(&ecs, &arn).await;
+    // Once some invoices are made, stop it the way an operator does.
+    for _ in 0..600 {
+        if !w.fakes.qbo.lock().unwrap().invoices().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stop = w.deployer(&["tasks", "--env", "local", "--stop", &id]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+    let stopped = wait_stopped(&ecs, &arn).await;
+    // The job got SIGTERM, finished what was under way, and exited 143 within the
+    // stop timeout: not killed.
+    let logs = w.deployer(&["logs", "--env", "local", "--since", "1h"]);
+    assert_eq!(
+        stopped.containers()[0].exit_code(),
+        Some(143),
+        "{}",
+        stdout(&logs)
+    );
+    assert_eq!(
+        stopped.stop_code(),
+        Some(&aws_sdk_ecs::types::TaskStopCode::UserInitiated)
+    );
+    let made = w.fakes.qbo.lock().unwrap().invoices().len();
+    assert!(made > 0);
+    // The rerun at QBO's usual speed.
+    w.fakes
+        .control
+        .0
+        .lock()
+        .unwrap()
+        .limits
+        .insert("qbo".into(), fakes::control::Limits::QBO);
+
+    let rerun = w.deployer(&[
+        "run-task", "create", "--env", "local", "--", "--period", "2026-10",
+    ]);
+    assert!(
+        rerun.status.success(),
+        "{}\n{}",
+        stdout(&rerun),
+        stderr(&rerun)
+    );
+    let state: Value = reqwest::get(format!("{}/_fakes/state", w.fakes.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut docs: Vec<&str> = state["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["DocNumber"].as_str().unwrap())
+        .collect();
+    let total = docs.len();
+    docs.sort_unstable();
+    docs.dedup();
+    assert_eq!(docs.len(), total, "no invoice twice");
+    assert!(total > made, "the rerun billed the rest");
+    let mut entries: Vec<&str> = state["time_entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["description"].as_str().unwrap())
+        .collect();
+    let count = entries.len();
+    entries.sort_unstable();
+    entries.dedup();
+    assert_eq!(entries.len(), count, "no ClickUp entry twice");
+    assert_eq!(count, total);
 }
