@@ -20,7 +20,12 @@
 //!   and "CannotPullContainerError: ...";
 //! - states PROVISIONING, PENDING, RUNNING, DEPROVISIONING, STOPPED ("Task lifecycle");
 //! - output to the awslogs group and stream `PREFIX/CONTAINER/TASK_ID` in moto's
-//!   CloudWatch Logs.
+//!   CloudWatch Logs;
+//! - each change of a task's status an ECS "Task State Change" event, matched against
+//!   the default bus's rules with EventBridge's pattern syntax and delivered through
+//!   each target's input transformer: to a log group only where a CloudWatch Logs
+//!   resource policy lets events.amazonaws.com write, to SNS as a Publish
+//!   ([`Fargate::delivered`] keeps what each target was given).
 //!
 //! The container shares the host's network (it reaches moto and the fakes on loopback),
 //! and gets what the platform gives a task: `AWS_REGION`, and here moto's endpoint and
@@ -55,6 +60,8 @@ pub struct Fargate {
     tasks: Mutex<BTreeMap<String, Task>>,
     runc: PathBuf,
     next: Mutex<u64>,
+    /// Every event target invoked: `(target ARN, what it was given)`, or the refusal.
+    delivered: Mutex<Vec<(String, Result<String, String>)>>,
 }
 
 /// Why a task cannot start here, with the fix.
@@ -86,6 +93,7 @@ impl Fargate {
             tasks: Mutex::new(BTreeMap::new()),
             runc,
             next: Mutex::new(0),
+            delivered: Mutex::new(Vec::new()),
         }))
     }
 
@@ -279,10 +287,138 @@ impl Fargate {
             .and_then(|t| t.json["lastStatus"].as_str().map(str::to_owned))
     }
 
+    /// Changes a task; a change of its status is an ECS "Task State Change" event,
+    /// delivered to the rules that match it.
     fn set(&self, arn: &str, change: impl FnOnce(&mut Value)) {
-        if let Some(t) = self.tasks.lock().expect("fargate lock").get_mut(arn) {
+        let changed = {
+            let mut tasks = self.tasks.lock().expect("fargate lock");
+            let Some(t) = tasks.get_mut(arn) else { return };
+            let before = t.json["lastStatus"].clone();
             change(&mut t.json);
+            (t.json["lastStatus"] != before).then(|| t.json.clone())
+        };
+        if let Some(task) = changed {
+            let event = state_change(&task, &self.region);
+            if let Err(e) = runtime().block_on(self.deliver(&event)) {
+                self.delivered
+                    .lock()
+                    .expect("fargate lock")
+                    .push(("events".into(), Err(e)));
+            }
         }
+    }
+
+    /// Every event target invoked so far, with what it was given (or why not).
+    pub fn delivered(&self) -> Vec<(String, Result<String, String>)> {
+        self.delivered.lock().expect("fargate lock").clone()
+    }
+
+    /// Delivers `event` as EventBridge would: to each target of each enabled rule of
+    /// the default bus whose pattern matches, through its input transformer; a log
+    /// group only if its resource policy lets events.amazonaws.com write there.
+    async fn deliver(&self, event: &Value) -> Result<(), String> {
+        let (moto, region) = (&self.moto, &self.region);
+        let rules = aws_json(moto, region, "events", "AWSEvents.ListRules", &json!({})).await?;
+        for rule in rules["Rules"].as_array().into_iter().flatten() {
+            if rule["State"] != "ENABLED" {
+                continue;
+            }
+            let Some(pattern) = rule["EventPattern"]
+                .as_str()
+                .and_then(|p| serde_json::from_str::<Value>(p).ok())
+            else {
+                continue;
+            };
+            if !matches(&pattern, event) {
+                continue;
+            }
+            let targets = aws_json(
+                moto,
+                region,
+                "events",
+                "AWSEvents.ListTargetsByRule",
+                &json!({"Rule": rule["Name"]}),
+            )
+            .await?;
+            for target in targets["Targets"].as_array().into_iter().flatten() {
+                let arn = target["Arn"].as_str().unwrap_or_default().to_owned();
+                let input = match (&target["InputTransformer"], target["Input"].as_str()) {
+                    (Value::Object(t), _) => {
+                        let paths: BTreeMap<String, String> = t
+                            .get("InputPathsMap")
+                            .and_then(Value::as_object)
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let template = t
+                            .get("InputTemplate")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        transform(&paths, template, event)
+                    }
+                    (_, Some(fixed)) => fixed.to_owned(),
+                    _ => event.to_string(),
+                };
+                let outcome = self.invoke(&arn, &input).await.map(|()| input);
+                self.delivered
+                    .lock()
+                    .expect("fargate lock")
+                    .push((arn, outcome));
+            }
+        }
+        Ok(())
+    }
+
+    /// One target: a CloudWatch Logs group or an SNS topic.
+    async fn invoke(&self, arn: &str, input: &str) -> Result<(), String> {
+        let (moto, region) = (&self.moto, &self.region);
+        if let Some(group) = arn.split(":log-group:").nth(1) {
+            let group = group.trim_end_matches(":*");
+            // EventBridge writes to a log group only where a resource policy lets
+            // events.amazonaws.com do so (CloudWatch Logs, "Resource-based policies").
+            let policies = aws_json(
+                moto,
+                region,
+                "logs",
+                "Logs_20140328.DescribeResourcePolicies",
+                &json!({}),
+            )
+            .await?;
+            let allowed = policies["resourcePolicies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| serde_json::from_str::<Value>(p["policyDocument"].as_str()?).ok())
+                .any(|doc| allows_events(&doc, arn));
+            if !allowed {
+                return Err(format!(
+                    "no resource policy of CloudWatch Logs lets events.amazonaws.com write to {group}"
+                ));
+            }
+            let at = jiff::Timestamp::now().as_millisecond();
+            return put_logs(moto, region, group, "events", vec![(at, input.to_owned())]).await;
+        }
+        if arn.contains(":sns:") {
+            let answer = reqwest::Client::new()
+                .post(moto)
+                .header(
+                    "authorization",
+                    format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/sns/aws4_request, SignedHeaders=host, Signature=0"),
+                )
+                .form(&[("Action", "Publish"), ("TopicArn", arn), ("Message", input)])
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            return if answer.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("SNS Publish answered {}", answer.status()))
+            };
+        }
+        Err(format!("targets like {arn} are not delivered here"))
     }
 
     fn runc(&self, args: &[&str]) -> Command {
@@ -963,4 +1099,311 @@ fn runc_config(
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
         },
     })
+}
+
+/// EventBridge's event pattern matching, as the user guide describes it ("Event
+/// patterns", "Content filtering"): every field of the pattern must match; a list of
+/// values matches any of them; an event array matches when any element does; matchers
+/// `prefix`, `anything-but` (a value, a list, or `{"prefix"}`), `exists` and `numeric`,
+/// and `$or` of sub-patterns. An absent field matches only `{"exists": false}`.
+pub fn matches(pattern: &Value, event: &Value) -> bool {
+    let Some(fields) = pattern.as_object() else {
+        return false;
+    };
+    fields.iter().all(|(key, want)| {
+        if key == "$or" {
+            return want
+                .as_array()
+                .is_some_and(|alts| alts.iter().any(|p| matches(p, event)));
+        }
+        let got = event.get(key);
+        match want {
+            Value::Object(_) => got.is_some_and(|g| match g {
+                Value::Array(items) => items.iter().any(|i| matches(want, i)),
+                _ => matches(want, g),
+            }),
+            Value::Array(values) => values.iter().any(|v| value_matches(v, got)),
+            _ => false,
+        }
+    })
+}
+
+/// One value of a pattern's list against the event's field (absent: `None`).
+fn value_matches(want: &Value, got: Option<&Value>) -> bool {
+    let each = |f: &dyn Fn(&Value) -> bool| match got {
+        Some(Value::Array(items)) => items.iter().any(f),
+        Some(v) => f(v),
+        None => false,
+    };
+    match want {
+        Value::Object(m) => {
+            if let Some(exists) = m.get("exists").and_then(Value::as_bool) {
+                return got.is_some_and(|g| !g.is_null()) == exists;
+            }
+            if let Some(p) = m.get("prefix").and_then(Value::as_str) {
+                return each(&|v| v.as_str().is_some_and(|s| s.starts_with(p)));
+            }
+            if let Some(but) = m.get("anything-but") {
+                // An absent field is not "anything but" a value: it matches nothing.
+                return got.is_some()
+                    && !each(&|v| match but {
+                        Value::Array(list) => list.contains(v),
+                        Value::Object(o) => o
+                            .get("prefix")
+                            .and_then(Value::as_str)
+                            .is_some_and(|p| v.as_str().is_some_and(|s| s.starts_with(p))),
+                        other => v == other,
+                    });
+            }
+            if let Some(conditions) = m.get("numeric").and_then(Value::as_array) {
+                return each(&|v| {
+                    let Some(x) = v.as_f64() else { return false };
+                    conditions.chunks(2).all(|c| {
+                        let bound = c.get(1).and_then(Value::as_f64).unwrap_or(f64::NAN);
+                        match c[0].as_str() {
+                            Some("<") => x < bound,
+                            Some("<=") => x <= bound,
+                            Some(">") => x > bound,
+                            Some(">=") => x >= bound,
+                            Some("=") => (x - bound).abs() < f64::EPSILON,
+                            _ => false,
+                        }
+                    })
+                });
+            }
+            false
+        }
+        exact => each(&|v| v == exact),
+    }
+}
+
+/// EventBridge's input transformer: each `<name>` of the template replaced by the value
+/// at its path, strings quoted and escaped as JSON (so an unquoted placeholder gives a
+/// JSON string), a missing path as `null` ("Transforming target input").
+pub fn transform(paths: &BTreeMap<String, String>, template: &str, event: &Value) -> String {
+    let mut out = template.to_owned();
+    for (name, path) in paths {
+        let value = json_path(event, path);
+        out = out.replace(&format!("<{name}>"), &value.to_string());
+    }
+    out
+}
+
+/// `$.a.b[0].c` in `event`.
+fn json_path(event: &Value, path: &str) -> Value {
+    let mut at = event;
+    for part in path
+        .trim_start_matches('$')
+        .split('.')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, index) = match part.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        at = &at[name];
+        if let Some(i) = index {
+            at = &at[i];
+        }
+    }
+    at.clone()
+}
+
+/// The ECS "Task State Change" event of a task as DescribeTasks shows it (times as
+/// RFC 3339, as events carry them).
+fn state_change(task: &Value, region: &str) -> Value {
+    let mut detail = task.clone();
+    if let Some(d) = detail.as_object_mut() {
+        for (_, v) in d.iter_mut() {
+            if let Some(secs) = v.as_f64()
+                && secs > 1_000_000_000.0
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                let ms = (secs * 1000.0) as i64;
+                if let Ok(t) = jiff::Timestamp::from_millisecond(ms) {
+                    *v = json!(t.to_string());
+                }
+            }
+        }
+    }
+    let arn = task["taskArn"].as_str().unwrap_or_default();
+    json!({
+        "version": "0",
+        "id": format!("{:032x}", fastrand_u64()),
+        "detail-type": "ECS Task State Change",
+        "source": "aws.ecs",
+        "account": arn.split(':').nth(4).unwrap_or_default(),
+        "time": jiff::Timestamp::now().to_string(),
+        "region": region,
+        "resources": [arn],
+        "detail": detail,
+    })
+}
+
+/// Whether a resource policy lets EventBridge (`events.amazonaws.com`) put log events
+/// into the log group `arn` (an ARN with `*` wildcards in its Resource matches).
+fn allows_events(doc: &Value, arn: &str) -> bool {
+    let list = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let wild = |pattern: &str, text: &str| {
+        let parts: Vec<&str> = pattern.split('*').collect();
+        let mut rest = text;
+        for (i, part) in parts.iter().enumerate() {
+            if i == 0 {
+                let Some(r) = rest.strip_prefix(part) else {
+                    return false;
+                };
+                rest = r;
+            } else if i == parts.len() - 1 {
+                return rest.ends_with(part);
+            } else {
+                let Some(at) = rest.find(part) else {
+                    return false;
+                };
+                rest = &rest[at + part.len()..];
+            }
+        }
+        rest.is_empty()
+    };
+    let group = arn.trim_end_matches(":*");
+    doc["Statement"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![doc["Statement"].clone()])
+        .iter()
+        .any(|st| {
+            st["Effect"] == "Allow"
+                && list(&st["Principal"]["Service"])
+                    .iter()
+                    .any(|p| p == "events.amazonaws.com")
+                && list(&st["Action"])
+                    .iter()
+                    .any(|a| a == "logs:PutLogEvents" || a == "logs:*" || a == "*")
+                && list(&st["Resource"]).iter().any(|r| {
+                    wild(r, group)
+                        || wild(r, &format!("{group}:*"))
+                        || wild(r, &format!("{group}:log-stream:events"))
+                })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(exit: i64, started_by: Option<&str>) -> Value {
+        let mut detail = json!({
+            "clusterArn": "arn:aws:ecs:us-east-1:1:cluster/c",
+            "lastStatus": "STOPPED",
+            "stopCode": "EssentialContainerExited",
+            "containers": [{"name": "sidecar", "exitCode": 0}, {"name": "job", "exitCode": exit, "reason": "OutOfMemoryError: Container killed due to memory usage"}],
+        });
+        if let Some(s) = started_by {
+            detail["startedBy"] = json!(s);
+        }
+        json!({"source": "aws.ecs", "detail-type": "ECS Task State Change", "detail": detail})
+    }
+
+    #[test]
+    fn patterns_match_as_eventbridge_documents() {
+        let failed = json!({
+            "source": ["aws.ecs"],
+            "detail": {
+                "clusterArn": [{"prefix": "arn:aws:ecs:us-east-1:1:"}],
+                "lastStatus": ["STOPPED"],
+                "$or": [
+                    {"containers": {"exitCode": [{"anything-but": 0}]}, "startedBy": [{"anything-but": "deployer-verify"}]},
+                    {"containers": {"exitCode": [{"anything-but": 0}]}, "startedBy": [{"exists": false}]},
+                ],
+            },
+        });
+        assert!(
+            matches(&failed, &stopped(137, None)),
+            "no startedBy: exists false"
+        );
+        assert!(matches(&failed, &stopped(1, Some("deployer"))));
+        assert!(
+            !matches(&failed, &stopped(1, Some("deployer-verify"))),
+            "anything-but"
+        );
+        assert!(
+            !matches(&failed, &stopped(0, None)),
+            "every container exited 0... but one"
+        );
+        let numeric =
+            json!({"detail": {"containers": {"exitCode": [{"numeric": [">", 128, "<=", 255]}]}}});
+        assert!(matches(&numeric, &stopped(137, None)));
+        assert!(!matches(&numeric, &stopped(1, None)));
+        assert!(
+            !matches(&json!({"detail": {"group": ["x"]}}), &stopped(1, None)),
+            "an absent field"
+        );
+        assert!(!matches(
+            &json!({"source": [{"prefix": "aws.ec2"}]}),
+            &stopped(1, None)
+        ));
+    }
+
+    #[test]
+    fn the_input_transformer_quotes_strings_and_reads_array_paths() {
+        let paths = BTreeMap::from([
+            (
+                "reason".to_owned(),
+                "$.detail.containers[1].reason".to_owned(),
+            ),
+            ("code".to_owned(), "$.detail.stopCode".to_owned()),
+            ("none".to_owned(), "$.detail.missing".to_owned()),
+        ]);
+        let out = transform(
+            &paths,
+            r#"{"why": <reason>, "code": <code>, "n": <none>}"#,
+            &stopped(137, None),
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            v["why"],
+            "OutOfMemoryError: Container killed due to memory usage"
+        );
+        assert_eq!(v["code"], "EssentialContainerExited");
+        assert!(v["n"].is_null());
+    }
+
+    #[test]
+    fn only_a_policy_for_events_on_the_group_lets_eventbridge_write() {
+        let group = "arn:aws:logs:us-east-1:1:log-group:/aws/events/app-tasks:*";
+        let doc = |principal: &str, resource: &str| {
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": principal}, "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": resource}]})
+        };
+        assert!(allows_events(
+            &doc(
+                "events.amazonaws.com",
+                "arn:aws:logs:us-east-1:1:log-group:/aws/events/*"
+            ),
+            group
+        ));
+        assert!(!allows_events(
+            &doc(
+                "delivery.logs.amazonaws.com",
+                "arn:aws:logs:us-east-1:1:log-group:/aws/events/*"
+            ),
+            group
+        ));
+        assert!(!allows_events(
+            &doc(
+                "events.amazonaws.com",
+                "arn:aws:logs:us-east-1:1:log-group:/other:*"
+            ),
+            group
+        ));
+    }
 }

@@ -20,6 +20,7 @@ use super::{moto_config, stderr, stdout};
 /// and the stack deployed with that image.
 struct World {
     proxy: FaultProxy,
+    fargate: Arc<Fargate>,
     registry: Registry,
     _moto: Moto,
     fakes: Fakes,
@@ -78,6 +79,7 @@ async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
     .unwrap();
     let w = World {
         proxy,
+        fargate,
         registry,
         _moto: moto,
         fakes,
@@ -340,6 +342,49 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
     assert_eq!(
         stopped.stop_code(),
         Some(&aws_sdk_ecs::types::TaskStopCode::EssentialContainerExited)
+    );
+    // Its STOPPED event reached the stack's rules: the alert (SNS) names the memory
+    // kill, and the task history log group has it, so status shows the crash.
+    // EventBridge delivers after the fact: wait for it.
+    let mut delivered = w.fargate.delivered();
+    for _ in 0..100 {
+        if delivered
+            .iter()
+            .filter(|(t, _)| t.contains(":log-group:") || t.contains(":sns:"))
+            .count()
+            >= 2
+            && delivered
+                .iter()
+                .any(|(_, got)| got.as_ref().is_ok_and(|m| m.contains("OutOfMemory")))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        delivered = w.fargate.delivered();
+    }
+    let alert = delivered
+        .iter()
+        .find(|(target, got)| {
+            target.ends_with(":qbo-invoice-processor-alerts")
+                && got.as_ref().is_ok_and(|m| m.contains(&arn))
+        })
+        .unwrap_or_else(|| panic!("no alert for {arn}: {delivered:#?}"));
+    let message: Value = serde_json::from_str(alert.1.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        message["container"],
+        "OutOfMemoryError: Container killed due to memory usage"
+    );
+    assert!(
+        delivered
+            .iter()
+            .any(|(target, got)| target.contains(":log-group:/aws/events/") && got.is_ok()),
+        "{delivered:#?}"
+    );
+    let status = w.deployer(&["status", "--env", "local"]);
+    assert!(
+        stdout(&status).contains("CRASHED") && stdout(&status).contains("OutOfMemoryError"),
+        "{}",
+        stdout(&status)
     );
 
     // StopTask: SIGTERM reaches the program, which ends on its own.
