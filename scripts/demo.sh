@@ -94,6 +94,19 @@ grep '"event":"client_failed"' "$out/create-invoices.log" || true
 step "Run the daily job as a task: send the invoices, email the bookkeeper"
 deployer run-task send --env local >"$out/send-invoices.log" || true
 tail -n 1 "$out/send-invoices.log"
+step "The schedules fire: move the local Fargate's clock to the next 05:00 in Los Angeles"
+# No waiting for tomorrow: the daily send's schedule fires at its cron time in its time
+# zone, and starts its task as EventBridge Scheduler would.
+from=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+to=$(TZ=America/Los_Angeles date -d 'tomorrow 05:30' -u +%Y-%m-%dT%H:%M:%SZ)
+curl -s -X POST "$AWS_ENDPOINT_URL/_fargate/advance?from=$from&to=$to" | python3 -c '
+import json, sys
+for f in json.load(sys.stdin).get("fired", []):
+    what = f["task"] or f["error"]
+    print("  " + f["at"] + "  " + f["schedule"] + "  started task " + what.rsplit("/", 1)[-1])
+'
+# Let the fired task finish before status reads the runs.
+sleep 8
 step "Status"
 deployer status --env local
 

@@ -308,6 +308,96 @@ impl Fargate {
         }
     }
 
+    /// Moves the schedules' clock from `from` to `to`: every enabled EventBridge
+    /// Scheduler schedule of moto fires at each of its cron times in that span, in its
+    /// time zone (a local time skipped in spring does not run, one repeated in autumn
+    /// runs once: "Schedule types", EventBridge Scheduler user guide), starting its
+    /// task with the schedule's `Input` as the task overrides. Returns each firing:
+    /// `(schedule, time, task ARN or why not)`.
+    pub fn advance(
+        self: &Arc<Self>,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+    ) -> Result<Vec<Firing>, String> {
+        let schedules = runtime().block_on(self.schedules())?;
+        let mut fired = Vec::new();
+        for schedule in schedules {
+            if schedule["State"] != "ENABLED" {
+                continue;
+            }
+            let name = schedule["Name"].as_str().unwrap_or_default().to_owned();
+            let expression = schedule["ScheduleExpression"].as_str().unwrap_or_default();
+            let zone = schedule["ScheduleExpressionTimezone"]
+                .as_str()
+                .unwrap_or("UTC");
+            let tz = jiff::tz::TimeZone::get(zone).map_err(|e| format!("{name}: {e}"))?;
+            let cron = Cron::parse(expression).map_err(|e| format!("{name}: {e}"))?;
+            for at in cron.between(from, to, &tz) {
+                let target = &schedule["Target"];
+                let ecs = &target["EcsParameters"];
+                let overrides = target["Input"]
+                    .as_str()
+                    .map_or(Ok(json!({})), serde_json::from_str::<Value>);
+                let outcome = match overrides {
+                    // Scheduler refuses an input that is not JSON: a target error.
+                    Err(e) => Err(format!("TargetErrorCount: the input is not JSON: {e}")),
+                    Ok(overrides) => {
+                        let request = json!({
+                            "cluster": target["Arn"],
+                            "taskDefinition": ecs["TaskDefinitionArn"],
+                            "launchType": ecs["LaunchType"],
+                            "count": ecs["TaskCount"].as_u64().unwrap_or(1),
+                            "networkConfiguration": ecs["NetworkConfiguration"],
+                            "overrides": overrides,
+                        });
+                        let (status, answer) = self.run_task(&request);
+                        if status == 200 {
+                            answer["tasks"][0]["taskArn"]
+                                .as_str()
+                                .map(str::to_owned)
+                                .ok_or_else(|| "TargetErrorCount: no task".to_owned())
+                        } else {
+                            Err(format!("TargetErrorCount: {answer}"))
+                        }
+                    }
+                };
+                fired.push((name.clone(), at, outcome));
+            }
+        }
+        fired.sort_by_key(|(_, at, _)| *at);
+        Ok(fired)
+    }
+
+    /// Every schedule of moto's EventBridge Scheduler, whole.
+    async fn schedules(&self) -> Result<Vec<Value>, String> {
+        let http = reqwest::Client::new();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/scheduler/aws4_request, SignedHeaders=host, Signature=0",
+            self.region
+        );
+        let get = |url: String| {
+            let (http, auth) = (http.clone(), auth.clone());
+            async move {
+                http.get(url)
+                    .header("authorization", auth)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json::<Value>()
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let listed = get(format!("{}/schedules", self.moto)).await?;
+        let mut out = Vec::new();
+        for s in listed["Schedules"].as_array().into_iter().flatten() {
+            let name = s["Name"].as_str().unwrap_or_default();
+            let group = s["GroupName"].as_str().unwrap_or("default");
+            out.push(get(format!("{}/schedules/{name}?groupName={group}", self.moto)).await?);
+        }
+        Ok(out)
+    }
+
     /// Every event target invoked so far, with what it was given (or why not).
     pub fn delivered(&self) -> Vec<(String, Result<String, String>)> {
         self.delivered.lock().expect("fargate lock").clone()
@@ -797,6 +887,9 @@ impl Fargate {
         }
     }
 }
+
+/// A schedule firing: the schedule, when, and the task it started (or why not).
+pub type Firing = (String, jiff::Timestamp, Result<String, String>);
 
 /// A task that could not start, as ECS reports it.
 #[derive(Debug)]
@@ -1405,5 +1498,189 @@ mod tests {
             ),
             group
         ));
+    }
+}
+
+/// An EventBridge cron expression, `cron(minutes hours day-of-month month day-of-week
+/// year)` ("Cron expressions", EventBridge Scheduler user guide): numbers, `*`, `?`,
+/// lists, ranges and steps, month and day names; day-of-week 1-7 is SUN-SAT. `L`, `W`
+/// and `#` are refused here (the stack uses none).
+#[derive(Debug)]
+pub struct Cron {
+    fields: [Vec<i32>; 6],
+}
+
+impl Cron {
+    pub fn parse(expression: &str) -> Result<Self, String> {
+        let inner = expression
+            .strip_prefix("cron(")
+            .and_then(|e| e.strip_suffix(')'))
+            .ok_or_else(|| format!("{expression} is not cron(...)"))?;
+        let parts: Vec<&str> = inner.split_whitespace().collect();
+        if parts.len() != 6 {
+            return Err(format!("{expression} has {} fields, not 6", parts.len()));
+        }
+        let ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (1, 7), (1970, 2199)];
+        let mut fields: [Vec<i32>; 6] = Default::default();
+        for (i, part) in parts.iter().enumerate() {
+            fields[i] = field(part, ranges[i], i)?;
+        }
+        Ok(Self { fields })
+    }
+
+    fn holds(&self, t: &jiff::civil::DateTime) -> bool {
+        let dow = i32::from(t.weekday().to_sunday_one_offset());
+        let values = [
+            i32::from(t.minute()),
+            i32::from(t.hour()),
+            i32::from(t.day()),
+            i32::from(t.month()),
+            dow,
+            i32::from(t.year()),
+        ];
+        values.iter().zip(&self.fields).all(|(v, f)| f.contains(v))
+    }
+
+    /// The instants in `(from, to]` whose local time in `tz` the expression names; a
+    /// local time that occurs twice (autumn) counts once, one that never occurs
+    /// (spring) not at all.
+    pub fn between(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        tz: &jiff::tz::TimeZone,
+    ) -> Vec<jiff::Timestamp> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let minute = jiff::SignedDuration::from_mins(1);
+        let start = from.as_second().div_euclid(60) * 60 + 60;
+        let Ok(mut at) = jiff::Timestamp::from_second(start) else {
+            return out;
+        };
+        while at <= to {
+            let local = at.to_zoned(tz.clone()).datetime();
+            if self.holds(&local) && seen.insert(local) {
+                out.push(at);
+            }
+            at = at.checked_add(minute).unwrap_or(to + minute);
+        }
+        out
+    }
+}
+
+fn field(part: &str, (lo, hi): (i32, i32), index: usize) -> Result<Vec<i32>, String> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let number = |s: &str| -> Result<i32, String> {
+        let upper = s.to_ascii_uppercase();
+        let named = match index {
+            3 => MONTHS.iter().position(|m| *m == upper),
+            4 => DAYS.iter().position(|d| *d == upper),
+            _ => None,
+        };
+        match named {
+            Some(p) => Ok(i32::try_from(p).unwrap_or(0) + 1),
+            None => s.parse().map_err(|_| format!("{s:?} is not a value here")),
+        }
+    };
+    if part == "*" || part == "?" {
+        return Ok((lo..=hi).collect());
+    }
+    if part.contains(['L', 'W', '#'])
+        && !part
+            .chars()
+            .all(|c| c.is_ascii_alphabetic() || c == ',' || c == '-')
+    {
+        return Err(format!("{part}: L, W and # are not supported here"));
+    }
+    let mut out = Vec::new();
+    for item in part.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((r, s)) => (
+                r,
+                s.parse::<i32>()
+                    .map_err(|_| format!("bad step in {item}"))?,
+            ),
+            None => (item, 1),
+        };
+        let (a, b) = match range {
+            "*" => (lo, hi),
+            r => match r.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None if item.contains('/') => (number(r)?, hi),
+                None => {
+                    let n = number(r)?;
+                    (n, n)
+                }
+            },
+        };
+        if a < lo || b > hi || a > b || step < 1 {
+            return Err(format!("{item} is outside {lo}-{hi}"));
+        }
+        out.extend((a..=b).step_by(usize::try_from(step).unwrap_or(1)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod cron_tests {
+    use super::*;
+
+    fn at(t: &str) -> jiff::Timestamp {
+        t.parse().unwrap()
+    }
+
+    #[test]
+    fn a_daily_five_am_in_los_angeles_follows_daylight_saving() {
+        let la = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap();
+        let cron = Cron::parse("cron(0 5 * * ? *)").unwrap();
+        // 2027-03-14: clocks go from 02:00 to 03:00 in Los Angeles.
+        let fired: Vec<String> = cron
+            .between(at("2027-03-13T00:00:00Z"), at("2027-03-15T23:00:00Z"), &la)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            fired,
+            [
+                "2027-03-13T13:00:00Z",
+                "2027-03-14T12:00:00Z",
+                "2027-03-15T12:00:00Z"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_skipped_local_time_does_not_run_and_a_repeated_one_runs_once() {
+        let la = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap();
+        let spring = Cron::parse("cron(30 2 * * ? *)").unwrap();
+        let fired = spring.between(at("2027-03-14T00:00:00Z"), at("2027-03-15T00:00:00Z"), &la);
+        assert!(
+            fired.is_empty(),
+            "02:30 does not exist on 2027-03-14: {fired:?}"
+        );
+        let autumn = Cron::parse("cron(30 1 * * ? *)").unwrap();
+        // 2027-11-07: 01:00-02:00 happens twice.
+        let fired = autumn.between(at("2027-11-07T00:00:00Z"), at("2027-11-08T00:00:00Z"), &la);
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(
+            fired[0].to_string(),
+            "2027-11-07T08:30:00Z",
+            "the first of the two"
+        );
+    }
+
+    #[test]
+    fn fields_take_lists_ranges_steps_and_names_and_refuse_what_is_not_supported() {
+        let c = Cron::parse("cron(0/15 9-17 ? JAN,MAR MON-FRI *)").unwrap();
+        assert_eq!(c.fields[0], [0, 15, 30, 45]);
+        assert_eq!(c.fields[1], (9..=17).collect::<Vec<_>>());
+        assert_eq!(c.fields[3], [1, 3]);
+        assert_eq!(c.fields[4], [2, 3, 4, 5, 6]);
+        assert!(Cron::parse("cron(0 5 L * ? *)").is_err());
+        assert!(Cron::parse("cron(0 25 * * ? *)").is_err());
+        assert!(Cron::parse("rate(5 minutes)").is_err());
     }
 }

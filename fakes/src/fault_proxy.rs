@@ -252,6 +252,38 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             scope.split('/').nth(3).map(str::to_owned)
         })
         .unwrap_or_default();
+    // The local Fargate's test clock: `POST /_fargate/advance?from=TIME&to=TIME` fires
+    // every schedule due in between and answers the firings.
+    if let (Some(fargate), Some(query)) = (&state.fargate, path.strip_prefix("/_fargate/advance?"))
+    {
+        let arg = |k: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse::<jiff::Timestamp>().ok())
+        };
+        let answer = match (arg("from"), arg("to")) {
+            (Some(from), Some(to)) => match fargate.advance(from, to) {
+                Ok(fired) => {
+                    serde_json::json!({"fired": fired.iter().map(|(name, at, task)| serde_json::json!({
+                    "schedule": name, "at": at.to_string(),
+                    "task": task.as_ref().ok(), "error": task.as_ref().err(),
+                })).collect::<Vec<_>>()})
+                }
+                Err(e) => serde_json::json!({"error": e}),
+            },
+            _ => serde_json::json!({"error": "from and to are RFC 3339 times"}),
+        };
+        let body = answer.to_string();
+        let mut out = conn;
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body.as_bytes())?;
+        return out.flush();
+    }
     let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
     if !state.latency.is_zero() {
         std::thread::sleep(state.latency);

@@ -549,3 +549,54 @@ async fn tasks_stop_reaches_the_job_as_sigterm_and_a_rerun_bills_nobody_twice() 
     assert_eq!(entries.len(), count, "no ClickUp entry twice");
     assert_eq!(count, total);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_send_fires_at_five_in_los_angeles_across_a_daylight_saving_change() {
+    let w = world().await;
+    // The test clock: from the Saturday before the change to the Monday after it.
+    // (The local Fargate blocks on its own calls: off the test's runtime.)
+    let fargate = Arc::clone(&w.fargate);
+    let fired = tokio::task::spawn_blocking(move || {
+        fargate.advance(
+            "2027-03-13T00:00:00Z".parse().unwrap(),
+            "2027-03-15T23:00:00Z".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let sends: Vec<(String, &Result<String, String>)> = fired
+        .iter()
+        .filter(|(name, _, _)| name == "qbo-send-invoices-daily")
+        .map(|(_, at, task)| (at.to_string(), task))
+        .collect();
+    assert_eq!(
+        sends.iter().map(|(at, _)| at.as_str()).collect::<Vec<_>>(),
+        [
+            "2027-03-13T13:00:00Z",
+            "2027-03-14T12:00:00Z",
+            "2027-03-15T12:00:00Z"
+        ],
+        "05:00 PST, then 05:00 PDT: {fired:?}"
+    );
+    assert!(
+        fired
+            .iter()
+            .all(|(name, _, _)| name == "qbo-send-invoices-daily"),
+        "nothing else is due in those days: {fired:?}"
+    );
+    // Each firing started the send job with the schedule's overrides, and it ran.
+    let ecs = aws_sdk_ecs::Client::new(&moto_config(&w.proxy.endpoint()).await);
+    for (_, task) in &sends {
+        let arn = task.as_ref().expect("the schedule started its task");
+        let stopped = wait_stopped(&ecs, arn).await;
+        let command = stopped.overrides().unwrap().container_overrides()[0].command();
+        assert_eq!(command, ["--send-invoices"]);
+        assert_eq!(
+            stopped.containers()[0].exit_code(),
+            Some(0),
+            "{:?}",
+            stopped.stopped_reason()
+        );
+    }
+}
