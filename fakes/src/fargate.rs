@@ -398,6 +398,11 @@ impl Fargate {
         Ok(out)
     }
 
+    /// Stops a task whose container never ran.
+    fn never_ran(&self, arn: &str, stop_code: &str, reason: &str) {
+        self.set(arn, |t| t.json_stop(stop_code, reason, None, None));
+    }
+
     /// Every event target invoked so far, with what it was given (or why not).
     pub fn delivered(&self) -> Vec<(String, Result<String, String>)> {
         self.delivered.lock().expect("fargate lock").clone()
@@ -525,9 +530,7 @@ impl Fargate {
         let logs = match prepared {
             Ok(logs) => logs,
             Err(Failure { stop_code, reason }) => {
-                self.set(arn, |t| {
-                    t.json_stop(&stop_code, &reason, None, None);
-                });
+                self.never_ran(arn, &stop_code, &reason);
                 return;
             }
         };
@@ -539,14 +542,7 @@ impl Fargate {
                 .get(arn)
                 .is_some_and(|t| t.json["desiredStatus"] == "STOPPED")
         {
-            self.set(arn, |t| {
-                t.json_stop(
-                    "UserInitiated",
-                    "Task stopped before it started",
-                    None,
-                    None,
-                );
-            });
+            self.never_ran(arn, "UserInitiated", "Task stopped before it started");
             return;
         }
         self.set(arn, |t| {
@@ -568,14 +564,8 @@ impl Fargate {
         let mut child = match child {
             Ok(c) => c,
             Err(e) => {
-                self.set(arn, |t| {
-                    t.json_stop(
-                        "TaskFailedToStart",
-                        &format!("CannotStartContainerError: runc did not start: {e}"),
-                        None,
-                        None,
-                    );
-                });
+                let why = format!("CannotStartContainerError: runc did not start: {e}");
+                self.never_ran(arn, "TaskFailedToStart", &why);
                 return;
             }
         };
@@ -664,14 +654,8 @@ impl Fargate {
             .then_some("OutOfMemoryError: Container killed due to memory usage");
         let _ = std::fs::remove_dir_all(&bundle);
         if let Some(why) = not_started {
-            self.set(arn, |t| {
-                t.json_stop(
-                    "TaskFailedToStart",
-                    &format!("CannotStartContainerError: {why}"),
-                    None,
-                    None,
-                );
-            });
+            let why = format!("CannotStartContainerError: {why}");
+            self.never_ran(arn, "TaskFailedToStart", &why);
             return;
         }
         self.set(arn, |t| {
@@ -1346,26 +1330,7 @@ fn allows_events(doc: &Value, arn: &str) -> bool {
             _ => Vec::new(),
         }
     };
-    let wild = |pattern: &str, text: &str| {
-        let parts: Vec<&str> = pattern.split('*').collect();
-        let mut rest = text;
-        for (i, part) in parts.iter().enumerate() {
-            if i == 0 {
-                let Some(r) = rest.strip_prefix(part) else {
-                    return false;
-                };
-                rest = r;
-            } else if i == parts.len() - 1 {
-                return rest.ends_with(part);
-            } else {
-                let Some(at) = rest.find(part) else {
-                    return false;
-                };
-                rest = &rest[at + part.len()..];
-            }
-        }
-        rest.is_empty()
-    };
+    let wild = |pattern: &str, text: &str| crate::wildcard(pattern, text, '*');
     let group = arn.trim_end_matches(":*");
     doc["Statement"]
         .as_array()

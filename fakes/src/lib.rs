@@ -17,3 +17,26 @@ pub mod generate;
 pub mod graph;
 pub mod qbo;
 pub mod server;
+
+/// Whether `text` is `pattern`, where `any` in the pattern stands for any run of
+/// characters (QBO's `LIKE` with `%`, a resource policy's ARN with `*`).
+pub(crate) fn wildcard(pattern: &str, text: &str, any: char) -> bool {
+    let parts: Vec<&str> = pattern.split(any).collect();
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            let Some(at) = rest.find(part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
+        }
+    }
+    rest.is_empty()
+}

@@ -832,25 +832,7 @@ fn compare_text(a: &str, b: &str) -> std::cmp::Ordering {
 
 /// `LIKE` with `%` as the only wildcard (Intuit, "Data queries"), case-insensitive.
 fn like(text: &str, pattern: &str) -> bool {
-    let (text, pattern) = (text.to_lowercase(), pattern.to_lowercase());
-    let parts: Vec<&str> = pattern.split('%').collect();
-    let mut rest = text.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else {
-                return false;
-            };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else {
-                return false;
-            };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    rest.is_empty()
+    crate::wildcard(&pattern.to_lowercase(), &text.to_lowercase(), '%')
 }
 
 impl Condition {

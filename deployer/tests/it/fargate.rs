@@ -99,7 +99,8 @@ async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
     w
 }
 
-async fn wait_stopped(ecs: &aws_sdk_ecs::Client, arn: &str) -> aws_sdk_ecs::types::Task {
+/// The task once ECS shows it in `status`, polled for up to a minute.
+async fn wait_for(ecs: &aws_sdk_ecs::Client, arn: &str, status: &str) -> aws_sdk_ecs::types::Task {
     for _ in 0..600 {
         let d = ecs
             .describe_tasks()
@@ -109,12 +110,20 @@ async fn wait_stopped(ecs: &aws_sdk_ecs::Client, arn: &str) -> aws_sdk_ecs::type
             .await
             .unwrap();
         let t = d.tasks()[0].clone();
-        if t.last_status() == Some("STOPPED") {
+        if t.last_status() == Some(status) {
             return t;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the task {arn} did not stop within a minute");
+    panic!("the task {arn} was not {status} within a minute");
+}
+
+async fn wait_stopped(ecs: &aws_sdk_ecs::Client, arn: &str) -> aws_sdk_ecs::types::Task {
+    wait_for(ecs, arn, "STOPPED").await
+}
+
+async fn wait_running(ecs: &aws_sdk_ecs::Client, arn: &str) {
+    wait_for(ecs, arn, "RUNNING").await;
 }
 
 // Multi-threaded: the fakes answer the task while this thread waits on the deployer.
@@ -164,38 +173,15 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
     );
 
     // An image the registry does not hold: the task never starts, and says why.
-    let current = ecs
-        .describe_task_definition()
-        .task_definition("qbo-invoice-processor")
-        .send()
-        .await
-        .unwrap();
-    let def = current.task_definition().unwrap();
-    let mut container = def.container_definitions()[0].clone();
-    let image = container.image().unwrap().to_owned();
-    let missing = format!(
-        "{}@sha256:{}",
-        image.split('@').next().unwrap(),
-        "0".repeat(64)
-    );
-    container.image = Some(missing);
-    let registered = ecs
-        .register_task_definition()
-        .family("qbo-invoice-processor-missing")
-        .set_requires_compatibilities(Some(def.requires_compatibilities().to_vec()))
-        .set_network_mode(def.network_mode().cloned())
-        .set_cpu(def.cpu().map(str::to_owned))
-        .set_memory(def.memory().map(str::to_owned))
-        .container_definitions(container)
-        .send()
-        .await
-        .unwrap();
-    let family = registered
-        .task_definition()
-        .unwrap()
-        .task_definition_arn()
-        .unwrap()
-        .to_owned();
+    let family = register_variant(&ecs, "qbo-invoice-processor-missing", |container| {
+        let image = container.image().unwrap().to_owned();
+        container.image = Some(format!(
+            "{}@sha256:{}",
+            image.split('@').next().unwrap(),
+            "0".repeat(64)
+        ));
+    })
+    .await;
     let started = ecs
         .run_task()
         .cluster("qbo-invoice-processor-cluster")
@@ -218,16 +204,11 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
     );
 }
 
-/// Runs `program` (perl's `-e`) as a task of a probe family whose image is perl in
-/// place of the job, with the job's container settings but for `memory` and
-/// `stop_timeout`.
-async fn probe(
-    w: &World,
+/// A task definition of `family`: the job's, with its container changed by `change`.
+async fn register_variant(
     ecs: &aws_sdk_ecs::Client,
-    image: &str,
-    memory: i32,
-    stop_timeout: i32,
-    program: &str,
+    family: &str,
+    change: impl FnOnce(&mut aws_sdk_ecs::types::ContainerDefinition),
 ) -> String {
     let current = ecs
         .describe_task_definition()
@@ -237,12 +218,10 @@ async fn probe(
         .unwrap();
     let def = current.task_definition().unwrap();
     let mut container = def.container_definitions()[0].clone();
-    container.image = Some(image.to_owned());
-    container.memory = Some(memory);
-    container.stop_timeout = Some(stop_timeout);
+    change(&mut container);
     let registered = ecs
         .register_task_definition()
-        .family("probe")
+        .family(family)
         .set_requires_compatibilities(Some(def.requires_compatibilities().to_vec()))
         .set_network_mode(def.network_mode().cloned())
         .set_cpu(def.cpu().map(str::to_owned))
@@ -251,13 +230,30 @@ async fn probe(
         .send()
         .await
         .unwrap();
-    let arn = registered
+    registered
         .task_definition()
         .unwrap()
         .task_definition_arn()
         .unwrap()
-        .to_owned();
-    let _ = w;
+        .to_owned()
+}
+
+/// Runs `program` (perl's `-e`) as a task of a probe family whose image is perl in
+/// place of the job, with the job's container settings but for `memory` and
+/// `stop_timeout`.
+async fn probe(
+    ecs: &aws_sdk_ecs::Client,
+    image: &str,
+    memory: i32,
+    stop_timeout: i32,
+    program: &str,
+) -> String {
+    let arn = register_variant(ecs, "probe", |container| {
+        container.image = Some(image.to_owned());
+        container.memory = Some(memory);
+        container.stop_timeout = Some(stop_timeout);
+    })
+    .await;
     let started = ecs
         .run_task()
         .cluster("qbo-invoice-processor-cluster")
@@ -277,23 +273,6 @@ async fn probe(
         .await
         .unwrap();
     started.tasks()[0].task_arn().unwrap().to_owned()
-}
-
-async fn wait_running(ecs: &aws_sdk_ecs::Client, arn: &str) {
-    for _ in 0..600 {
-        let d = ecs
-            .describe_tasks()
-            .cluster("qbo-invoice-processor-cluster")
-            .tasks(arn)
-            .send()
-            .await
-            .unwrap();
-        if d.tasks()[0].last_status() == Some("RUNNING") {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the task {arn} did not run within a minute");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,7 +299,6 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
 
     // 200 MiB in a container whose hard limit is 64: the kernel kills it.
     let arn = probe(
-        &w,
         &ecs,
         &image,
         64,
@@ -389,7 +367,6 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
 
     // StopTask: SIGTERM reaches the program, which ends on its own.
     let arn = probe(
-        &w,
         &ecs,
         &image,
         64,
@@ -417,7 +394,6 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
 
     // One that ignores SIGTERM is killed once its stop timeout (2 s) has passed.
     let arn = probe(
-        &w,
         &ecs,
         &image,
         64,
