@@ -25,7 +25,11 @@
 //!   the default bus's rules with EventBridge's pattern syntax and delivered through
 //!   each target's input transformer: to a log group only where a CloudWatch Logs
 //!   resource policy lets events.amazonaws.com write, to SNS as a Publish
-//!   ([`Fargate::delivered`] keeps what each target was given).
+//!   ([`Fargate::delivered`] keeps what each target was given);
+//! - RunTask's refusals before any task exists (see `refusal`), and a schedule's firing
+//!   that is refused counted as Scheduler's `TargetErrorCount`;
+//! - every line a task writes meets its log group's metric filters, and the alarms on
+//!   what they publish evaluate and notify ([`crate::cloudwatch`]).
 //!
 //! The container shares the host's network (it reaches moto and the fakes on loopback),
 //! and gets what the platform gives a task: `AWS_REGION`, and here moto's endpoint and
@@ -60,8 +64,11 @@ pub struct Fargate {
     tasks: Mutex<BTreeMap<String, Task>>,
     runc: PathBuf,
     next: Mutex<u64>,
-    /// Every event target invoked: `(target ARN, what it was given)`, or the refusal.
+    /// Every event target invoked and every alarm notification: `(target ARN, what it
+    /// was given)`, or the refusal.
     delivered: Mutex<Vec<(String, Result<String, String>)>>,
+    /// Metric filters and alarms, evaluated.
+    watch: crate::cloudwatch::Watch,
 }
 
 /// Why a task cannot start here, with the fix.
@@ -94,6 +101,7 @@ impl Fargate {
             runc,
             next: Mutex::new(0),
             delivered: Mutex::new(Vec::new()),
+            watch: crate::cloudwatch::Watch::new(moto, region),
         }))
     }
 
@@ -117,6 +125,9 @@ impl Fargate {
             Ok(d) => d,
             Err(e) => return client_error("ClientException", &e),
         };
+        if let Err((kind, message)) = refusal(request, &definition) {
+            return client_error(kind, &message);
+        }
         let cluster = request["cluster"].as_str().unwrap_or("default");
         let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
         let account = definition["taskDefinitionArn"]
@@ -132,7 +143,7 @@ impl Fargate {
                 *n += 1;
                 format!(
                     "{:032x}",
-                    (u128::from(*n) << 64) | u128::from(fastrand_u64())
+                    (u128::from(*n) << 64) | u128::from(fastrand::u64(..))
                 )
             };
             let arn = format!(
@@ -361,6 +372,30 @@ impl Fargate {
                         }
                     }
                 };
+                if outcome.is_err() {
+                    // Scheduler counts a target's refusal as TargetErrorCount in
+                    // AWS/Scheduler by ScheduleGroup ("Monitoring EventBridge Scheduler
+                    // with Amazon CloudWatch"); the alarms on it evaluate a minute on.
+                    let key = crate::cloudwatch::MetricKey {
+                        namespace: "AWS/Scheduler".into(),
+                        name: "TargetErrorCount".into(),
+                        dimensions: BTreeMap::from([(
+                            "ScheduleGroup".to_owned(),
+                            schedule["GroupName"]
+                                .as_str()
+                                .unwrap_or("default")
+                                .to_owned(),
+                        )]),
+                    };
+                    let evaluated = runtime().block_on(async {
+                        self.watch.publish(&key, at, 1.0).await?;
+                        let then = at + jiff::SignedDuration::from_mins(1);
+                        self.watch
+                            .evaluate(then, Some(std::slice::from_ref(&key)))
+                            .await
+                    });
+                    self.notified(evaluated);
+                }
                 fired.push((name.clone(), at, outcome));
             }
         }
@@ -403,9 +438,48 @@ impl Fargate {
         self.set(arn, |t| t.json_stop(stop_code, reason, None, None));
     }
 
-    /// Every event target invoked so far, with what it was given (or why not).
+    /// Every event target invoked and alarm notification sent so far, with what it was
+    /// given (or why not).
     pub fn delivered(&self) -> Vec<(String, Result<String, String>)> {
         self.delivered.lock().expect("fargate lock").clone()
+    }
+
+    /// Log events ingested into `group` (by a task, or through the AWS proxy): its
+    /// metric filters publish, and the alarms on those metrics evaluate now.
+    pub fn logged(&self, group: &str, events: &[(i64, String)]) {
+        let rt = runtime();
+        let outcome = rt.block_on(async {
+            let metrics = self.watch.ingest(group, events).await?;
+            if metrics.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.watch
+                .evaluate(jiff::Timestamp::now(), Some(&metrics))
+                .await
+        });
+        self.notified(outcome);
+    }
+
+    /// Evaluates every alarm at `at` (a test clock's time) and returns the changes.
+    pub fn evaluate_alarms(
+        &self,
+        at: jiff::Timestamp,
+    ) -> Result<Vec<crate::cloudwatch::Notified>, String> {
+        let outcome = runtime().block_on(self.watch.evaluate(at, None));
+        self.notified(outcome.clone());
+        outcome
+    }
+
+    fn notified(&self, outcome: Result<Vec<crate::cloudwatch::Notified>, String>) {
+        let mut delivered = self.delivered.lock().expect("fargate lock");
+        match outcome {
+            Ok(changes) => {
+                for n in changes {
+                    delivered.extend(n.sent);
+                }
+            }
+            Err(e) => delivered.push(("alarms".into(), Err(e))),
+        }
     }
 
     /// Delivers `event` as EventBridge would: to each target of each enabled rule of
@@ -497,21 +571,7 @@ impl Fargate {
             return put_logs(moto, region, group, "events", vec![(at, input.to_owned())]).await;
         }
         if arn.contains(":sns:") {
-            let answer = reqwest::Client::new()
-                .post(moto)
-                .header(
-                    "authorization",
-                    format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/sns/aws4_request, SignedHeaders=host, Signature=0"),
-                )
-                .form(&[("Action", "Publish"), ("TopicArn", arn), ("Message", input)])
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            return if answer.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("SNS Publish answered {}", answer.status()))
-            };
+            return crate::cloudwatch::publish_sns(moto, region, arn, None, input).await;
         }
         Err(format!("targets like {arn} are not delivered here"))
     }
@@ -523,7 +583,7 @@ impl Fargate {
     }
 
     /// The task from start to STOPPED.
-    fn run(&self, arn: &str, definition: &Value, request: &Value) {
+    fn run(self: &Arc<Self>, arn: &str, definition: &Value, request: &Value) {
         let id = arn.rsplit('/').next().unwrap_or_default().to_owned();
         let bundle = self.root.path().join(&id);
         let prepared = runtime().block_on(self.prepare(&bundle, definition, request, &id));
@@ -603,8 +663,7 @@ impl Fargate {
         let shipping = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let shipper = {
             let (lines, shipping, logs) = (Arc::clone(&lines), Arc::clone(&shipping), logs.clone());
-            let moto = self.moto.clone();
-            let region = self.region.clone();
+            let me = Arc::clone(self);
             std::thread::spawn(move || {
                 let rt = runtime();
                 loop {
@@ -614,7 +673,10 @@ impl Fargate {
                     if !batch.is_empty()
                         && let Some((group, stream)) = &logs
                     {
-                        let _ = rt.block_on(put_logs(&moto, &region, group, stream, batch));
+                        let put = put_logs(&me.moto, &me.region, group, stream, batch.clone());
+                        if rt.block_on(put).is_ok() {
+                            me.logged(group, &batch);
+                        }
                     }
                     if done {
                         return;
@@ -941,21 +1003,104 @@ fn now() -> f64 {
     ms / 1000.0
 }
 
-fn fastrand_u64() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    #[allow(clippy::cast_possible_truncation)]
-    let x = (t as u64) ^ u64::from(std::process::id()).rotate_left(32);
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// What ECS refuses in a RunTask before any task exists:
+/// - overrides over 8,192 characters, JSON included (RunTask API reference, `overrides`;
+///   the error's wording is unverified);
+/// - a container override naming no container of the definition;
+/// - a task size (overrides, else the definition's) that is not a Fargate pair ("Task
+///   CPU and memory", ECS developer guide; the message is RegisterTaskDefinition's);
+/// - a container's memory above the task's.
+fn refusal(request: &Value, definition: &Value) -> Result<(), (&'static str, String)> {
+    let overrides = &request["overrides"];
+    if !overrides.is_null() && overrides.to_string().len() > 8192 {
+        return Err((
+            "InvalidParameterException",
+            "Container Overrides length must be at most 8192".into(),
+        ));
+    }
+    let containers = definition["containerDefinitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for o in overrides["containerOverrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = o["name"].as_str().unwrap_or_default();
+        if !containers.iter().any(|c| c["name"] == name) {
+            return Err((
+                "InvalidParameterException",
+                format!(
+                    "Override for container named {name} is not a container in the TaskDefinition."
+                ),
+            ));
+        }
+    }
+    let size = |k: &str| {
+        overrides[k]
+            .as_str()
+            .or_else(|| definition[k].as_str())
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    let fargate = request["launchType"]
+        .as_str()
+        .is_none_or(|l| l == "FARGATE");
+    if fargate {
+        let (cpu, memory) = (size("cpu"), size("memory"));
+        let fits = match (cpu, memory) {
+            // 256 takes 0.5, 1 or 2 GB: not 1.5.
+            (Some(256), Some(m)) => [512, 1024, 2048].contains(&m),
+            (Some(c), Some(m)) => FARGATE_SIZES.iter().any(|&(cpu, lo, hi, step)| {
+                cpu == c && (lo..=hi).contains(&m) && (m - lo) % step == 0
+            }),
+            _ => false,
+        };
+        if !fits {
+            let shown = |v: Option<u32>| v.map_or_else(|| "no".to_owned(), |v| v.to_string());
+            return Err((
+                "ClientException",
+                format!(
+                    "No Fargate configuration exists for given values: {} CPU, {} memory. See the Amazon ECS documentation for the valid values.",
+                    shown(cpu),
+                    shown(memory)
+                ),
+            ));
+        }
+        for c in &containers {
+            if let (Some(m), Some(task)) = (c["memory"].as_u64(), memory)
+                && m > u64::from(task)
+            {
+                return Err((
+                    "ClientException",
+                    format!(
+                        "The 'memory' setting for container '{}' is greater than for the task.",
+                        c["name"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
+
+/// Fargate's Linux task sizes: `(cpu units, memory MiB from, to, step)` ("Task CPU and
+/// memory", Amazon ECS developer guide).
+const FARGATE_SIZES: [(u32, u32, u32, u32); 6] = [
+    (512, 1024, 4096, 1024),
+    (1024, 2048, 8192, 1024),
+    (2048, 4096, 16384, 1024),
+    (4096, 8192, 30720, 1024),
+    (8192, 16384, 61440, 4096),
+    (16384, 32768, 122_880, 8192),
+];
 
 fn client_error(kind: &str, message: &str) -> (u16, Value) {
     (400, json!({"__type": kind, "message": message}))
 }
 
 /// One JSON-protocol call to moto (unsigned: moto reads the region from the scope).
-async fn aws_json(
+pub(crate) async fn aws_json(
     moto: &str,
     region: &str,
     service: &str,
@@ -1306,7 +1451,7 @@ fn state_change(task: &Value, region: &str) -> Value {
     let arn = task["taskArn"].as_str().unwrap_or_default();
     json!({
         "version": "0",
-        "id": format!("{:032x}", fastrand_u64()),
+        "id": format!("{:032x}", fastrand::u64(..)),
         "detail-type": "ECS Task State Change",
         "source": "aws.ecs",
         "account": arn.split(':').nth(4).unwrap_or_default(),

@@ -284,6 +284,36 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         out.write_all(body.as_bytes())?;
         return out.flush();
     }
+    // Its alarms' test clock: `POST /_fargate/alarms?at=TIME` evaluates every alarm at
+    // TIME (now without it) and answers the changes of state.
+    if let (Some(fargate), Some(query)) = (&state.fargate, path.strip_prefix("/_fargate/alarms")) {
+        let at = query
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("at="))
+            .map_or(Ok(jiff::Timestamp::now()), str::parse::<jiff::Timestamp>);
+        let answer = match at {
+            Ok(at) => match fargate.evaluate_alarms(at) {
+                Ok(changes) => {
+                    serde_json::json!({"changed": changes.iter().map(|n| serde_json::json!({
+                    "alarm": n.alarm, "state": n.state,
+                    "notified": n.sent.iter().map(|(topic, _)| topic).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>()})
+                }
+                Err(e) => serde_json::json!({"error": e}),
+            },
+            Err(e) => serde_json::json!({"error": format!("at is an RFC 3339 time: {e}")}),
+        };
+        let body = answer.to_string();
+        let mut out = conn;
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body.as_bytes())?;
+        return out.flush();
+    }
     let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
     if !state.latency.is_zero() {
         std::thread::sleep(state.latency);
@@ -388,6 +418,25 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         return out.flush();
     }
     let mut response = exchange(state.upstream, &head, &body)?;
+    // Lines ingested through the proxy meet their group's metric filters, as a task's do.
+    if let Some(fargate) = &state.fargate
+        && operation.as_deref() == Some("PutLogEvents")
+        && response.starts_with(b"HTTP/1.1 200")
+        && let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body)
+    {
+        let group = request["logGroupName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let events: Vec<(i64, String)> = request["logEvents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some((e["timestamp"].as_i64()?, e["message"].as_str()?.to_owned())))
+            .collect();
+        let fargate = Arc::clone(fargate);
+        std::thread::spawn(move || fargate.logged(&group, &events));
+    }
     if let Some((op, from, to)) = &state.rewrite
         && operation.as_deref() == Some(op.as_str())
     {

@@ -7,6 +7,7 @@
 
 pub mod aws_seed;
 pub mod clickup;
+pub mod cloudwatch;
 pub mod consistency;
 pub mod control;
 pub mod control_room;

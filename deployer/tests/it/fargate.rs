@@ -29,13 +29,47 @@ struct World {
 
 impl World {
     fn deployer(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let mut all = vec!["--env-dir", self.dir.path().to_str().unwrap()];
         all.extend_from_slice(args);
-        super::deployer_command(Some(&self.proxy.endpoint()))
-            .args(&all)
-            .env("DEPLOYER_REGISTRY", self.registry.host())
-            .output()
+        let mut c = super::deployer_command(Some(&self.proxy.endpoint()));
+        c.args(&all).env("DEPLOYER_REGISTRY", self.registry.host());
+        c
+    }
+
+    /// Pushes an image whose program is perl (to print, allocate and trap signals at
+    /// will) and returns its reference.
+    fn perl_image(&self) -> String {
+        let pushed = self.deployer(&[
+            "push-image",
+            "--env",
+            "local",
+            "--binary",
+            "/usr/bin/perl",
+            "--tag",
+            "probe",
+            "--output",
+            "json",
+        ]);
+        assert!(pushed.status.success(), "{}", stderr(&pushed));
+        serde_json::from_slice::<Value>(&pushed.stdout).unwrap()["image"]
+            .as_str()
             .unwrap()
+            .to_owned()
+    }
+
+    /// The alarm notifications delivered so far: each message, parsed.
+    fn alarm_messages(&self) -> Vec<Value> {
+        self.fargate
+            .delivered()
+            .into_iter()
+            .filter(|(target, _)| target.ends_with(":qbo-invoice-processor-alerts"))
+            .filter_map(|(_, got)| serde_json::from_str::<Value>(&got.ok()?).ok())
+            .filter(|m| m.get("AlarmName").is_some())
+            .collect()
     }
 }
 
@@ -172,6 +206,22 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
         stdout(&tasks)
     );
 
+    // verify, its check run as a task on the local Fargate and read back from its logs.
+    let verified = w.deployer(&["verify", "--env", "local", "--output", "json"]);
+    let report: Value = serde_json::from_slice(&verified.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", stderr(&verified)));
+    let rows = report["checks"].as_array().unwrap();
+    let failed: Vec<&Value> = rows.iter().filter(|r| r["status"] == "fail").collect();
+    assert_eq!(failed, Vec::<&Value>::new());
+    assert_eq!(verified.status.code(), Some(0));
+    for want in ["job:table", "job:qbo:item", "job:graph:sender"] {
+        assert!(
+            rows.iter()
+                .any(|r| r["check"] == want && r["status"] == "ok"),
+            "{want} ok in the task: {rows:#?}"
+        );
+    }
+
     // An image the registry does not hold: the task never starts, and says why.
     let family = register_variant(&ecs, "qbo-invoice-processor-missing", |container| {
         let image = container.image().unwrap().to_owned();
@@ -278,23 +328,7 @@ async fn probe(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigkill() {
     let w = world().await;
-    // An image whose program is perl, to allocate and to trap signals at will.
-    let pushed = w.deployer(&[
-        "push-image",
-        "--env",
-        "local",
-        "--binary",
-        "/usr/bin/perl",
-        "--tag",
-        "probe",
-        "--output",
-        "json",
-    ]);
-    assert!(pushed.status.success(), "{}", stderr(&pushed));
-    let image = serde_json::from_slice::<Value>(&pushed.stdout).unwrap()["image"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let image = w.perl_image();
     let ecs = aws_sdk_ecs::Client::new(&moto_config(&w.proxy.endpoint()).await);
 
     // 200 MiB in a container whose hard limit is 64: the kernel kills it.
@@ -424,7 +458,7 @@ async fn a_task_past_its_memory_is_killed_and_stop_task_sends_sigterm_then_sigki
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_stop_reaches_the_job_as_sigterm_and_a_rerun_bills_nobody_twice() {
+async fn tasks_stop_and_ctrl_c_reach_the_job_as_sigterm_and_a_rerun_bills_nobody_twice() {
     // QBO answers slowly: the month takes long enough to be stopped half-way.
     let w = world_with(|m| {
         m.seed.limits.insert(
@@ -478,6 +512,69 @@ async fn tasks_stop_reaches_the_job_as_sigterm_and_a_rerun_bills_nobody_twice() 
     );
     let made = w.fakes.qbo.lock().unwrap().invoices().len();
     assert!(made > 0);
+
+    // Ctrl-C in `run-task --on-interrupt stop`: StopTask, so the job gets SIGTERM too.
+    // (A stopped run's lease is held for WRITE_SETTLE_SECONDS, 5 s here: wait it out.)
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let child = w
+        .command(&[
+            "run-task",
+            "create",
+            "--env",
+            "local",
+            "--on-interrupt",
+            "stop",
+            "--",
+            "--concurrency",
+            "1",
+            "--period",
+            "2026-10",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = loop {
+        let listed = ecs
+            .list_tasks()
+            .cluster("qbo-invoice-processor-cluster")
+            .send()
+            .await
+            .unwrap();
+        if let Some(a) = listed.task_arns().first() {
+            break a.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    wait_running(&ecs, &second).await;
+    for _ in 0..600 {
+        if w.fakes.qbo.lock().unwrap().invoices().len() > made {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let interrupted = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let stopped = wait_stopped(&ecs, &second).await;
+    assert_eq!(
+        stopped.containers()[0].exit_code(),
+        Some(143),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stopped.stop_code(),
+        Some(&aws_sdk_ecs::types::TaskStopCode::UserInitiated)
+    );
+    let made = w.fakes.qbo.lock().unwrap().invoices().len();
+    tokio::time::sleep(Duration::from_secs(6)).await;
     // The rerun at QBO's usual speed.
     w.fakes
         .control
@@ -575,4 +672,184 @@ async fn the_daily_send_fires_at_five_in_los_angeles_across_a_daylight_saving_ch
             stopped.stopped_reason()
         );
     }
+}
+
+/// The changes of state, with their notifications, from evaluating every alarm at `at`.
+async fn evaluate_at(w: &World, at: jiff::Timestamp) -> Vec<fakes::cloudwatch::Notified> {
+    let fargate = Arc::clone(&w.fargate);
+    tokio::task::spawn_blocking(move || fargate.evaluate_alarms(at))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn notification<'a>(messages: &'a [Value], alarm: &str, state: &str) -> Vec<&'a Value> {
+    messages
+        .iter()
+        .filter(|m| m["AlarmName"] == alarm && m["NewStateValue"] == state)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_publish_the_stacks_metrics_and_its_alarms_notify_the_alert_topic() {
+    let w = world().await;
+    let image = w.perl_image();
+    let config = moto_config(&w.proxy.endpoint()).await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
+    let started = jiff::Timestamp::now();
+
+    // A dry run's failure, a line that is not JSON, and a real run's failure: the
+    // run-failed filter counts the last only, and its alarm tells the alert topic.
+    let arn = probe(
+        &ecs,
+        &image,
+        64,
+        30,
+        r#"$| = 1;
+        print qq({"event":"run_finished","job":"create-invoices","success":false,"dry_run":true}\n);
+        print qq(run_finished success false\n);
+        print qq({"event":"run_finished","job":"create-invoices","success":false,"dry_run":false}\n);"#,
+    )
+    .await;
+    let stopped = wait_stopped(&ecs, &arn).await;
+    assert_eq!(stopped.containers()[0].exit_code(), Some(0));
+    let failed = "qbo-invoice-processor-run-failed";
+    let messages = w.alarm_messages();
+    let alarm = notification(&messages, failed, "ALARM");
+    assert_eq!(alarm.len(), 1, "{messages:#?}");
+    assert_eq!(alarm[0]["OldStateValue"], "INSUFFICIENT_DATA");
+    assert_eq!(alarm[0]["Trigger"]["MetricName"], "RunsFailed");
+    let points = cloudwatch
+        .get_metric_statistics()
+        .namespace("QBOInvoiceProcessor")
+        .metric_name("RunsFailed")
+        .start_time(aws_smithy_types::DateTime::from_secs(
+            started.as_second() - 60,
+        ))
+        .end_time(aws_smithy_types::DateTime::from_secs(
+            jiff::Timestamp::now().as_second() + 60,
+        ))
+        .period(3600)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .send()
+        .await
+        .unwrap();
+    let sum: f64 = points
+        .datapoints()
+        .iter()
+        .filter_map(aws_sdk_cloudwatch::types::Datapoint::sum)
+        .sum();
+    assert!(
+        (sum - 1.0).abs() < f64::EPSILON,
+        "one failure counted: {sum}"
+    );
+    let described = cloudwatch
+        .describe_alarms()
+        .alarm_names(failed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.metric_alarms()[0].state_value(),
+        Some(&aws_sdk_cloudwatch::types::StateValue::Alarm)
+    );
+
+    // A day and more with no successful send: the heartbeat breaches in each of its 26
+    // hours (missing data counts as breaching) and alarms. The run-failed alarm goes
+    // back to OK with no message (it has no OK action).
+    let changes = evaluate_at(&w, started + jiff::SignedDuration::from_hours(27)).await;
+    let heartbeat = "qbo-invoice-processor-send-invoices-success-missing";
+    let state_of = |name: &str| {
+        changes
+            .iter()
+            .find(|n| n.alarm == name)
+            .map(|n| (n.state.clone(), n.sent.len()))
+    };
+    assert_eq!(
+        state_of(heartbeat),
+        Some(("ALARM".into(), 1)),
+        "{changes:#?}"
+    );
+    assert_eq!(state_of(failed), Some(("OK".into(), 0)), "{changes:#?}");
+    // Evaluated again at the same time, nothing changes and no one is told twice.
+    assert!(
+        evaluate_at(&w, started + jiff::SignedDuration::from_hours(27))
+            .await
+            .is_empty()
+    );
+
+    // A successful send, now: the heartbeat recovers, and says so.
+    let arn = probe(
+        &ecs,
+        &image,
+        64,
+        30,
+        r#"print qq({"event":"run_finished","job":"send-invoices","success":true,"dry_run":false}\n)"#,
+    )
+    .await;
+    wait_stopped(&ecs, &arn).await;
+    let messages = w.alarm_messages();
+    let ok = notification(&messages, heartbeat, "OK");
+    assert_eq!(ok.len(), 1, "{messages:#?}");
+    assert_eq!(ok[0]["OldStateValue"], "ALARM");
+
+    // A schedule whose task ECS refuses (256 CPU cannot have 4 GB): Scheduler counts a
+    // target error, and the invocation alarm tells the alert topic.
+    let scheduler = aws_sdk_scheduler::Client::new(&config);
+    let (name, group) = ("qbo-send-invoices-daily", "qbo-invoice-processor");
+    let current = scheduler
+        .get_schedule()
+        .name(name)
+        .group_name(group)
+        .send()
+        .await
+        .unwrap();
+    let mut target = current.target().unwrap().clone();
+    let mut input: Value = serde_json::from_str(target.input().unwrap_or("{}")).unwrap();
+    input["cpu"] = "256".into();
+    input["memory"] = "4096".into();
+    target.input = Some(input.to_string());
+    scheduler
+        .update_schedule()
+        .name(name)
+        .group_name(group)
+        .schedule_expression(current.schedule_expression().unwrap())
+        .set_schedule_expression_timezone(current.schedule_expression_timezone().map(str::to_owned))
+        .set_flexible_time_window(current.flexible_time_window().cloned())
+        .set_state(current.state().cloned())
+        .target(target)
+        .send()
+        .await
+        .unwrap();
+    let fargate = Arc::clone(&w.fargate);
+    let fired = tokio::task::spawn_blocking(move || {
+        fargate.advance(
+            "2027-01-04T12:30:00Z".parse().unwrap(),
+            "2027-01-05T12:30:00Z".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let refused: Vec<&String> = fired
+        .iter()
+        .filter(|(n, _, _)| n == name)
+        .filter_map(|(_, _, task)| task.as_ref().err())
+        .collect();
+    assert_eq!(refused.len(), 1, "{fired:?}");
+    assert!(
+        refused[0]
+            .contains("No Fargate configuration exists for given values: 256 CPU, 4096 memory"),
+        "{refused:?}"
+    );
+    let messages = w.alarm_messages();
+    let errors = notification(
+        &messages,
+        "qbo-invoice-processor-schedules-invocation-errors",
+        "ALARM",
+    );
+    assert_eq!(errors.len(), 1, "{messages:#?}");
+    assert_eq!(errors[0]["Trigger"]["MetricName"], "TargetErrorCount");
+    assert_eq!(errors[0]["Trigger"]["Namespace"], "AWS/Scheduler");
 }
