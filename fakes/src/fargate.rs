@@ -89,6 +89,17 @@ impl Fargate {
                     "no OCI runtime: tasks cannot run here; install runc (`make tools` does: apt-get install runc)".into(),
                 )
             })?;
+        // runc sets up the container's mounts and its memory cgroup: root's to do.
+        // (/proc/self belongs to the process's effective user.)
+        let uid = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata("/proc/self")
+                .map_err(|e| Unavailable(format!("cannot read /proc/self: {e}")))?,
+        );
+        if uid != 0 {
+            return Err(Unavailable(format!(
+                "tasks cannot run here: runc needs root to mount the task's filesystem and set its memory limit, and this process runs as uid {uid}; run as root (`sudo make demo`, `sudo make test`, or inside a container or VM)"
+            )));
+        }
         let root = tempfile::Builder::new()
             .prefix("fargate-")
             .tempdir()

@@ -197,6 +197,34 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
         "the report under /tmp: {out}"
     );
 
+    // The send job's dry run too, once a real month's billing has left invoices to
+    // send: its email preview goes to /tmp as well.
+    let billed = w.deployer(&[
+        "run-task", "create", "--env", "local", "--", "--period", "2026-10",
+    ]);
+    assert!(billed.status.success(), "{}", stderr(&billed));
+    let send = w.deployer(&[
+        "run-task",
+        "send",
+        "--env",
+        "local",
+        "--output",
+        "json",
+        "--",
+        "--dry-run",
+    ]);
+    let out = stdout(&send);
+    assert!(
+        send.status.success(),
+        "exit {:?}\n{out}\n{}",
+        send.status.code(),
+        stderr(&send)
+    );
+    assert!(
+        out.contains("/tmp/sent_invoices_email.html"),
+        "the preview under /tmp: {out}"
+    );
+
     let ecs = aws_sdk_ecs::Client::new(&moto_config(&w.proxy.endpoint()).await);
     let tasks = w.deployer(&["tasks", "--env", "local"]);
     assert!(tasks.status.success(), "{}", stderr(&tasks));

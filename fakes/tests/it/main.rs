@@ -616,3 +616,29 @@ async fn limits_answer_the_services_own_429_and_faults_fail_or_hold_the_chosen_c
     assert_eq!(state["stats"]["qbo"]["throttled"], 2);
     assert_eq!(state["stats"]["robocorp"]["calls"], 3);
 }
+
+/// The local Fargate started by someone who cannot run tasks: the message names the fix
+/// and the proxy does not start.
+#[test]
+fn the_local_fargate_without_root_names_the_fix() {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_fakes"))
+        .args([
+            "aws-proxy",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--port",
+            "0",
+            "--fargate",
+            "us-east-1",
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("runc needs root") && stderr.contains("run as root"),
+        "{stderr}"
+    );
+}
