@@ -170,7 +170,16 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "ID")]
     pub account: Option<String>,
 
-    /// Output format (the policy is JSON either way; text adds notes on stderr)
+    /// Write each managed policy to DIR/NAME.json and print the commands that create
+    /// and attach them [default: print them all as one JSON object]
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<std::path::PathBuf>,
+
+    /// The IAM user the printed commands attach the policies to
+    #[arg(long, value_name = "NAME", default_value = "deployer")]
+    pub user: String,
+
+    /// Output format (the policies are JSON either way; text adds notes on stderr)
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }

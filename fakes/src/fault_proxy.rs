@@ -44,10 +44,11 @@ struct State {
     /// Added to every call, as a network round trip.
     latency: std::time::Duration,
     consistency: Option<Mutex<Consistency>>,
+    quotas: crate::quotas::Quotas,
 }
 
 /// What a proxy does besides forwarding; `Default` forwards only (and refuses what EC2
-/// refuses, as every proxy does).
+/// refuses and what IAM's default quotas refuse, as every proxy does).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Fails every attempt of the Nth write call (1-based; 0 fails nothing).
@@ -67,6 +68,8 @@ pub struct Options {
     pub latency: std::time::Duration,
     /// The stale window of the eventual-consistency mode (`None`: off).
     pub stale: Option<std::time::Duration>,
+    /// IAM's quotas (the defaults, unless a test raises one as Service Quotas would).
+    pub quotas: crate::quotas::Quotas,
 }
 
 impl FaultProxy {
@@ -155,6 +158,7 @@ impl FaultProxy {
             delay: options.delay,
             latency: options.latency,
             consistency: options.stale.map(|w| Mutex::new(Consistency::new(w))),
+            quotas: options.quotas,
         });
         let shared = Arc::clone(&state);
         let thread = std::thread::spawn(move || {
@@ -410,6 +414,16 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             out.write_all(&answer)?;
             return out.flush();
         }
+    }
+    if service == "iam"
+        && let Some(refused) = crate::quotas::refusal(&state.quotas, &op, &body, &mut |query| {
+            exchange(state.upstream, &head, query.as_bytes())
+                .map(|r| String::from_utf8_lossy(&r).into_owned())
+                .unwrap_or_default()
+        })
+    {
+        out.write_all(&crate::quotas::limit_exceeded(&refused))?;
+        return out.flush();
     }
     if operation.as_deref() == Some("DeleteSecurityGroup")
         && let Some(refusal) = group_in_use(state, &head, &body)?

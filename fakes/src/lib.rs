@@ -17,6 +17,7 @@ pub mod fault_proxy;
 pub mod generate;
 pub mod graph;
 pub mod qbo;
+pub mod quotas;
 pub mod server;
 
 /// Whether `text` is `pattern`, where `any` in the pattern stands for any run of

@@ -7,6 +7,8 @@
 //! action here; a unit test reads the sources and fails on a call with no action, and
 //! an integration test runs the `parliament` policy linter over the result.
 
+use std::fmt::Write as _;
+
 use infra::resources::{Kind, Spec};
 use infra::{Context, Environment, synthesize};
 use serde_json::{Value, json};
@@ -28,12 +30,79 @@ pub fn run(cli: &Cli, args: &PolicyArgs) -> Result<()> {
             env.path.display()
         );
     }
-    let policy = document(&env, &account);
-    output::text(&format!(
-        "{}\n",
-        serde_json::to_string_pretty(&policy)
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?
-    ))
+    let policies = documents(&env, &account);
+    let internal = |e: serde_json::Error| crate::error::Error::Internal(e.to_string());
+    if let Some(too_big) = policies
+        .iter()
+        .find(|p| p.characters > MANAGED_POLICY_CHARS)
+    {
+        return Err(crate::error::Error::Internal(format!(
+            "{} alone holds {} characters, over IAM's {MANAGED_POLICY_CHARS}",
+            too_big.name, too_big.characters
+        )));
+    }
+    let Some(dir) = &args.out_dir else {
+        return output::text(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({"policies": policies})).map_err(internal)?
+        ));
+    };
+    std::fs::create_dir_all(dir).map_err(|e| {
+        crate::error::Error::Prerequisite(
+            format!("cannot make {}: {e}", dir.display()),
+            "name a directory you can write (--out-dir)".into(),
+        )
+    })?;
+    let shown_account = if account == "*" {
+        "ACCOUNT_ID"
+    } else {
+        account.as_str()
+    };
+    let partition = infra::context::partition(&env.file.region);
+    let mut text = String::new();
+    let mut commands = String::new();
+    for p in &policies {
+        let path = dir.join(format!("{}.json", p.name));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&p.document).map_err(internal)? + "\n",
+        )
+        .map_err(|e| {
+            crate::error::Error::Prerequisite(
+                format!("cannot write {}: {e}", path.display()),
+                "name a directory you can write (--out-dir)".into(),
+            )
+        })?;
+        let _ = writeln!(
+            text,
+            "wrote {}  ({} of IAM's {MANAGED_POLICY_CHARS} characters)",
+            path.display(),
+            p.characters
+        );
+        let _ = write!(
+            commands,
+            "aws iam create-policy --policy-name {0} --policy-document file://{1}\naws iam attach-user-policy --user-name {2} --policy-arn arn:{partition}:iam::{shown_account}:policy/{0}\n",
+            p.name,
+            path.display(),
+            args.user,
+        );
+    }
+    let _ = write!(
+        text,
+        "\nIAM holds at most {MANAGED_POLICY_CHARS} characters in one managed policy, so the deployer's permissions come as {} managed policies: attach all of them to the one user or role (it may have {ATTACHED_PER_IDENTITY} attached). An administrator runs:\n\n{commands}\nFor a role, use `aws iam attach-role-policy --role-name NAME`. After a change of the environment file, write them again and create a new version of each (`aws iam create-policy-version --set-as-default`).\n",
+        policies.len(),
+    );
+    if args.output == Format::Json {
+        let paths: Vec<Value> = policies
+            .iter()
+            .map(|p| json!({"name": p.name, "characters": p.characters, "file": dir.join(format!("{}.json", p.name))}))
+            .collect();
+        return output::text(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&json!({"policies": paths})).map_err(internal)?
+        ));
+    }
+    output::text(&text)
 }
 
 /// The policy for `env` in `account` (`*` for any).
@@ -41,7 +110,9 @@ pub fn document(env: &Environment, account: &str) -> Value {
     let f = &env.file;
     let stack = synthesize(env, &Context::offline(env));
     let (region, app) = (&f.region, &f.app);
-    let arn = |service: &str, rest: &str| format!("arn:aws:{service}:{region}:{account}:{rest}");
+    let partition = infra::context::partition(region);
+    let arn =
+        |service: &str, rest: &str| format!("arn:{partition}:{service}:{region}:{account}:{rest}");
     let of = |kind: Kind| -> Vec<String> {
         stack
             .of_kind(kind)
@@ -351,11 +422,18 @@ pub fn document(env: &Environment, account: &str) -> Value {
             ],
             of(Kind::SnsTopic),
         ),
+        // DescribeAlarms with AlarmNamePrefix (every plan and `status`) is authorized
+        // on `alarm:*`, whatever the prefix (aws-samples/amazon-cloudwatch-auto-alarms
+        // issue 1, mattclay/aws-terminator issue 63); it only reads.
+        statement(
+            "AlarmReads",
+            &["cloudwatch:DescribeAlarms"],
+            vec![arn("cloudwatch", "alarm:*")],
+        ),
         statement(
             "Alarms",
             &[
                 "cloudwatch:DeleteAlarms",
-                "cloudwatch:DescribeAlarms",
                 "cloudwatch:ListTagsForResource",
                 "cloudwatch:PutMetricAlarm",
                 "cloudwatch:TagResource",
@@ -363,6 +441,19 @@ pub fn document(env: &Environment, account: &str) -> Value {
             vec![arn("cloudwatch", &format!("alarm:{app}-*"))],
         ),
         statement("SecretsExist", &["secretsmanager:DescribeSecret"], secrets),
+        // In an account that never used ECS, CreateCluster makes the ECS service-linked
+        // role only if the caller may; without it the cluster is made anyway and every
+        // task then fails with "Unable to assume the service linked role"
+        // (CreateCluster API reference; awslabs/fargatecli issue 35).
+        json!({
+            "Sid": "EcsServiceLinkedRole",
+            "Effect": "Allow",
+            "Action": ["iam:CreateServiceLinkedRole"],
+            "Resource": [format!(
+                "arn:{partition}:iam::{account}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS*"
+            )],
+            "Condition": {"StringLike": {"iam:AWSServiceName": "ecs.amazonaws.com"}},
+        }),
     ];
     if let Some(namespace) = namespace {
         // `up` starts the heartbeat's clock with one data point in the job's namespace.
@@ -375,6 +466,59 @@ pub fn document(env: &Environment, account: &str) -> Value {
         }));
     }
     json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// What IAM allows in one managed policy: 6,144 characters, white space not counted
+/// ("IAM and AWS STS quotas", IAM user guide).
+pub const MANAGED_POLICY_CHARS: usize = 6144;
+/// Managed policies one user or role may have attached, by default (same page).
+pub const ATTACHED_PER_IDENTITY: usize = 10;
+
+/// One managed policy to create: its name, document and size as IAM counts it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Managed {
+    pub name: String,
+    pub characters: usize,
+    pub document: Value,
+}
+
+/// The characters IAM counts in a policy: all but white space.
+pub fn size(document: &Value) -> usize {
+    document
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count()
+}
+
+/// [`document`] split into managed policies that each fit IAM's quota, statements kept
+/// whole and in order: `APP-deployer-1`, `-2`...
+pub fn documents(env: &Environment, account: &str) -> Vec<Managed> {
+    let whole = document(env, account);
+    let wrap = |statements: &[Value]| json!({"Version": "2012-10-17", "Statement": statements});
+    let mut parts: Vec<Vec<Value>> = vec![Vec::new()];
+    for statement in whole["Statement"].as_array().into_iter().flatten() {
+        let current = parts.last_mut().expect("one part at least");
+        let mut with = current.clone();
+        with.push(statement.clone());
+        if current.is_empty() || size(&wrap(&with)) <= MANAGED_POLICY_CHARS {
+            *current = with;
+        } else {
+            parts.push(vec![statement.clone()]);
+        }
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, statements)| {
+            let document = wrap(statements);
+            Managed {
+                name: format!("{}-deployer-{}", env.file.app, i + 1),
+                characters: size(&document),
+                document,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -465,6 +609,8 @@ mod tests {
             "ecr:InitiateLayerUpload",
             "ecr:UploadLayerPart",
             "iam:PassRole",
+            // CreateCluster makes ECS's service-linked role with the caller's rights.
+            "iam:CreateServiceLinkedRole",
         ];
         let unused: Vec<&String> = granted
             .iter()

@@ -60,6 +60,9 @@ struct Run {
     /// A task that stopped without a `run_finished` line: why ECS says it stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     crashed: Option<String>,
+    /// A task whose lines the log group no longer keeps: how it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines_expired: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,6 +138,22 @@ async fn recent_runs(
     let since = now.as_millisecond() - HISTORY_DAYS * 86_400_000;
     let group = &env.file.logs.group;
     let finished = filter(aws, group, since, r#"{ $.event = "run_finished" }"#).await?;
+    let events = infra::stack::names::task_events_group(&env.file.app);
+    let stopped = filter(aws, &events, since, "").await?;
+    Ok(runs_from(finished, stopped, env, now))
+}
+
+/// The runs from the job's `run_finished` lines and the stopped-task events, at `now`.
+/// A task that stopped before the job's log group's retention began has lost its lines
+/// (the task history keeps 400 days, the job's lines `logs.retention_days`): it is
+/// shown as ended, with its exit code, not as crashed.
+fn runs_from(
+    finished: Vec<(i64, String, String)>,
+    stopped_events: Vec<(i64, String, String)>,
+    env: &infra::Environment,
+    now: Timestamp,
+) -> Vec<Run> {
+    let horizon = now.as_millisecond() - i64::from(env.file.logs.retention_days) * 86_400_000;
     let mut runs: Vec<Run> = Vec::new();
     // The tasks that wrote a `run_finished` line (their log stream ends in the task id).
     let mut reported = std::collections::BTreeSet::new();
@@ -173,10 +192,10 @@ async fn recent_runs(
             summary: line,
             shards: Vec::new(),
             crashed: None,
+            lines_expired: None,
         });
     }
-    let events = infra::stack::names::task_events_group(&env.file.app);
-    for (ms, _, message) in filter(aws, &events, since, "").await? {
+    for (ms, _, message) in stopped_events {
         let Ok(event) = serde_json::from_str::<Value>(&message) else {
             continue;
         };
@@ -225,29 +244,39 @@ async fn recent_runs(
         if let Some(code) = exit {
             reason = format!("exit {code}; {reason}");
         }
-        let stopped = d["stoppedAt"]
+        let stopped_at = d["stoppedAt"]
             .as_str()
             .and_then(|t| t.parse::<Timestamp>().ok())
-            .or_else(|| Timestamp::from_millisecond(ms).ok())
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+            .or_else(|| Timestamp::from_millisecond(ms).ok());
+        let stopped = stopped_at.map(|t| t.to_string()).unwrap_or_default();
+        // Its lines were written before it stopped: past the retention, they are gone.
+        let expired = stopped_at.is_some_and(|t| t.as_millisecond() < horizon);
         runs.push(Run {
             finished: stopped,
             job: job.to_owned(),
-            // A task that exited 0 without a `run_finished` line still did not report.
-            success: false,
+            // A task that exited 0 without a `run_finished` line still did not report;
+            // one whose lines expired is known only by its exit code.
+            success: expired && exit == Some(0),
             duration_ms: None,
             summary: serde_json::json!({"task": id, "command": command}),
             shards: Vec::new(),
-            crashed: Some(if reason.is_empty() {
-                "stopped without a run_finished line".to_owned()
-            } else {
-                reason
+            crashed: (!expired).then(|| {
+                if reason.is_empty() {
+                    "stopped without a run_finished line".to_owned()
+                } else {
+                    reason.clone()
+                }
+            }),
+            lines_expired: expired.then(|| {
+                format!(
+                    "{reason}; its log lines are past the {}-day retention of {}",
+                    env.file.logs.retention_days, env.file.logs.group
+                )
             }),
         });
     }
     runs.sort_by(|a, b| b.finished.cmp(&a.finished));
-    Ok(runs)
+    runs
 }
 
 /// `(timestamp, stream, message)` of every event in `group` since `since` matching
@@ -347,6 +376,15 @@ fn text(s: &Status, tz: &TimeZone) -> String {
             );
             continue;
         }
+        if let Some(how) = &r.lines_expired {
+            let _ = writeln!(
+                t,
+                "  {when}  {:<16} ENDED    task {}: {how}",
+                r.job,
+                r.summary["task"].as_str().unwrap_or("?")
+            );
+            continue;
+        }
         let result = if r.success { "ok    " } else { "FAILED" };
         let took = r.duration_ms.map_or_else(String::new, |ms| {
             format!(
@@ -394,7 +432,8 @@ pub async fn alert_subscriptions(
         .await
         .map_err(aws_error("identify the caller of", "STS"))?;
     let topic = format!(
-        "arn:aws:sns:{}:{}:{}",
+        "arn:{}:sns:{}:{}:{}",
+        infra::context::partition(&env.file.region),
         env.file.region,
         me.account().unwrap_or_default(),
         env.file.alerts.topic
@@ -407,4 +446,92 @@ pub async fn alert_subscriptions(
             endpoint,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(
+        id: &str,
+        at: &str,
+        command: &str,
+        exit: i64,
+        reason: Option<&str>,
+    ) -> (i64, String, String) {
+        let event = serde_json::json!({"detail": {
+            "taskArn": format!("arn:aws:ecs:us-west-2:1:task/c/{id}"),
+            "stoppedAt": at,
+            "stopCode": "EssentialContainerExited",
+            "stoppedReason": "Essential container in task exited",
+            "overrides": {"containerOverrides": [{"name": "invoice-processor", "command": [command]}]},
+            "containers": [{"name": "invoice-processor", "exitCode": exit, "reason": reason}],
+        }});
+        let ms = at.parse::<Timestamp>().unwrap().as_millisecond();
+        (ms, "events".into(), event.to_string())
+    }
+
+    #[test]
+    fn a_monthly_run_older_than_the_logs_retention_is_shown_ended_not_crashed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/envs/prod.toml");
+        let env = infra::Environment::load(&root).unwrap();
+        assert_eq!(env.file.logs.retention_days, 30);
+        let now: Timestamp = "2026-12-03T20:00:00Z".parse().unwrap();
+        // Last month's run, 32 days ago: its lines are gone, its STOPPED event is not.
+        let monthly = stopped("aaa", "2026-11-01T17:40:00Z", "--create-invoices", 0, None);
+        // A crash two days ago, out of memory, and yesterday's send that finished.
+        let crash = stopped(
+            "bbb",
+            "2026-12-01T13:02:00Z",
+            "--send-invoices",
+            137,
+            Some("OutOfMemoryError: Container killed due to memory usage"),
+        );
+        let sent = stopped("ccc", "2026-12-02T13:01:00Z", "--send-invoices", 0, None);
+        let line = serde_json::json!({"event": "run_finished", "job": "send-invoices", "success": true, "duration_ms": 60000});
+        let finished = vec![(
+            "2026-12-02T13:00:59Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_millisecond(),
+            "ecs/invoice-processor/ccc".to_owned(),
+            line.to_string(),
+        )];
+        let runs = runs_from(finished, vec![monthly, crash, sent], &env, now);
+        assert_eq!(runs.len(), 3, "{runs:#?}");
+        let status = Status {
+            environment: "prod".into(),
+            image: None,
+            schedules: Vec::new(),
+            recent_runs: runs,
+            alarms: Vec::new(),
+            alerts: Vec::new(),
+        };
+        let tz = TimeZone::get("America/Los_Angeles").unwrap();
+        let shown = text(&status, &tz);
+        let row = |id: &str| {
+            shown
+                .lines()
+                .find(|l| l.contains(id))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let monthly = row("task aaa");
+        assert!(
+            monthly.contains("ENDED")
+                && monthly.contains("exit 0")
+                && monthly.contains("past the 30-day retention"),
+            "{shown}"
+        );
+        assert!(!monthly.contains("CRASHED"), "{shown}");
+        assert!(
+            row("task bbb").contains("CRASHED") && row("task bbb").contains("OutOfMemoryError"),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.matches("send-invoices").count(),
+            2,
+            "the finished send once, the crash once: {shown}"
+        );
+    }
 }

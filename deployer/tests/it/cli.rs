@@ -220,11 +220,45 @@ fn cost_prints_the_monthly_estimate_for_the_environment() {
 fn policy_is_scoped_to_the_stack_and_passes_the_policy_linter() {
     let out = deployer(&["policy", "--env", "prod", "--account", "123456789012"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let policy: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let statements = policy["Statement"].as_array().unwrap();
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let policies = printed["policies"].as_array().unwrap();
+    // Each fits one managed policy (6,144 characters, white space not counted), and
+    // all of them fit the 10 a user may have attached.
+    assert!((1..=10).contains(&policies.len()), "{}", policies.len());
+    for p in policies {
+        let counted = p["document"]
+            .to_string()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .count();
+        assert_eq!(p["characters"], counted);
+        assert!(counted <= 6144, "{} holds {counted}", p["name"]);
+    }
+    let statements: Vec<serde_json::Value> = policies
+        .iter()
+        .flat_map(|p| p["document"]["Statement"].as_array().unwrap().clone())
+        .collect();
+    // Plans and status read alarms by prefix, which IAM authorizes on `alarm:*`; the
+    // ECS service-linked role may be made, only for ECS.
+    let reads = statements
+        .iter()
+        .find(|s| s["Sid"] == "AlarmReads")
+        .unwrap();
+    assert_eq!(
+        reads["Resource"],
+        serde_json::json!(["arn:aws:cloudwatch:us-west-2:123456789012:alarm:*"])
+    );
+    let linked = statements
+        .iter()
+        .find(|s| s["Sid"] == "EcsServiceLinkedRole")
+        .unwrap();
+    assert_eq!(
+        linked["Condition"]["StringLike"]["iam:AWSServiceName"],
+        "ecs.amazonaws.com"
+    );
     // Every resource is this account's, named from the stack, but for the actions AWS
     // offers no resource for.
-    for s in statements {
+    for s in &statements {
         for r in s["Resource"].as_array().unwrap() {
             let r = r.as_str().unwrap();
             assert!(
@@ -262,22 +296,29 @@ fn policy_is_scoped_to_the_stack_and_passes_the_policy_linter() {
             "arn:aws:ecs:us-west-2:123456789012:cluster/qbo-invoice-processor-cluster"
         ])
     );
-    let mut child = Command::new(&linter)
-        .arg("--json")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+    for p in policies {
+        let mut child = Command::new(&linter)
+            .arg("--json")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            p["document"].to_string().as_bytes(),
+        )
         .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &out.stdout).unwrap();
-    let lint = child.wait_with_output().unwrap();
-    // Every finding but one: ListTasks on `*` (see `ListTheJobsTasks` in policy.rs).
-    let findings: Vec<serde_json::Value> = stdout(&lint)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|f: &serde_json::Value| {
-            !(f["issue"] == "RESOURCE_STAR" && f["detail"] == serde_json::json!(["ecs:ListTasks"]))
-        })
-        .collect();
-    assert!(findings.is_empty(), "{findings:#?}\n{}", stderr(&lint));
+        let lint = child.wait_with_output().unwrap();
+        // Every finding but one: ListTasks on `*` (see `ListTheJobsTasks` in policy.rs).
+        let findings: Vec<serde_json::Value> = stdout(&lint)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter(|f: &serde_json::Value| {
+                !(f["issue"] == "RESOURCE_STAR"
+                    && f["detail"] == serde_json::json!(["ecs:ListTasks"]))
+            })
+            .collect();
+        assert!(findings.is_empty(), "{findings:#?}\n{}", stderr(&lint));
+    }
 }

@@ -839,3 +839,120 @@ fn task_network(task: &aws_sdk_ecs::types::Task) -> aws_sdk_ecs::types::NetworkC
         )
         .build()
 }
+
+/// README step 3 as an administrator runs it, against IAM's quotas (the proxy holds
+/// them; moto holds none): every printed policy is created and attached, where the
+/// whole document in one policy is refused.
+#[tokio::test]
+async fn readme_step_three_creates_and_attaches_every_policy_within_iams_quotas() {
+    let moto = Moto::start().unwrap();
+    let proxy =
+        fakes::fault_proxy::FaultProxy::with(moto.addr(), fakes::fault_proxy::Options::default())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = super::deployer_command(None)
+        .args([
+            "policy",
+            "--env",
+            "prod",
+            "--account",
+            "123456789012",
+            "--out-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let iam = aws_sdk_iam::Client::new(&moto_config(&proxy.endpoint()).await);
+    iam.create_user()
+        .user_name("deployer")
+        .send()
+        .await
+        .unwrap();
+    let mut created = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let arg = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .map(|i| words[i + 1].to_owned())
+        };
+        match words.get(..3) {
+            Some(["aws", "iam", "create-policy"]) => {
+                let file = arg("--policy-document").unwrap();
+                let document =
+                    std::fs::read_to_string(file.strip_prefix("file://").unwrap()).unwrap();
+                iam.create_policy()
+                    .policy_name(arg("--policy-name").unwrap())
+                    .policy_document(&document)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+                created.push(serde_json::from_str::<Value>(&document).unwrap());
+            }
+            Some(["aws", "iam", "attach-user-policy"]) => {
+                iam.attach_user_policy()
+                    .user_name(arg("--user-name").unwrap())
+                    .policy_arn(arg("--policy-arn").unwrap())
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+            }
+            _ => {}
+        }
+    }
+    assert!(created.len() >= 2, "the policy needs more than one: {text}");
+    let attached = iam
+        .list_attached_user_policies()
+        .user_name("deployer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attached.attached_policies().len(), created.len());
+
+    // The same statements as one policy, as README step 3 used to create it: refused.
+    let statements: Vec<Value> = created
+        .iter()
+        .flat_map(|d| d["Statement"].as_array().unwrap().clone())
+        .collect();
+    let whole = serde_json::json!({"Version": "2012-10-17", "Statement": statements});
+    let refused = iam
+        .create_policy()
+        .policy_name("qbo-invoice-processor-deployer")
+        .policy_document(whole.to_string())
+        .send()
+        .await
+        .unwrap_err();
+    let refused = aws_smithy_types::error::display::DisplayErrorContext(refused).to_string();
+    assert!(
+        refused.contains("LimitExceeded") && refused.contains("PolicySize: 6144"),
+        "{refused}"
+    );
+
+    // A user holds at most ten managed policies.
+    for i in created.len()..11 {
+        let name = format!("filler-{i}");
+        let p = iam
+            .create_policy()
+            .policy_name(&name)
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        let attach = iam
+            .attach_user_policy()
+            .user_name("deployer")
+            .policy_arn(p.policy().unwrap().arn().unwrap())
+            .send()
+            .await;
+        if i < 10 {
+            attach.unwrap();
+        } else {
+            let e = aws_smithy_types::error::display::DisplayErrorContext(attach.unwrap_err())
+                .to_string();
+            assert!(e.contains("PoliciesPerUser: 10"), "{e}");
+        }
+    }
+}

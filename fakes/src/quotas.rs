@@ -1,0 +1,318 @@
+//! IAM's quotas, which moto does not hold, refused in the AWS proxy as IAM refuses them
+//! ("IAM and AWS STS quotas, name requirements, and character limits", IAM user guide):
+//!
+//! - a managed policy holds at most 6,144 characters, white space not counted
+//!   (CreatePolicy, CreatePolicyVersion): `LimitExceeded`, "Cannot exceed quota for
+//!   PolicySize: 6144";
+//! - a role's trust policy at most 2,048 characters by default (adjustable; CreateRole,
+//!   UpdateAssumeRolePolicy): "Cannot exceed quota for ACLSizePerRole: 2048";
+//! - a role's inline policies together at most 10,240 characters, a user's 2,048
+//!   (PutRolePolicy, PutUserPolicy): "Maximum policy size of 10240 bytes exceeded for
+//!   role NAME";
+//! - at most 10 managed policies attached to a role or a user by default (adjustable;
+//!   AttachRolePolicy, AttachUserPolicy): "Cannot exceed quota for PoliciesPerRole: 10".
+//!
+//! The adjustable ones are [`Quotas`] fields, as a Service Quotas increase would set
+//! them. The messages are those IAM answers as commonly reported; each is a
+//! `LimitExceeded` error with HTTP status 409.
+
+use std::collections::BTreeMap;
+
+/// The quotas held, with IAM's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub managed_policy_chars: usize,
+    pub trust_policy_chars: usize,
+    pub role_inline_chars: usize,
+    pub user_inline_chars: usize,
+    pub managed_per_role: usize,
+    pub managed_per_user: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            managed_policy_chars: 6144,
+            trust_policy_chars: 2048,
+            role_inline_chars: 10_240,
+            user_inline_chars: 2048,
+            managed_per_role: 10,
+            managed_per_user: 10,
+        }
+    }
+}
+
+/// The characters IAM counts in a policy document: all but white space.
+pub fn policy_size(document: &str) -> usize {
+    document.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// An IAM query-protocol request's form fields, decoded.
+pub fn form(body: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            Some((decode(k), decode(v)))
+        })
+        .collect()
+}
+
+/// What IAM would refuse in this call, given `ask` to read the current state (an IAM
+/// query such as `Action=ListAttachedRolePolicies&RoleName=x`, answered as XML): the
+/// error message, or `None` to let it through.
+pub fn refusal(
+    quotas: &Quotas,
+    operation: &str,
+    body: &[u8],
+    ask: &mut dyn FnMut(&str) -> String,
+) -> Option<String> {
+    let f = form(body);
+    let field = |k: &str| f.get(k).map(String::as_str).unwrap_or_default();
+    match operation {
+        "CreatePolicy" | "CreatePolicyVersion" => {
+            (policy_size(field("PolicyDocument")) > quotas.managed_policy_chars).then(|| {
+                format!(
+                    "Cannot exceed quota for PolicySize: {}",
+                    quotas.managed_policy_chars
+                )
+            })
+        }
+        "CreateRole" | "UpdateAssumeRolePolicy" => {
+            let document = f
+                .get("AssumeRolePolicyDocument")
+                .or_else(|| f.get("PolicyDocument"))
+                .map(String::as_str)
+                .unwrap_or_default();
+            (policy_size(document) > quotas.trust_policy_chars).then(|| {
+                format!(
+                    "Cannot exceed quota for ACLSizePerRole: {}",
+                    quotas.trust_policy_chars
+                )
+            })
+        }
+        "PutRolePolicy" | "PutUserPolicy" => {
+            let (kind, name_field, limit, list, get) = if operation == "PutRolePolicy" {
+                (
+                    "role",
+                    "RoleName",
+                    quotas.role_inline_chars,
+                    "ListRolePolicies",
+                    "GetRolePolicy",
+                )
+            } else {
+                (
+                    "user",
+                    "UserName",
+                    quotas.user_inline_chars,
+                    "ListUserPolicies",
+                    "GetUserPolicy",
+                )
+            };
+            let owner = field(name_field);
+            let this = field("PolicyName");
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let listed = ask(&format!(
+                "Action={list}&Version=2010-05-08&{name_field}={}",
+                enc(owner)
+            ));
+            let others: usize = members(&listed)
+                .iter()
+                .filter(|n| n.as_str() != this)
+                .map(|n| {
+                    let got = ask(&format!(
+                        "Action={get}&Version=2010-05-08&{name_field}={}&PolicyName={}",
+                        enc(owner),
+                        enc(n)
+                    ));
+                    let document =
+                        between(&got, "<PolicyDocument>", "</PolicyDocument>").unwrap_or_default();
+                    let document = unescape(document);
+                    let decoded =
+                        percent_encoding::percent_decode_str(&document).decode_utf8_lossy();
+                    policy_size(&decoded)
+                })
+                .sum();
+            (others + policy_size(field("PolicyDocument")) > limit).then(|| {
+                format!("Maximum policy size of {limit} bytes exceeded for {kind} {owner}")
+            })
+        }
+        "AttachRolePolicy" | "AttachUserPolicy" => {
+            let (quota, name_field, limit, list) = if operation == "AttachRolePolicy" {
+                (
+                    "PoliciesPerRole",
+                    "RoleName",
+                    quotas.managed_per_role,
+                    "ListAttachedRolePolicies",
+                )
+            } else {
+                (
+                    "PoliciesPerUser",
+                    "UserName",
+                    quotas.managed_per_user,
+                    "ListAttachedUserPolicies",
+                )
+            };
+            let enc = |s: &str| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let listed = ask(&format!(
+                "Action={list}&Version=2010-05-08&{name_field}={}&MaxItems=1000",
+                enc(field(name_field))
+            ));
+            let attached: Vec<&str> = listed
+                .split("<PolicyArn>")
+                .skip(1)
+                .filter_map(|s| s.split("</PolicyArn>").next())
+                .collect();
+            let already = attached.contains(&field("PolicyArn"));
+            (!already && attached.len() >= limit)
+                .then(|| format!("Cannot exceed quota for {quota}: {limit}"))
+        }
+        _ => None,
+    }
+}
+
+/// The `<member>` values of an IAM list answer.
+fn members(xml: &str) -> Vec<String> {
+    xml.split("<member>")
+        .skip(1)
+        .filter_map(|s| s.split("</member>").next())
+        .map(unescape)
+        .collect()
+}
+
+fn between<'a>(text: &'a str, from: &str, to: &str) -> Option<&'a str> {
+    let start = text.find(from)? + from.len();
+    let end = text[start..].find(to)? + start;
+    Some(&text[start..end])
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// IAM's answer to a refused call.
+pub fn limit_exceeded(message: &str) -> Vec<u8> {
+    let body = format!(
+        "<ErrorResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><Error><Type>Sender</Type><Code>LimitExceeded</Code><Message>{message}</Message></Error><RequestId>quota-proxy</RequestId></ErrorResponse>"
+    );
+    format!(
+        "HTTP/1.1 409 Conflict\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(fields: &[(&str, &str)]) -> Vec<u8> {
+        fields
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{k}={}",
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_managed_policy_over_6144_characters_is_refused_white_space_not_counted() {
+        let q = Quotas::default();
+        let mut none = |_: &str| String::new();
+        let fits = format!("{{\"a\":\"{}\"}}", "x".repeat(6144 - 8));
+        assert_eq!(policy_size(&fits), 6144);
+        let spaced = fits.replace(':', " :\n ");
+        assert!(
+            refusal(
+                &q,
+                "CreatePolicy",
+                &body(&[("PolicyDocument", &spaced)]),
+                &mut none
+            )
+            .is_none()
+        );
+        let over = format!("{{\"a\":\"{}\"}}", "x".repeat(6144 - 7));
+        assert_eq!(
+            refusal(
+                &q,
+                "CreatePolicy",
+                &body(&[("PolicyDocument", &over)]),
+                &mut none
+            )
+            .as_deref(),
+            Some("Cannot exceed quota for PolicySize: 6144")
+        );
+    }
+
+    #[test]
+    fn inline_policies_count_together_and_attachments_stop_at_ten() {
+        let q = Quotas::default();
+        let existing = "x".repeat(9000);
+        let mut ask = |query: &str| {
+            if query.starts_with("Action=ListRolePolicies") {
+                "<PolicyNames><member>old</member><member>same</member></PolicyNames>".to_owned()
+            } else if query.contains("PolicyName=old") {
+                format!("<PolicyDocument>{existing}</PolicyDocument>")
+            } else if query.contains("PolicyName=same") {
+                format!("<PolicyDocument>{}</PolicyDocument>", "y".repeat(5000))
+            } else if query.starts_with("Action=ListAttachedRolePolicies") {
+                "<PolicyArn>arn:p".to_owned()
+                    + &(0..10)
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join("</PolicyArn><PolicyArn>arn:p")
+                    + "</PolicyArn>"
+            } else {
+                String::new()
+            }
+        };
+        // 9,000 in another policy plus 1,241 here: over 10,240. The policy replaced by
+        // the same name does not count.
+        let put = |n: usize| {
+            body(&[
+                ("RoleName", "r"),
+                ("PolicyName", "same"),
+                ("PolicyDocument", &"z".repeat(n)),
+            ])
+        };
+        assert!(refusal(&q, "PutRolePolicy", &put(1240), &mut ask).is_none());
+        assert_eq!(
+            refusal(&q, "PutRolePolicy", &put(1241), &mut ask).as_deref(),
+            Some("Maximum policy size of 10240 bytes exceeded for role r")
+        );
+        let attach = |arn: &str| body(&[("RoleName", "r"), ("PolicyArn", arn)]);
+        assert_eq!(
+            refusal(&q, "AttachRolePolicy", &attach("arn:new"), &mut ask).as_deref(),
+            Some("Cannot exceed quota for PoliciesPerRole: 10")
+        );
+        assert!(
+            refusal(&q, "AttachRolePolicy", &attach("arn:p3"), &mut ask).is_none(),
+            "already attached"
+        );
+        let raised = Quotas {
+            managed_per_role: 20,
+            ..q
+        };
+        assert!(refusal(&raised, "AttachRolePolicy", &attach("arn:new"), &mut ask).is_none());
+    }
+}
