@@ -146,12 +146,14 @@ pub enum Command {
     /// plus secrets, alarms, metrics, logs and image storage, at public list prices.
     /// How long each job runs is an assumption: set it from `deployer status`.
     Cost(CostArgs),
-    /// Print the least-privilege IAM policy the deploying identity needs
+    /// Write the least-privilege IAM policies the deploying identity needs
     ///
     /// Offline, from the environment file: every action push-image, diff, up, destroy,
     /// rollback, run-task, tasks, verify, logs and status call, each on the stack's own
-    /// resources by name (the account from the file or --account). Attach it to the user or role
-    /// that deploys: `deployer policy --env prod > policy.json`.
+    /// resources by name (the account from the file or --account). IAM holds at most 6,144
+    /// characters in a managed policy, so they come as a few, each within it: `deployer
+    /// policy --env prod --out-dir policy` writes them and prints the commands that create
+    /// them and attach them to the user or role that deploys.
     Policy(PolicyArgs),
     /// Print a shell completion script
     ///
@@ -179,7 +181,8 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "NAME", default_value = "deployer")]
     pub user: String,
 
-    /// Output format (the policies are JSON either way; text adds notes on stderr)
+    /// Output format (without --out-dir the policies are JSON either way; text adds
+    /// notes on stderr)
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }
