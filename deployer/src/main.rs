@@ -12,6 +12,7 @@ mod deployed;
 mod engine;
 mod error;
 mod image;
+mod lock;
 mod output;
 mod resolve;
 mod resources;

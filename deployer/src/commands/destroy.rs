@@ -13,6 +13,18 @@ pub async fn run(cli: &Cli, args: &DestroyArgs) -> Result<()> {
     let aws = super::connect(cli, &env).await;
     let (ctx, _warnings) = crate::resolve::context(&aws, &env, None, false, None).await?;
     let stack = infra::synthesize(&env, &ctx);
+    // Deleting the table lets go of the lease with it.
+    let held = crate::lock::acquire(&aws, &stack, "destroy", false).await?;
+    crate::lock::holding(held, Box::pin(apply(cli, args, env, aws, stack))).await
+}
+
+async fn apply(
+    cli: &Cli,
+    args: &DestroyArgs,
+    env: infra::Environment,
+    aws: crate::aws::Aws,
+    stack: infra::stack::Stack,
+) -> Result<()> {
     let plan = engine::destroy_plan(&engine::plan(&aws, &env, &stack, false).await?);
     let text = args.output == Format::Text;
     if text {

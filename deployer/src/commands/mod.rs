@@ -95,6 +95,17 @@ pub async fn prepare(
     cli: &Cli,
     args: &crate::cli::PlanArgs,
 ) -> Result<(Environment, Aws, Stack, Plan)> {
+    let (env, aws, stack, plan, _) = Box::pin(prepare_holding(cli, args, None)).await?;
+    Ok((env, aws, stack, plan))
+}
+
+/// [`prepare`], holding the environment's deploy lease for `command` (from before the
+/// plan reads the account) when one is named.
+pub async fn prepare_holding(
+    cli: &Cli,
+    args: &crate::cli::PlanArgs,
+    command: Option<&str>,
+) -> Result<(Environment, Aws, Stack, Plan, Option<crate::lock::Held>)> {
     let env = load_environment(cli, &args.env)?;
     let aws = connect(cli, &env).await;
     let registry = match &env.file.registry {
@@ -107,15 +118,27 @@ pub async fn prepare(
         eprintln!("warning: {w}");
     }
     let stack = synthesize(&env, &ctx);
+    let held = match command {
+        Some(c) => crate::lock::acquire(&aws, &stack, c, true).await?,
+        None => None,
+    };
     // The image must still be there; checked while the plan reads the account.
-    let held = async {
+    let image_held = async {
         match crate::deployed::own_digest(&env, &stack, &ctx.registry_host) {
             Some(digest) => crate::deployed::ensure_held(cli, &aws, &env, &digest).await,
             None => Ok(()),
         }
     };
-    let ((), plan) = tokio::try_join!(held, engine::plan(&aws, &env, &stack, args.adopt))?;
-    Ok((env, aws, stack, plan))
+    let planned = tokio::try_join!(image_held, engine::plan(&aws, &env, &stack, args.adopt));
+    match planned {
+        Ok(((), plan)) => Ok((env, aws, stack, plan, held)),
+        Err(e) => {
+            if let Some(h) = held {
+                h.release().await;
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The zone times are printed in: `--tz`, else the environment's billing time zone

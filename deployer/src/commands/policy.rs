@@ -365,6 +365,10 @@ pub fn document(env: &Environment, account: &str) -> Value {
             "JobStateTable",
             &[
                 "dynamodb:CreateTable",
+                // The deploy lease (`lock/deployer`): one up or destroy at a time.
+                "dynamodb:DeleteItem",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
                 "dynamodb:DeleteTable",
                 "dynamodb:DescribeTable",
                 "dynamodb:ListTagsOfResource",

@@ -9,7 +9,19 @@ use crate::output;
 use crate::resources::Options;
 
 pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
-    let (env, aws, stack, plan) = Box::pin(super::prepare(cli, &args.plan)).await?;
+    let (env, aws, stack, plan, held) =
+        Box::pin(super::prepare_holding(cli, &args.plan, Some("up"))).await?;
+    crate::lock::holding(held, Box::pin(apply(cli, args, env, aws, stack, plan))).await
+}
+
+async fn apply(
+    cli: &Cli,
+    args: &UpArgs,
+    env: infra::Environment,
+    aws: crate::aws::Aws,
+    stack: infra::stack::Stack,
+    plan: engine::Plan,
+) -> Result<()> {
     let text = args.plan.output == Format::Text;
     if text {
         output::text(&output::plan_text(&plan))?;

@@ -20,7 +20,7 @@ use crate::engine::Change;
 use crate::error::{Error, Result};
 
 mod cloudwatch;
-mod dynamodb;
+pub mod dynamodb;
 mod ec2;
 mod ecr;
 mod ecs;

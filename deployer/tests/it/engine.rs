@@ -1610,3 +1610,123 @@ async fn an_ecr_deploy_keeps_its_image_from_the_lifecycle_rule_and_refuses_one_t
         "{image}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
+    let moto = Moto::start().unwrap();
+    // 20 ms a call: a fresh `up` takes seconds, so the two overlap.
+    let proxy = FaultProxy::with(
+        moto.addr(),
+        fakes::fault_proxy::Options {
+            latency: std::time::Duration::from_millis(20),
+            ..fakes::fault_proxy::Options::default()
+        },
+    )
+    .unwrap();
+    let endpoint = proxy.endpoint();
+    let start = || {
+        super::deployer_command(Some(&endpoint))
+            .args([
+                "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = tokio::join!(
+        tokio::task::spawn_blocking(move || a.wait_with_output().unwrap()),
+        tokio::task::spawn_blocking(move || b.wait_with_output().unwrap()),
+    );
+    let outs = [a.unwrap(), b.unwrap()];
+    for o in &outs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    // One made the stack; the other waited for it, saying who held it, then found
+    // nothing to do.
+    let waited: Vec<&Output> = outs
+        .iter()
+        .filter(|o| stderr(o).contains("waiting: local is held by `up` by "))
+        .collect();
+    assert_eq!(
+        waited.len(),
+        1,
+        "{}\n---\n{}",
+        stderr(&outs[0]),
+        stderr(&outs[1])
+    );
+    let created: Vec<u64> = outs
+        .iter()
+        .map(|o| {
+            serde_json::from_slice::<Value>(&o.stdout).unwrap()["summary"]["created"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        created.contains(&0) && created.iter().any(|c| *c > 10),
+        "{created:?}"
+    );
+    let config = moto_config(&moto.endpoint()).await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let revisions = ecs
+        .list_task_definitions()
+        .family_prefix(FAMILY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        revisions.task_definition_arns().len(),
+        1,
+        "one revision, not one each"
+    );
+    // Let go of at the end.
+    let db = aws_sdk_dynamodb::Client::new(&config);
+    let table = "qbo-invoice-processor-job-state";
+    let key = aws_sdk_dynamodb::types::AttributeValue::S("lock/deployer".into());
+    let lease = db
+        .get_item()
+        .table_name(table)
+        .key("pk", key.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(lease.item().is_none(), "{lease:?}");
+
+    // A holder that crashed three seconds before its lease ran out: the next `up`
+    // names it, waits the lease out, and goes on.
+    let until = jiff::Timestamp::now().as_second() + 3;
+    db.put_item()
+        .table_name(table)
+        .item("pk", key)
+        .item(
+            "holder",
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                "`up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7)".into(),
+            ),
+        )
+        .item(
+            "since",
+            aws_sdk_dynamodb::types::AttributeValue::S("2026-12-03T09:00:00Z".into()),
+        )
+        .item(
+            "until",
+            aws_sdk_dynamodb::types::AttributeValue::N(until.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let out = deployer(
+        &moto.endpoint(),
+        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("held by `up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7) since 2026-12-03T09:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(asked.elapsed() >= std::time::Duration::from_secs(2));
+}
