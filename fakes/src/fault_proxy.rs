@@ -425,6 +425,31 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         out.write_all(&crate::quotas::limit_exceeded(&refused))?;
         return out.flush();
     }
+    if service == "logs"
+        && let Some(refused) =
+            crate::quotas::logs_refusal(&state.quotas, &op, &body, &mut |target, query| {
+                let head: Vec<String> = head
+                    .iter()
+                    .map(|l| {
+                        if l.to_ascii_lowercase().starts_with("x-amz-target:") {
+                            format!("X-Amz-Target: {target}\r\n")
+                        } else {
+                            l.clone()
+                        }
+                    })
+                    .collect();
+                exchange(state.upstream, &head, query.as_bytes())
+                    .ok()
+                    .and_then(|r| {
+                        let text = String::from_utf8_lossy(&r).into_owned();
+                        text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+                    })
+                    .unwrap_or_default()
+            })
+    {
+        out.write_all(&crate::quotas::logs_limit_exceeded(&refused))?;
+        return out.flush();
+    }
     if operation.as_deref() == Some("DeleteSecurityGroup")
         && let Some(refusal) = group_in_use(state, &head, &body)?
     {

@@ -12,6 +12,10 @@
 //! - at most 10 managed policies attached to a role or a user by default (adjustable;
 //!   AttachRolePolicy, AttachUserPolicy): "Cannot exceed quota for PoliciesPerRole: 10".
 //!
+//! And CloudWatch Logs': at most 10 resource policies per Region and account, not
+//! adjustable ("CloudWatch Logs quotas"): PutResourcePolicy of an 11th name is refused
+//! with `LimitExceededException` ("Resource limit exceeded."; wording unverified).
+//!
 //! The adjustable ones are [`Quotas`] fields, as a Service Quotas increase would set
 //! them. The messages are those IAM answers as commonly reported; each is a
 //! `LimitExceeded` error with HTTP status 409.
@@ -27,6 +31,7 @@ pub struct Quotas {
     pub user_inline_chars: usize,
     pub managed_per_role: usize,
     pub managed_per_user: usize,
+    pub log_resource_policies: usize,
 }
 
 impl Default for Quotas {
@@ -38,6 +43,7 @@ impl Default for Quotas {
             user_inline_chars: 2048,
             managed_per_role: 10,
             managed_per_user: 10,
+            log_resource_policies: 10,
         }
     }
 }
@@ -180,6 +186,43 @@ pub fn refusal(
         }
         _ => None,
     }
+}
+
+/// What CloudWatch Logs would refuse in this JSON-protocol call, given `ask` to call
+/// another of its operations (`(target, body)` answered as JSON).
+pub fn logs_refusal(
+    quotas: &Quotas,
+    operation: &str,
+    body: &[u8],
+    ask: &mut dyn FnMut(&str, &str) -> String,
+) -> Option<String> {
+    if operation != "PutResourcePolicy" {
+        return None;
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let name = request["policyName"].as_str().unwrap_or_default();
+    let listed: serde_json::Value =
+        serde_json::from_str(&ask("Logs_20140328.DescribeResourcePolicies", "{}"))
+            .unwrap_or_default();
+    let names: Vec<&str> = listed["resourcePolicies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["policyName"].as_str())
+        .collect();
+    (!names.contains(&name) && names.len() >= quotas.log_resource_policies)
+        .then(|| "Resource limit exceeded.".to_owned())
+}
+
+/// CloudWatch Logs' answer to a refused call.
+pub fn logs_limit_exceeded(message: &str) -> Vec<u8> {
+    let body =
+        serde_json::json!({"__type": "LimitExceededException", "message": message}).to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// The `<member>` values of an IAM list answer.

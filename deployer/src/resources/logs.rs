@@ -326,13 +326,41 @@ async fn read_policy(aws: &Aws, name: &str) -> Result<Option<Live>> {
 
 /// PutResourcePolicy creates or replaces the policy of that name.
 async fn put_policy(aws: &Aws, r: &Resource, d: &LogResourcePolicy) -> Result<Outputs> {
-    aws.logs
+    let put = aws
+        .logs
         .put_resource_policy()
         .policy_name(&r.name)
         .policy_document(d.document.to_string())
         .send()
-        .await
-        .map_err(aws_error("put", r.id()))?;
+        .await;
+    match put {
+        Ok(_) => {}
+        // CloudWatch Logs holds 10 resource policies per Region, a quota that cannot be
+        // raised ("CloudWatch Logs quotas"): say which ones take the places.
+        Err(e) if code(&e) == Some("LimitExceededException") => {
+            let names = aws
+                .logs
+                .describe_resource_policies()
+                .send()
+                .await
+                .map(|o| {
+                    o.resource_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_name().map(str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            return Err(Error::Refused(
+                format!(
+                    "CloudWatch Logs holds at most 10 resource policies per Region, and this account's are taken ({names}), so {} cannot be added",
+                    r.id()
+                ),
+                "delete one no longer needed (`aws logs delete-resource-policy --policy-name NAME`), then run `deployer up` again; the quota cannot be raised".into(),
+            ));
+        }
+        Err(e) => return Err(aws_error("put", r.id())(e)),
+    }
     Ok(Outputs {
         id: Some(r.name.clone()),
         arn: None,

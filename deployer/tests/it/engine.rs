@@ -1730,3 +1730,44 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
     );
     assert!(asked.elapsed() >= std::time::Duration::from_secs(2));
 }
+
+/// CloudWatch Logs holds 10 resource policies per Region (the proxy holds that quota;
+/// moto does not): with all ten taken by others, `up` names them and the fix.
+#[tokio::test]
+async fn a_region_whose_ten_log_resource_policies_are_taken_is_named_with_the_fix() {
+    let moto = Moto::start().unwrap();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto_config(&moto.endpoint()).await);
+    for i in 0..10 {
+        logs.put_resource_policy()
+            .policy_name(format!("other-{i}"))
+            .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"route53.amazonaws.com"},"Action":"logs:PutLogEvents","Resource":"*"}]}"#)
+            .send()
+            .await
+            .unwrap();
+    }
+    let proxy = FaultProxy::with(moto.addr(), fakes::fault_proxy::Options::default()).unwrap();
+    let out = deployer(
+        &proxy.endpoint(),
+        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("at most 10 resource policies per Region")
+            && err.contains("other-0")
+            && err.contains("other-9")
+            && err.contains("aws logs delete-resource-policy"),
+        "{err}"
+    );
+    // With one freed, the same `up` finishes.
+    logs.delete_resource_policy()
+        .policy_name("other-3")
+        .send()
+        .await
+        .unwrap();
+    let out = deployer(
+        &proxy.endpoint(),
+        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
