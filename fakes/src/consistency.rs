@@ -5,6 +5,10 @@
 //! - "Changes that I make are not always immediately visible" (IAM user guide,
 //!   troubleshooting): a new role may answer `NoSuchEntity` for a while.
 //! - ECS API reference (RunTask): "Amazon ECS API follows an eventual consistency model".
+//! - CloudWatch Logs documents no consistency model; first deployments report "The
+//!   specified log group does not exist" on the call after CreateLogGroup (unverified as
+//!   a delay): here a group just made is not found by the calls naming it
+//!   (`logGroupName`) for the window.
 //! - EventBridge Scheduler: a deleted schedule group is `DELETING` for a while; creating
 //!   one of the same name meanwhile is refused (`ConflictException`; message unverified).
 //!
@@ -147,6 +151,13 @@ impl Consistency {
                     self.created.insert(("ec2".into(), id.to_owned()), now);
                 }
             }
+            ("logs", "CreateLogGroup") => {
+                let request: serde_json::Value =
+                    serde_json::from_slice(call.body).unwrap_or_default();
+                if let Some(group) = request["logGroupName"].as_str() {
+                    self.created.insert(("logs".into(), group.to_owned()), now);
+                }
+            }
             ("scheduler", "DeleteScheduleGroup") => {
                 if let Some(name) = resource_name(call.path) {
                     self.deleted_groups.insert(name.to_owned(), now);
@@ -188,6 +199,23 @@ impl Consistency {
                         "<Response><Errors><Error><Code>InvalidGroup.NotFound</Code><Message>The security group '{id}' does not exist</Message></Error></Errors><RequestID>consistency</RequestID></Response>"
                     ),
                 ))
+            }
+            "logs" if call.operation != "CreateLogGroup" => {
+                let request: serde_json::Value =
+                    serde_json::from_slice(call.body).unwrap_or_default();
+                let group = request["logGroupName"].as_str()?;
+                fresh("logs", group).then(|| {
+                    let body = serde_json::json!({
+                        "__type": "ResourceNotFoundException",
+                        "message": "The specified log group does not exist.",
+                    })
+                    .to_string();
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes()
+                })
             }
             _ => None,
         }
@@ -265,6 +293,24 @@ mod tests {
             Some(&b"HTTP/1.1 200 OK\r\n\r\nold"[..])
         );
         assert_eq!(c.before(&get, t0 + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn a_new_log_group_is_not_found_by_the_calls_naming_it_for_the_window() {
+        let mut c = Consistency::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        let create = call("logs", "CreateLogGroup", br#"{"logGroupName":"/ecs/x"}"#);
+        c.after(&create, b"HTTP/1.1 200 OK\r\n\r\n{}", t0);
+        let filter = call(
+            "logs",
+            "PutMetricFilter",
+            br#"{"logGroupName":"/ecs/x","filterName":"f"}"#,
+        );
+        let refused = c.before(&filter, t0 + Duration::from_secs(1)).unwrap();
+        assert!(String::from_utf8_lossy(&refused).contains("ResourceNotFoundException"));
+        let other = call("logs", "PutMetricFilter", br#"{"logGroupName":"/ecs/y"}"#);
+        assert_eq!(c.before(&other, t0 + Duration::from_secs(1)), None);
+        assert_eq!(c.before(&filter, t0 + Duration::from_secs(2)), None);
     }
 
     #[test]

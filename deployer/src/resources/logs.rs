@@ -68,14 +68,23 @@ async fn create_group(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<Outputs> 
     })
 }
 
+/// What a log group just made may answer for a while to the next call naming it:
+/// CloudWatch Logs documents no consistency model, and first deployments report
+/// "The specified log group does not exist" on the call after CreateLogGroup (unverified
+/// as a consistency delay); retried as a new role or group is (`wait::until_visible`).
+const GROUP_NOT_YET: &[&str] = &["ResourceNotFoundException"];
+
 async fn put_retention(aws: &Aws, r: &Resource, d: &LogGroup) -> Result<()> {
-    aws.logs
-        .put_retention_policy()
-        .log_group_name(&r.name)
-        .retention_in_days(i32::try_from(d.retention_days).unwrap_or(i32::MAX))
-        .send()
-        .await
-        .map_err(aws_error("set retention of", r.id()))?;
+    crate::wait::until_visible(GROUP_NOT_YET, || async {
+        aws.logs
+            .put_retention_policy()
+            .log_group_name(&r.name)
+            .retention_in_days(i32::try_from(d.retention_days).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(aws_error("set retention of", r.id()))
+    })
+    .await?;
     Ok(())
 }
 
@@ -166,15 +175,18 @@ async fn put_filter(aws: &Aws, name: &str, d: &MetricFilter) -> Result<Outputs> 
         .metric_value(&d.metric_value)
         .build()
         .map_err(|e| Error::Internal(e.to_string()))?;
-    aws.logs
-        .put_metric_filter()
-        .log_group_name(&d.log_group)
-        .filter_name(name)
-        .filter_pattern(&d.filter_pattern)
-        .metric_transformations(transformation)
-        .send()
-        .await
-        .map_err(aws_error("create metric filter", name))?;
+    crate::wait::until_visible(GROUP_NOT_YET, || async {
+        aws.logs
+            .put_metric_filter()
+            .log_group_name(&d.log_group)
+            .filter_name(name)
+            .filter_pattern(&d.filter_pattern)
+            .metric_transformations(transformation.clone())
+            .send()
+            .await
+            .map_err(aws_error("create metric filter", name))
+    })
+    .await?;
     Ok(Outputs {
         id: Some(name.to_owned()),
         arn: None,
