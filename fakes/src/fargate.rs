@@ -542,7 +542,8 @@ impl Fargate {
                     (_, Some(fixed)) => fixed.to_owned(),
                     _ => event.to_string(),
                 };
-                let outcome = self.invoke(&arn, &input).await.map(|()| input);
+                let rule_arn = rule["Arn"].as_str().unwrap_or_default();
+                let outcome = self.invoke(&arn, rule_arn, &input).await.map(|()| input);
                 self.delivered
                     .lock()
                     .expect("fargate lock")
@@ -553,7 +554,7 @@ impl Fargate {
     }
 
     /// One target: a CloudWatch Logs group or an SNS topic.
-    async fn invoke(&self, arn: &str, input: &str) -> Result<(), String> {
+    async fn invoke(&self, arn: &str, rule: &str, input: &str) -> Result<(), String> {
         let (moto, region) = (&self.moto, &self.region);
         if let Some(group) = arn.split(":log-group:").nth(1) {
             let group = group.trim_end_matches(":*");
@@ -572,7 +573,7 @@ impl Fargate {
                 .into_iter()
                 .flatten()
                 .filter_map(|p| serde_json::from_str::<Value>(p["policyDocument"].as_str()?).ok())
-                .any(|doc| allows_events(&doc, arn));
+                .any(|doc| allows_events(&doc, arn, rule));
             if !allowed {
                 return Err(format!(
                     "no resource policy of CloudWatch Logs lets events.amazonaws.com write to {group}"
@@ -1475,37 +1476,20 @@ fn state_change(task: &Value, region: &str) -> Value {
 
 /// Whether a resource policy lets EventBridge (`events.amazonaws.com`) put log events
 /// into the log group `arn` (an ARN with `*` wildcards in its Resource matches).
-fn allows_events(doc: &Value, arn: &str) -> bool {
-    let list = |v: &Value| -> Vec<String> {
-        match v {
-            Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let wild = |pattern: &str, text: &str| crate::wildcard(pattern, text, '*');
-    let group = arn.trim_end_matches(":*");
-    doc["Statement"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| vec![doc["Statement"].clone()])
+fn allows_events(doc: &Value, arn: &str, rule: &str) -> bool {
+    use crate::iam_policy::{Decision, Principal, Request, evaluate};
+    let stream = format!("{}:log-stream:events", arn.trim_end_matches(":*"));
+    let account = rule.split(':').nth(4).unwrap_or_default();
+    ["logs:CreateLogStream", "logs:PutLogEvents"]
         .iter()
-        .any(|st| {
-            st["Effect"] == "Allow"
-                && list(&st["Principal"]["Service"])
-                    .iter()
-                    .any(|p| p == "events.amazonaws.com")
-                && list(&st["Action"])
-                    .iter()
-                    .any(|a| a == "logs:PutLogEvents" || a == "logs:*" || a == "*")
-                && list(&st["Resource"]).iter().any(|r| {
-                    wild(r, group)
-                        || wild(r, &format!("{group}:*"))
-                        || wild(r, &format!("{group}:log-stream:events"))
-                })
+        .all(|action| {
+            let request = Request {
+                principal: Some(Principal::Service("events.amazonaws.com".into())),
+                ..Request::new(action, &stream)
+            }
+            .with("aws:SourceArn", rule)
+            .with("aws:SourceAccount", account);
+            evaluate([doc], &request) == Decision::Allow
         })
 }
 
@@ -1598,26 +1582,30 @@ mod tests {
                 "Principal": {"Service": principal}, "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                 "Resource": resource}]})
         };
+        let rule = "arn:aws:events:us-east-1:1:rule/app-task-events";
         assert!(allows_events(
             &doc(
                 "events.amazonaws.com",
                 "arn:aws:logs:us-east-1:1:log-group:/aws/events/*"
             ),
-            group
+            group,
+            rule
         ));
         assert!(!allows_events(
             &doc(
                 "delivery.logs.amazonaws.com",
                 "arn:aws:logs:us-east-1:1:log-group:/aws/events/*"
             ),
-            group
+            group,
+            rule
         ));
         assert!(!allows_events(
             &doc(
                 "events.amazonaws.com",
                 "arn:aws:logs:us-east-1:1:log-group:/other:*"
             ),
-            group
+            group,
+            rule
         ));
     }
 }
