@@ -4,14 +4,13 @@
 //! its end. Another command waits for it, saying who holds it and since when; a holder
 //! that crashed stops renewing, so its lease lapses within [`LEASE`].
 //!
-//! The table is the stack's own. On a first `up` it does not exist yet: `up` makes it
-//! first (as its plan would, with the same settings and tags), so two first `up`s meet
-//! on it too; a `destroy` with no table has nothing to hold.
+//! The table is the stack's own: before the first `up` has made it there is nothing to
+//! hold (two first `up`s at once are not kept apart), nor after a `destroy`.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use infra::resources::{Kind, Resource, Spec};
+use infra::resources::{Kind, Spec};
 use infra::stack::Stack;
 use jiff::Timestamp;
 
@@ -39,13 +38,8 @@ pub struct Held {
 }
 
 /// Takes the environment's lease for `command`, waiting for another holder's to end.
-/// `None` when there is nothing to hold (no table, and `create` is false).
-pub async fn acquire(
-    aws: &Aws,
-    stack: &Stack,
-    command: &str,
-    create: bool,
-) -> Result<Option<Held>> {
+/// `None` when there is nothing to hold (no table yet).
+pub async fn acquire(aws: &Aws, stack: &Stack, command: &str) -> Result<Option<Held>> {
     let Some(table) = stack.of_kind(Kind::DynamodbTable).next() else {
         return Ok(None);
     };
@@ -82,7 +76,6 @@ pub async fn acquire(
                     renewing,
                 }));
             }
-            Err(Taken::NoTable) if create => make_table(aws, table).await?,
             Err(Taken::NoTable) => return Ok(None),
             Err(Taken::Other(e)) => return Err(e),
             Err(Taken::By(other, since, until)) => {
@@ -216,36 +209,4 @@ async fn renew(aws: Aws, table: String, key_name: String, holder: String) {
             return;
         }
     }
-}
-
-/// Makes the stack's table as `up`'s plan would (a concurrent first `up` may make it
-/// first) and waits until it takes writes.
-async fn make_table(aws: &Aws, table: &Resource) -> Result<()> {
-    let Spec::DynamodbTable(spec) = &table.properties else {
-        return Ok(());
-    };
-    match crate::resources::dynamodb::create(aws, table, spec).await {
-        Ok(_) => {}
-        Err(Error::Aws { code: Some(c), .. }) if c == "ResourceInUseException" => {}
-        Err(e) => return Err(e),
-    }
-    for _ in 0..600 {
-        let d = aws
-            .dynamodb
-            .describe_table()
-            .table_name(&table.name)
-            .send()
-            .await;
-        if let Ok(d) = d
-            && d.table().and_then(|t| t.table_status())
-                == Some(&aws_sdk_dynamodb::types::TableStatus::Active)
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(Error::Internal(format!(
-        "table {} did not become active in five minutes",
-        table.name
-    )))
 }

@@ -14,7 +14,7 @@ pub async fn run(cli: &Cli, args: &DestroyArgs) -> Result<()> {
     let (ctx, _warnings) = crate::resolve::context(&aws, &env, None, false, None).await?;
     let stack = infra::synthesize(&env, &ctx);
     // Deleting the table lets go of the lease with it.
-    let held = crate::lock::acquire(&aws, &stack, "destroy", false).await?;
+    let held = crate::lock::acquire(&aws, &stack, "destroy").await?;
     crate::lock::holding(held, Box::pin(apply(cli, args, env, aws, stack))).await
 }
 

@@ -75,13 +75,24 @@ pub fn stream_name(container: &str, task: &str) -> String {
     format!("ecs/{container}/{id}")
 }
 
-/// Reads a log group (or one stream of it) forward from a start time, each event once.
+/// How far behind the newest line a read starts again: a line can reach CloudWatch
+/// Logs after a newer one from another stream (each task's awslogs driver sends its own
+/// batches, and CloudWatch Logs takes events up to 14 days old: PutLogEvents API
+/// reference), so a read from the newest time alone would skip it.
+const LATE: i64 = 5 * 60 * 1000;
+
+/// Reads a log group (or one stream of it) forward from a start time, each event once,
+/// including one that arrives late with an older time (up to [`LATE`] behind the newest).
 pub struct Tail {
     group: String,
     /// One stream by its exact name (moto ignores `logStreamNamePrefix`; AWS takes both).
     stream: Option<String>,
-    from: i64,
-    seen: BTreeSet<String>,
+    /// Never read before this.
+    start: i64,
+    /// The newest event's time so far.
+    newest: i64,
+    /// The events returned, by time, back to `newest - LATE`.
+    seen: BTreeSet<(i64, String)>,
 }
 
 impl Tail {
@@ -89,7 +100,8 @@ impl Tail {
         Self {
             group: group.to_owned(),
             stream,
-            from: from_ms,
+            start: from_ms,
+            newest: from_ms,
             seen: BTreeSet::new(),
         }
     }
@@ -97,11 +109,12 @@ impl Tail {
     /// The events not returned before, oldest first, as `(milliseconds, stream,
     /// message)`.
     pub async fn next_batch(&mut self, aws: &Aws) -> Result<Vec<(i64, String, String)>> {
+        let from = self.start.max(self.newest - LATE);
         let mut pages = aws
             .logs
             .filter_log_events()
             .log_group_name(&self.group)
-            .start_time(self.from)
+            .start_time(from)
             .set_log_stream_names(self.stream.clone().map(|s| vec![s]))
             .into_paginator()
             .send();
@@ -124,7 +137,7 @@ impl Tail {
                     },
                     str::to_owned,
                 );
-                if self.seen.insert(id) {
+                if self.seen.insert((e.timestamp().unwrap_or(0), id)) {
                     events.push((
                         e.timestamp().unwrap_or(0),
                         e.log_stream_name().unwrap_or_default().to_owned(),
@@ -135,9 +148,12 @@ impl Tail {
         }
         events.sort_by_key(|(ts, _, _)| *ts);
         if let Some((last, _, _)) = events.last() {
-            // Events can share a millisecond: start there again; `seen` drops repeats.
-            self.from = self.from.max(*last);
+            self.newest = self.newest.max(*last);
         }
+        // What the next read cannot return again need not be remembered.
+        self.seen = self
+            .seen
+            .split_off(&(self.start.max(self.newest - LATE), String::new()));
         Ok(events)
     }
 }

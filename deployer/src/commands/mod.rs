@@ -99,8 +99,10 @@ pub async fn prepare(
     Ok((env, aws, stack, plan))
 }
 
-/// [`prepare`], holding the environment's deploy lease for `command` (from before the
-/// plan reads the account) when one is named.
+/// [`prepare`], and for `command` (when named) the environment's deploy lease: a plan
+/// with changes is made again once the lease is held, so what it applies was read
+/// while no other command could change it. A plan with none takes no lease (and so
+/// writes nothing); nor does a first `up`, before the table that holds it exists.
 pub async fn prepare_holding(
     cli: &Cli,
     args: &crate::cli::PlanArgs,
@@ -118,10 +120,6 @@ pub async fn prepare_holding(
         eprintln!("warning: {w}");
     }
     let stack = synthesize(&env, &ctx);
-    let held = match command {
-        Some(c) => crate::lock::acquire(&aws, &stack, c, true).await?,
-        None => None,
-    };
     // The image must still be there; checked while the plan reads the account.
     let image_held = async {
         match crate::deployed::own_digest(&env, &stack, &ctx.registry_host) {
@@ -129,13 +127,17 @@ pub async fn prepare_holding(
             None => Ok(()),
         }
     };
-    let planned = tokio::try_join!(image_held, engine::plan(&aws, &env, &stack, args.adopt));
-    match planned {
-        Ok(((), plan)) => Ok((env, aws, stack, plan, held)),
+    let ((), plan) = tokio::try_join!(image_held, engine::plan(&aws, &env, &stack, args.adopt))?;
+    let Some(command) = command.filter(|_| plan.has_changes()) else {
+        return Ok((env, aws, stack, plan, None));
+    };
+    let Some(held) = crate::lock::acquire(&aws, &stack, command).await? else {
+        return Ok((env, aws, stack, plan, None));
+    };
+    match engine::plan(&aws, &env, &stack, args.adopt).await {
+        Ok(plan) => Ok((env, aws, stack, plan, Some(held))),
         Err(e) => {
-            if let Some(h) = held {
-                h.release().await;
-            }
+            held.release().await;
             Err(e)
         }
     }

@@ -20,7 +20,7 @@ use crate::engine::Change;
 use crate::error::{Error, Result};
 
 mod cloudwatch;
-pub mod dynamodb;
+mod dynamodb;
 mod ec2;
 mod ecr;
 mod ecs;

@@ -1614,7 +1614,18 @@ async fn an_ecr_deploy_keeps_its_image_from_the_lifecycle_rule_and_refuses_one_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
     let moto = Moto::start().unwrap();
-    // 20 ms a call: a fresh `up` takes seconds, so the two overlap.
+    // The stack as it is, then two people deploying the same new image at once.
+    let first = up(&moto.endpoint());
+    assert_eq!(
+        first["calls"]["writes"].as_u64().map(|w| w > 10),
+        Some(true)
+    );
+    let again = up(&moto.endpoint());
+    assert_eq!(
+        again["calls"]["writes"], 0,
+        "a no-change up takes no lease: {again}"
+    );
+    // 20 ms a call: each `up` takes long enough for the two to overlap.
     let proxy = FaultProxy::with(
         moto.addr(),
         fakes::fault_proxy::Options {
@@ -1624,10 +1635,11 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
     )
     .unwrap();
     let endpoint = proxy.endpoint();
+    let newer = IMAGE.replace('1', "2");
     let start = || {
         super::deployer_command(Some(&endpoint))
             .args([
-                "up", "--env", "local", "--image", IMAGE, "--yes", "--output", "json",
+                "up", "--env", "local", "--image", &newer, "--yes", "--output", "json",
             ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -1643,8 +1655,8 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
     for o in &outs {
         assert!(o.status.success(), "{}", stderr(o));
     }
-    // One made the stack; the other waited for it, saying who held it, then found
-    // nothing to do.
+    // One deployed it; the other waited for it, saying who held the lease, then planned
+    // again and found nothing left to do.
     let waited: Vec<&Output> = outs
         .iter()
         .filter(|o| stderr(o).contains("waiting: local is held by `up` by "))
@@ -1656,17 +1668,17 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
         stderr(&outs[0]),
         stderr(&outs[1])
     );
-    let created: Vec<u64> = outs
+    let replaced: Vec<u64> = outs
         .iter()
         .map(|o| {
-            serde_json::from_slice::<Value>(&o.stdout).unwrap()["summary"]["created"]
+            serde_json::from_slice::<Value>(&o.stdout).unwrap()["summary"]["replaced"]
                 .as_u64()
                 .unwrap_or(0)
         })
         .collect();
     assert!(
-        created.contains(&0) && created.iter().any(|c| *c > 10),
-        "{created:?}"
+        replaced.contains(&0) && replaced.contains(&1),
+        "{replaced:?}"
     );
     let config = moto_config(&moto.endpoint()).await;
     let ecs = aws_sdk_ecs::Client::new(&config);
@@ -1678,8 +1690,8 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
         .unwrap();
     assert_eq!(
         revisions.task_definition_arns().len(),
-        1,
-        "one revision, not one each"
+        2,
+        "the first and the new one, not one more each"
     );
     // Let go of at the end.
     let db = aws_sdk_dynamodb::Client::new(&config);
@@ -1718,9 +1730,10 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
         .await
         .unwrap();
     let asked = std::time::Instant::now();
+    let third = IMAGE.replace('1', "3");
     let out = deployer(
         &moto.endpoint(),
-        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+        &["up", "--env", "local", "--image", &third, "--yes"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

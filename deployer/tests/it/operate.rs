@@ -956,3 +956,90 @@ async fn readme_step_three_creates_and_attaches_every_policy_within_iams_quotas(
         }
     }
 }
+
+/// `logs --follow` over several streams: a line that reaches CloudWatch Logs after a
+/// newer one, with its older time (another task's batch sent late), is still shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_shows_a_line_that_arrives_late_with_an_older_time() {
+    let moto = Moto::start().unwrap();
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&moto_config(&moto.endpoint()).await);
+    let group = "/ecs/qbo-invoice-processor";
+    logs.create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    for stream in ["ecs/invoice-processor/a", "ecs/invoice-processor/b"] {
+        logs.create_log_stream()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+    }
+    let put = |stream: &'static str, at: i64, message: &'static str| {
+        let logs = logs.clone();
+        async move {
+            logs.put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .log_events(
+                    InputLogEvent::builder()
+                        .timestamp(at)
+                        .message(message)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    put(
+        "ecs/invoice-processor/a",
+        now - 1000,
+        r#"{"event":"newer"}"#,
+    )
+    .await;
+    let mut child = super::deployer_command(Some(&moto.endpoint()))
+        .args([
+            "logs", "--env", "local", "--follow", "--since", "1h", "--output", "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(200))
+                && line.contains(want)
+            {
+                return true;
+            }
+        }
+        false
+    };
+    assert!(wait_for("newer"), "the first line");
+    // Another stream's line, a minute older than the one already shown.
+    put(
+        "ecs/invoice-processor/b",
+        now - 60_000,
+        r#"{"event":"late"}"#,
+    )
+    .await;
+    let shown = wait_for("late");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(shown, "the late line was skipped");
+}
