@@ -1326,8 +1326,10 @@ async fn moving_the_tasks_to_another_vpc_replaces_the_group_and_deletes_the_old_
     let eni = interface(&aws, &default_subnet, &old).await;
     let ec2 = aws.ec2.clone();
     let released = eni.clone();
+    // Released once `up` (two plans, then the apply) has met it: with margin for a
+    // loaded machine, so the refusal names the interface.
     let release = tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(8)).await;
         ec2.delete_network_interface()
             .network_interface_id(released)
             .send()
