@@ -32,8 +32,11 @@
 //!   what they publish evaluate and notify ([`crate::cloudwatch`]).
 //!
 //! The container shares the host's network (it reaches moto and the fakes on loopback),
-//! and gets what the platform gives a task: `AWS_REGION`, and here moto's endpoint and
-//! test credentials in place of the task role's (IAM is not evaluated yet).
+//! and gets what the platform gives a task: `AWS_REGION`, and the task role's
+//! credentials from a container credentials endpoint (STS credentials of the role, once
+//! its trust policy lets `ecs-tasks.amazonaws.com` assume it). Its AWS calls go through
+//! the proxy, which authorizes them against the role's policies
+//! ([`crate::iam_auth`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -69,6 +72,13 @@ pub struct Fargate {
     delivered: Mutex<Vec<(String, Result<String, String>)>>,
     /// Metric filters and alarms, evaluated.
     watch: crate::cloudwatch::Watch,
+    /// The task roles' sessions, and their calls authorized.
+    authorizer: Arc<crate::iam_auth::Authorizer>,
+    /// Where a task's AWS calls go: the proxy in front of moto, once it listens.
+    endpoint: std::sync::OnceLock<String>,
+    /// The container credentials endpoint: credentials by task id.
+    credentials: Arc<Mutex<BTreeMap<String, Value>>>,
+    credentials_port: u16,
 }
 
 /// Why a task cannot start here, with the fix.
@@ -100,6 +110,13 @@ impl Fargate {
                 "tasks cannot run here: runc needs root to mount the task's filesystem and set its memory limit, and this process runs as uid {uid}; run as root (`sudo make demo`, `sudo make test`, or inside a container or VM)"
             )));
         }
+        let upstream = moto
+            .trim_start_matches("http://")
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| Unavailable(format!("moto's address {moto}: {e}")))?;
+        let credentials: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+        let credentials_port = serve_credentials(Arc::clone(&credentials))
+            .map_err(|e| Unavailable(format!("cannot serve task credentials: {e}")))?;
         let root = tempfile::Builder::new()
             .prefix("fargate-")
             .tempdir()
@@ -113,7 +130,21 @@ impl Fargate {
             next: Mutex::new(0),
             delivered: Mutex::new(Vec::new()),
             watch: crate::cloudwatch::Watch::new(moto, region),
+            authorizer: Arc::new(crate::iam_auth::Authorizer::new(upstream)),
+            endpoint: std::sync::OnceLock::new(),
+            credentials,
+            credentials_port,
         }))
+    }
+
+    /// Who authorizes the task roles' calls (the proxy asks it).
+    pub fn authorizer(&self) -> Arc<crate::iam_auth::Authorizer> {
+        Arc::clone(&self.authorizer)
+    }
+
+    /// Tasks call AWS at `endpoint` (the proxy that serves this Fargate), not moto.
+    pub fn serve_through(&self, endpoint: &str) {
+        let _ = self.endpoint.set(endpoint.to_owned());
     }
 
     /// The answer to an ECS call this Fargate serves (`None`: moto's to answer).
@@ -836,11 +867,35 @@ impl Fargate {
         }
         env.insert("AWS_REGION".into(), self.region.clone());
         env.insert("AWS_DEFAULT_REGION".into(), self.region.clone());
-        env.insert("AWS_ENDPOINT_URL".into(), self.moto.clone());
-        env.entry("AWS_ACCESS_KEY_ID".into())
-            .or_insert_with(|| "testing".into());
-        env.entry("AWS_SECRET_ACCESS_KEY".into())
-            .or_insert_with(|| "testing".into());
+        env.insert(
+            "AWS_ENDPOINT_URL".into(),
+            self.endpoint.get().unwrap_or(&self.moto).clone(),
+        );
+        // The task role's credentials, from the container credentials endpoint as ECS
+        // gives them ("Task IAM role", ECS developer guide): STS credentials of the
+        // role, once its trust policy lets ecs-tasks.amazonaws.com assume it. (ECS
+        // gives a relative URI on 169.254.170.2; the SDKs take a full loopback URI
+        // alike.) No task role, no credentials.
+        if let Some(role) = definition["taskRoleArn"].as_str().filter(|r| !r.is_empty()) {
+            let issued = self
+                .authorizer
+                .assume(role, "ecs-tasks.amazonaws.com", &format!("task-{id}"))
+                .map_err(|e| Failure {
+                    stop_code: "TaskFailedToStart".into(),
+                    reason: format!("ResourceInitializationError: {e}"),
+                })?;
+            self.credentials
+                .lock()
+                .expect("fargate lock")
+                .insert(id.to_owned(), issued);
+            env.insert(
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
+                format!(
+                    "http://127.0.0.1:{}/v2/credentials/{id}",
+                    self.credentials_port
+                ),
+            );
+        }
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         env.insert(
             "ECS_CONTAINER_METADATA_URI_V4".into(),
@@ -1106,6 +1161,44 @@ const FARGATE_SIZES: [(u32, u32, u32, u32); 6] = [
     (8192, 16384, 61440, 4096),
     (16384, 32768, 122_880, 8192),
 ];
+
+/// The container credentials endpoint: `GET /v2/credentials/TASK_ID` answers the task
+/// role's credentials (`AccessKeyId`, `SecretAccessKey`, `Token`, `Expiration`).
+fn serve_credentials(credentials: Arc<Mutex<BTreeMap<String, Value>>>) -> std::io::Result<u16> {
+    use std::io::Write as _;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(&conn);
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                continue;
+            }
+            let id = first
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.strip_prefix("/v2/credentials/"))
+                .unwrap_or_default()
+                .to_owned();
+            let found = credentials.lock().expect("fargate lock").get(&id).cloned();
+            let (status, body) = match found {
+                Some(c) => ("200 OK", c.to_string()),
+                None => (
+                    "404 Not Found",
+                    json!({"message": "no such task"}).to_string(),
+                ),
+            };
+            let mut out = &conn;
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(port)
+}
 
 fn client_error(kind: &str, message: &str) -> (u16, Value) {
     (400, json!({"__type": kind, "message": message}))

@@ -33,6 +33,8 @@ struct State {
     /// `(operation, n)`: every attempt of that operation's nth call is throttled.
     throttle: Option<(String, usize)>,
     fargate: Option<Arc<crate::fargate::Fargate>>,
+    /// Role sessions' calls, authorized against their role's policies.
+    authorizer: Option<Arc<crate::iam_auth::Authorizer>>,
     calls_of: AtomicUsize,
     failing: Mutex<Option<String>>,
     failed: Mutex<Vec<String>>,
@@ -144,13 +146,18 @@ impl FaultProxy {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(at)?;
         let addr = listener.local_addr()?;
+        // A task's calls come back through this proxy, as the job's to AWS would.
+        if let Some(f) = &options.fargate {
+            f.serve_through(&format!("http://{addr}"));
+        }
         let state = Arc::new(State {
             upstream,
             fail_write: options.fail_write,
             writes: AtomicUsize::new(0),
             throttle: options.throttle,
             calls_of: AtomicUsize::new(0),
-            fargate: options.fargate,
+            authorizer: options.fargate.as_ref().map(|f| f.authorizer()),
+            fargate: options.fargate.clone(),
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -319,6 +326,21 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         return out.flush();
     }
     let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
+    if let (Some(authorizer), Some(op), Some(authorization)) =
+        (&state.authorizer, &operation, header("authorization"))
+    {
+        let region = authorization
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split('/').nth(2))
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(denied) = authorizer.check(&authorization, &service, op, &region, &body) {
+            let mut out = conn;
+            out.write_all(&denied)?;
+            return out.flush();
+        }
+    }
     if !state.latency.is_zero() {
         std::thread::sleep(state.latency);
     }
@@ -493,7 +515,11 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
 
 /// Sends one request upstream as it came (but closing the connection after it) and
 /// returns the whole response.
-fn exchange(upstream: SocketAddr, head: &[String], body: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) fn exchange(
+    upstream: SocketAddr,
+    head: &[String],
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let mut upstream = TcpStream::connect(upstream)?;
     for line in head {
         let name = line.split(':').next().unwrap_or_default();

@@ -881,3 +881,74 @@ async fn log_lines_publish_the_stacks_metrics_and_its_alarms_notify_the_alert_to
     assert_eq!(errors[0]["Trigger"]["MetricName"], "TargetErrorCount");
     assert_eq!(errors[0]["Trigger"]["Namespace"], "AWS/Scheduler");
 }
+
+/// The job runs as its task role: credentials from the container credentials endpoint,
+/// each call authorized against the role's policies. Without one action in the role's
+/// policy, the run that needs it is refused, and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_runs_as_its_task_role_and_an_action_missing_from_it_is_refused() {
+    let w = world().await;
+    let iam = aws_sdk_iam::Client::new(&moto_config(&w.proxy.endpoint()).await);
+    let role = "ecsTaskRole-QBOInvoiceProcessor";
+    let name = "secrets-and-client-table";
+    let got = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .unwrap();
+    let text = got.policy_document();
+    let document: Value = serde_json::from_str(text).unwrap_or_else(|_| {
+        serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
+            .unwrap()
+    });
+    // The ledger's writes, without PutItem.
+    let mut fewer = document.clone();
+    for s in fewer["Statement"].as_array_mut().unwrap() {
+        if let Some(actions) = s["Action"].as_array_mut() {
+            actions.retain(|a| a != "dynamodb:PutItem");
+        }
+    }
+    assert_ne!(fewer, document);
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(fewer.to_string())
+        .send()
+        .await
+        .unwrap();
+    // The role's policies are read again after a second, as IAM's changes take a moment.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = w.deployer(&[
+        "run-task", "create", "--env", "local", "--output", "json", "--", "--period", "2026-10",
+    ]);
+    let out = stdout(&run);
+    assert!(!run.status.success(), "{out}");
+    // The job names the table and the fix, and exits 2 (bad setup, not a failed run).
+    assert_eq!(run.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("the job may not use the job-state table qbo-invoice-processor-job-state")
+            && out.contains("PutItem"),
+        "{out}"
+    );
+    assert!(
+        w.fakes.qbo.lock().unwrap().invoices().is_empty(),
+        "nothing billed without its ledger"
+    );
+
+    // The role as deployed: the same run bills the month.
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let run = w.deployer(&[
+        "run-task", "create", "--env", "local", "--", "--period", "2026-10",
+    ]);
+    assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
+    assert!(!w.fakes.qbo.lock().unwrap().invoices().is_empty());
+}
