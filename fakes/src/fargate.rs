@@ -403,7 +403,11 @@ impl Fargate {
                             "networkConfiguration": ecs["NetworkConfiguration"],
                             "overrides": overrides,
                         });
-                        let (status, answer) = self.run_task(&request);
+                        let allowed = self.schedule_may_run(target, &request);
+                        let (status, answer) = match allowed {
+                            Ok(()) => self.run_task(&request),
+                            Err(e) => (403, json!({"message": e})),
+                        };
                         if status == 200 {
                             answer["tasks"][0]["taskArn"]
                                 .as_str()
@@ -443,6 +447,45 @@ impl Fargate {
         }
         fired.sort_by_key(|(_, at, _)| *at);
         Ok(fired)
+    }
+
+    /// Whether the schedule's role lets Scheduler start this task: Scheduler assumes the
+    /// role (its trust policy must let `scheduler.amazonaws.com`), which must allow
+    /// `ecs:RunTask` on the task definition (with `ecs:cluster`), `iam:PassRole` of the
+    /// task's roles to `ecs-tasks.amazonaws.com`, and, when tags propagate,
+    /// `ecs:TagResource` on the new task (`ecs:CreateAction` RunTask) ("Using IAM roles
+    /// with EventBridge Scheduler"; ECS's "Grant permission to tag resources on creation").
+    fn schedule_may_run(&self, target: &Value, request: &Value) -> Result<(), String> {
+        use crate::iam_policy::Request;
+        let role = target["RoleArn"].as_str().unwrap_or_default();
+        let named = request["taskDefinition"].as_str().unwrap_or_default();
+        let definition = runtime().block_on(self.task_definition(named))?;
+        let cluster = request["cluster"].as_str().unwrap_or_default();
+        let mut asked = vec![
+            Request::new(
+                "ecs:RunTask",
+                definition["taskDefinitionArn"].as_str().unwrap_or(named),
+            )
+            .with("ecs:cluster", cluster),
+        ];
+        for key in ["taskRoleArn", "executionRoleArn"] {
+            if let Some(passed) = definition[key].as_str().filter(|r| !r.is_empty()) {
+                asked.push(
+                    Request::new("iam:PassRole", passed)
+                        .with("iam:PassedToService", "ecs-tasks.amazonaws.com"),
+                );
+            }
+        }
+        if target["EcsParameters"]["PropagateTags"].is_string() {
+            let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
+            let task = format!(
+                "{}task/{cluster_name}/new",
+                cluster.split("cluster/").next().unwrap_or_default()
+            );
+            asked.push(Request::new("ecs:TagResource", &task).with("ecs:CreateAction", "RunTask"));
+        }
+        self.authorizer
+            .authorize_role(role, "scheduler.amazonaws.com", &asked)
     }
 
     /// Every schedule of moto's EventBridge Scheduler, whole.

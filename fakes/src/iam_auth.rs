@@ -13,7 +13,8 @@
 //! stand-in does not know yet is denied, naming this file: a gap shows as a failure,
 //! never as a pass.
 //!
-//! Not yet: the deployer's own calls as an IAM user, and the schedules' role.
+//! The local Fargate also asks it whether a schedule's role may start its task
+//! ([`Authorizer::authorize_role`]). Not yet: the deployer's own calls as an IAM user.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,6 +105,48 @@ impl Authorizer {
             "Expiration": field("Expiration")?,
             "RoleArn": role,
         }))
+    }
+
+    /// Whether `service` may act as `role` (its trust policy) and the role may do each
+    /// of `asked`: `Err` with what AWS would say, naming the first refusal.
+    pub fn authorize_role(
+        &self,
+        role: &str,
+        service: &str,
+        asked: &[Request],
+    ) -> Result<(), String> {
+        let name = role.rsplit('/').next().unwrap_or(role);
+        let account = role.split(':').nth(4).unwrap_or_default();
+        let got = self.query(
+            "iam",
+            &format!("Action=GetRole&Version=2010-05-08&RoleName={}", enc(name)),
+        )?;
+        let trust = between(
+            &got,
+            "<AssumeRolePolicyDocument>",
+            "</AssumeRolePolicyDocument>",
+        )
+        .ok_or_else(|| format!("the role {role} does not exist"))?;
+        let assume = Request {
+            principal: Some(Principal::Service(service.to_owned())),
+            ..Request::new("sts:AssumeRole", role)
+        }
+        .with("aws:SourceAccount", account);
+        if evaluate([&decode_document(trust)], &assume) != Decision::Allow {
+            return Err(format!(
+                "AccessDeniedException: {service} is not authorized to perform: sts:AssumeRole on resource: {role}"
+            ));
+        }
+        let policies = self.policies_of(role);
+        for request in asked {
+            if evaluate(policies.iter(), request) != Decision::Allow {
+                return Err(format!(
+                    "AccessDeniedException: User: arn:aws:sts::{account}:assumed-role/{name}/{service} is not authorized to perform: {} on resource: {} because no identity-based policy allows the {} action",
+                    request.action, request.resource, request.action
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The answer to give instead of forwarding, when the caller may not make this call.

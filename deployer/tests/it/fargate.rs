@@ -952,3 +952,67 @@ async fn the_job_runs_as_its_task_role_and_an_action_missing_from_it_is_refused(
     assert!(run.status.success(), "{}\n{}", stdout(&run), stderr(&run));
     assert!(!w.fakes.qbo.lock().unwrap().invoices().is_empty());
 }
+
+/// A schedule starts its task as the schedule role: without `iam:PassRole` of the
+/// task's roles, Scheduler's RunTask is refused, counted as a target error, and the
+/// invocation alarm tells the alert topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_role_that_cannot_pass_the_task_roles_starts_nothing_and_alarms() {
+    let w = world().await;
+    let iam = aws_sdk_iam::Client::new(&moto_config(&w.proxy.endpoint()).await);
+    let role = "EventBridgeECSRole-QBOInvoiceProcessor";
+    let got = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name("run-task")
+        .send()
+        .await
+        .unwrap();
+    let text = got.policy_document();
+    let mut document: Value = serde_json::from_str(text).unwrap_or_else(|_| {
+        serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
+            .unwrap()
+    });
+    document["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|s| s["Action"] != "iam:PassRole");
+    iam.put_role_policy()
+        .role_name(role)
+        .policy_name("run-task")
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let fargate = Arc::clone(&w.fargate);
+    let fired = tokio::task::spawn_blocking(move || {
+        fargate.advance(
+            "2027-01-04T12:30:00Z".parse().unwrap(),
+            "2027-01-05T12:30:00Z".parse().unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // That day's send at 05:00 and the monthly run at 09:00 (the 4th), Los Angeles.
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    for (_, _, task) in &fired {
+        let refused = task.as_ref().expect_err("no task without PassRole");
+        assert!(
+            refused.contains("is not authorized to perform: iam:PassRole on resource: arn:aws:iam::123456789012:role/"),
+            "{refused}"
+        );
+    }
+    let messages = w.alarm_messages();
+    assert_eq!(
+        notification(
+            &messages,
+            "qbo-invoice-processor-schedules-invocation-errors",
+            "ALARM"
+        )
+        .len(),
+        1,
+        "{messages:#?}"
+    );
+}
