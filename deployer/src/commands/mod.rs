@@ -128,7 +128,15 @@ pub async fn prepare_holding(
         }
     };
     let ((), plan) = tokio::try_join!(image_held, engine::plan(&aws, &env, &stack, args.adopt))?;
-    let Some(command) = command.filter(|_| plan.has_changes()) else {
+    // The lease lives in the job-state table: none to take before it exists.
+    let table_is_new = plan.steps.iter().any(|s| {
+        s.action == engine::Action::Create
+            && matches!(
+                s.resource.properties,
+                infra::resources::Spec::DynamodbTable(_)
+            )
+    });
+    let Some(command) = command.filter(|_| plan.has_changes() && !table_is_new) else {
         return Ok((env, aws, stack, plan, None));
     };
     let Some(held) = crate::lock::acquire(&aws, &stack, command).await? else {
