@@ -20,6 +20,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::quotas::between;
+
 /// What the proxy knows of one request.
 #[derive(Debug, Clone)]
 pub struct Call<'a> {
@@ -59,7 +61,8 @@ impl Call<'_> {
     }
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+/// A query-protocol body's form fields, decoded.
+pub(crate) fn form(body: &[u8]) -> Vec<(String, String)> {
     let text = String::from_utf8_lossy(body);
     text.split('&')
         .filter_map(|kv| {
@@ -244,12 +247,6 @@ impl Consistency {
 /// The last path segment, without the query: a REST API's resource name.
 fn resource_name(path: &str) -> Option<&str> {
     path.split('?').next()?.rsplit('/').next()
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
-    let from = text.find(start)? + start.len();
-    let to = text[from..].find(end)? + from;
-    Some(&text[from..to])
 }
 
 fn xml(status: &str, body: &str) -> Vec<u8> {

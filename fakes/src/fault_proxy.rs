@@ -285,15 +285,7 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             },
             _ => serde_json::json!({"error": "from and to are RFC 3339 times"}),
         };
-        let body = answer.to_string();
-        let mut out = conn;
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        out.write_all(body.as_bytes())?;
-        return out.flush();
+        return json_answer(conn, &answer);
     }
     // Its alarms' test clock: `POST /_fargate/alarms?at=TIME` evaluates every alarm at
     // TIME (now without it) and answers the changes of state.
@@ -315,15 +307,7 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             },
             Err(e) => serde_json::json!({"error": format!("at is an RFC 3339 time: {e}")}),
         };
-        let body = answer.to_string();
-        let mut out = conn;
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        out.write_all(body.as_bytes())?;
-        return out.flush();
+        return json_answer(conn, &answer);
     }
     let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
     if let (Some(authorizer), Some(op), Some(authorization)) =
@@ -510,6 +494,18 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             .after(&call, &response, Instant::now());
     }
     out.write_all(&response)?;
+    out.flush()
+}
+
+/// A `200` with `answer` as JSON: the test clock's endpoints.
+fn json_answer(mut out: TcpStream, answer: &serde_json::Value) -> std::io::Result<()> {
+    let body = answer.to_string();
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    out.write_all(body.as_bytes())?;
     out.flush()
 }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::iam_policy::{Decision, Principal, Request, evaluate};
+use crate::quotas::{between, enc, members, unescape};
 
 /// A role session: the role, and the session's own ARN (who IAM says asks).
 #[derive(Debug, Clone)]
@@ -56,27 +57,11 @@ impl Authorizer {
     pub fn assume(&self, role: &str, service: &str, session: &str) -> Result<Value, String> {
         let name = role.rsplit('/').next().unwrap_or(role);
         let account = role.split(':').nth(4).unwrap_or_default();
-        let got = self.query(
-            "iam",
-            &format!("Action=GetRole&Version=2010-05-08&RoleName={}", enc(name)),
-        )?;
-        let trust = between(
-            &got,
-            "<AssumeRolePolicyDocument>",
-            "</AssumeRolePolicyDocument>",
-        )
-        .ok_or_else(|| format!("the role {role} does not exist"))?;
-        let trust = decode_document(trust);
-        let asked = Request {
-            principal: Some(Principal::Service(service.to_owned())),
-            ..Request::new("sts:AssumeRole", role)
-        }
-        .with("aws:SourceAccount", account);
-        if evaluate([&trust], &asked) != Decision::Allow {
-            return Err(format!(
+        self.trusts(role, service).map_err(|_| {
+            format!(
                 "ECS was unable to assume the role '{role}' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions"
-            ));
-        }
+            )
+        })?;
         let answer = self.query(
             "sts",
             &format!(
@@ -117,6 +102,24 @@ impl Authorizer {
     ) -> Result<(), String> {
         let name = role.rsplit('/').next().unwrap_or(role);
         let account = role.split(':').nth(4).unwrap_or_default();
+        self.trusts(role, service)?;
+        let policies = self.policies_of(role);
+        for request in asked {
+            if evaluate(policies.iter(), request) != Decision::Allow {
+                return Err(format!(
+                    "AccessDeniedException: User: arn:aws:sts::{account}:assumed-role/{name}/{service} is not authorized to perform: {} on resource: {} because no identity-based policy allows the {} action",
+                    request.action, request.resource, request.action
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `role`'s trust policy lets `service` assume it for the role's account
+    /// (`aws:SourceAccount`, as the stack's trust policies require).
+    fn trusts(&self, role: &str, service: &str) -> Result<(), String> {
+        let name = role.rsplit('/').next().unwrap_or(role);
+        let account = role.split(':').nth(4).unwrap_or_default();
         let got = self.query(
             "iam",
             &format!("Action=GetRole&Version=2010-05-08&RoleName={}", enc(name)),
@@ -132,21 +135,13 @@ impl Authorizer {
             ..Request::new("sts:AssumeRole", role)
         }
         .with("aws:SourceAccount", account);
-        if evaluate([&decode_document(trust)], &assume) != Decision::Allow {
-            return Err(format!(
+        if evaluate([&decode_document(trust)], &assume) == Decision::Allow {
+            Ok(())
+        } else {
+            Err(format!(
                 "AccessDeniedException: {service} is not authorized to perform: sts:AssumeRole on resource: {role}"
-            ));
+            ))
         }
-        let policies = self.policies_of(role);
-        for request in asked {
-            if evaluate(policies.iter(), request) != Decision::Allow {
-                return Err(format!(
-                    "AccessDeniedException: User: arn:aws:sts::{account}:assumed-role/{name}/{service} is not authorized to perform: {} on resource: {} because no identity-based policy allows the {} action",
-                    request.action, request.resource, request.action
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// The answer to give instead of forwarding, when the caller may not make this call.
@@ -374,33 +369,6 @@ fn denied(service: &str, message: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-fn between<'a>(text: &'a str, from: &str, to: &str) -> Option<&'a str> {
-    let start = text.find(from)? + from.len();
-    let end = text[start..].find(to)? + start;
-    Some(&text[start..end])
-}
-
-fn members(xml: &str) -> Vec<String> {
-    xml.split("<member>")
-        .skip(1)
-        .filter_map(|s| s.split("</member>").next())
-        .map(unescape)
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
 }
 
 /// A policy document as IAM's XML answers carry it: escaped, and URL-encoded (moto may

@@ -55,18 +55,7 @@ pub fn policy_size(document: &str) -> usize {
 
 /// An IAM query-protocol request's form fields, decoded.
 pub fn form(body: &[u8]) -> BTreeMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            Some((decode(k), decode(v)))
-        })
-        .collect()
+    crate::consistency::form(body).into_iter().collect()
 }
 
 /// What IAM would refuse in this call, given `ask` to read the current state (an IAM
@@ -122,10 +111,6 @@ pub fn refusal(
             };
             let owner = field(name_field);
             let this = field("PolicyName");
-            let enc = |s: &str| {
-                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
-            };
             let listed = ask(&format!(
                 "Action={list}&Version=2010-05-08&{name_field}={}",
                 enc(owner)
@@ -166,10 +151,6 @@ pub fn refusal(
                     quotas.managed_per_user,
                     "ListAttachedUserPolicies",
                 )
-            };
-            let enc = |s: &str| {
-                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
-                    .to_string()
             };
             let listed = ask(&format!(
                 "Action={list}&Version=2010-05-08&{name_field}={}&MaxItems=1000",
@@ -225,8 +206,13 @@ pub fn logs_limit_exceeded(message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A form value, percent-encoded.
+pub(crate) fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// The `<member>` values of an IAM list answer.
-fn members(xml: &str) -> Vec<String> {
+pub(crate) fn members(xml: &str) -> Vec<String> {
     xml.split("<member>")
         .skip(1)
         .filter_map(|s| s.split("</member>").next())
@@ -234,17 +220,20 @@ fn members(xml: &str) -> Vec<String> {
         .collect()
 }
 
-fn between<'a>(text: &'a str, from: &str, to: &str) -> Option<&'a str> {
+/// The text between `from` and `to` (an XML element's).
+pub(crate) fn between<'a>(text: &'a str, from: &str, to: &str) -> Option<&'a str> {
     let start = text.find(from)? + from.len();
     let end = text[start..].find(to)? + start;
     Some(&text[start..end])
 }
 
-fn unescape(s: &str) -> String {
+/// XML's escapes undone.
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&quot;", "\"")
         .replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&apos;", "'")
+        .replace("&#39;", "'")
         .replace("&amp;", "&")
 }
 

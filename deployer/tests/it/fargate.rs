@@ -882,6 +882,22 @@ async fn log_lines_publish_the_stacks_metrics_and_its_alarms_notify_the_alert_to
     assert_eq!(errors[0]["Trigger"]["Namespace"], "AWS/Scheduler");
 }
 
+/// A role's inline policy as deployed (IAM answers it URL-encoded; moto may not).
+async fn role_policy(iam: &aws_sdk_iam::Client, role: &str, name: &str) -> Value {
+    let got = iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .unwrap();
+    let text = got.policy_document();
+    serde_json::from_str(text).unwrap_or_else(|_| {
+        serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
+            .unwrap()
+    })
+}
+
 /// The job runs as its task role: credentials from the container credentials endpoint,
 /// each call authorized against the role's policies. Without one action in the role's
 /// policy, the run that needs it is refused, and says which.
@@ -891,18 +907,7 @@ async fn the_job_runs_as_its_task_role_and_an_action_missing_from_it_is_refused(
     let iam = aws_sdk_iam::Client::new(&moto_config(&w.proxy.endpoint()).await);
     let role = "ecsTaskRole-QBOInvoiceProcessor";
     let name = "secrets-and-client-table";
-    let got = iam
-        .get_role_policy()
-        .role_name(role)
-        .policy_name(name)
-        .send()
-        .await
-        .unwrap();
-    let text = got.policy_document();
-    let document: Value = serde_json::from_str(text).unwrap_or_else(|_| {
-        serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
-            .unwrap()
-    });
+    let document = role_policy(&iam, role, name).await;
     // The ledger's writes, without PutItem.
     let mut fewer = document.clone();
     for s in fewer["Statement"].as_array_mut().unwrap() {
@@ -961,18 +966,7 @@ async fn a_schedule_role_that_cannot_pass_the_task_roles_starts_nothing_and_alar
     let w = world().await;
     let iam = aws_sdk_iam::Client::new(&moto_config(&w.proxy.endpoint()).await);
     let role = "EventBridgeECSRole-QBOInvoiceProcessor";
-    let got = iam
-        .get_role_policy()
-        .role_name(role)
-        .policy_name("run-task")
-        .send()
-        .await
-        .unwrap();
-    let text = got.policy_document();
-    let mut document: Value = serde_json::from_str(text).unwrap_or_else(|_| {
-        serde_json::from_str(&percent_encoding::percent_decode_str(text).decode_utf8_lossy())
-            .unwrap()
-    });
+    let mut document = role_policy(&iam, role, "run-task").await;
     document["Statement"]
         .as_array_mut()
         .unwrap()
