@@ -1627,11 +1627,17 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
         again["calls"]["writes"], 0,
         "a no-change up takes no lease: {again}"
     );
-    // 20 ms a call: each `up` takes long enough for the two to overlap.
+    // 20 ms a call, and the new revision's registration held for 4 s: whichever takes
+    // the lease first is still applying when the other asks for it, however the two
+    // processes' starts fall on a loaded machine.
     let proxy = FaultProxy::with(
         moto.addr(),
         fakes::fault_proxy::Options {
             latency: std::time::Duration::from_millis(20),
+            delay: Some((
+                "RegisterTaskDefinition".to_owned(),
+                std::time::Duration::from_secs(4),
+            )),
             ..fakes::fault_proxy::Options::default()
         },
     )
