@@ -170,6 +170,15 @@ impl Fargate {
         if let Err((kind, message)) = refusal(request, &definition) {
             return client_error(kind, &message);
         }
+        // ECS runs a Fargate task as its service-linked role; an account without it
+        // (CreateCluster made none: its caller could not) starts nothing (CreateCluster
+        // API reference; awslabs/fargatecli issue 35).
+        if !self.authorizer.ecs_service_linked_role_exists() {
+            return client_error(
+                "InvalidParameterException",
+                "Unable to assume the service linked role. Please verify that the ECS service linked role exists.",
+            );
+        }
         let cluster = request["cluster"].as_str().unwrap_or("default");
         let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
         let account = definition["taskDefinitionArn"]

@@ -33,8 +33,8 @@ struct State {
     /// `(operation, n)`: every attempt of that operation's nth call is throttled.
     throttle: Option<(String, usize)>,
     fargate: Option<Arc<crate::fargate::Fargate>>,
-    /// Role sessions' calls, authorized against their role's policies.
-    authorizer: Option<Arc<crate::iam_auth::Authorizer>>,
+    /// IAM users' and role sessions' calls, authorized against their policies.
+    authorizer: Arc<crate::iam_auth::Authorizer>,
     calls_of: AtomicUsize,
     failing: Mutex<Option<String>>,
     failed: Mutex<Vec<String>>,
@@ -156,7 +156,10 @@ impl FaultProxy {
             writes: AtomicUsize::new(0),
             throttle: options.throttle,
             calls_of: AtomicUsize::new(0),
-            authorizer: options.fargate.as_ref().map(|f| f.authorizer()),
+            authorizer: options.fargate.as_ref().map_or_else(
+                || Arc::new(crate::iam_auth::Authorizer::new(upstream)),
+                |f| f.authorizer(),
+            ),
             fargate: options.fargate.clone(),
             failing: Mutex::new(None),
             failed: Mutex::new(Vec::new()),
@@ -189,6 +192,12 @@ impl FaultProxy {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Who may call what: every request of an IAM user or a role session is authorized
+    /// by it, and each evaluation kept.
+    pub fn authorizer(&self) -> Arc<crate::iam_auth::Authorizer> {
+        Arc::clone(&self.state.authorizer)
     }
 
     /// Write operations seen so far.
@@ -310,16 +319,18 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         return json_answer(conn, &answer);
     }
     let operation = operation(&method, &path, header("x-amz-target").as_deref(), &body);
-    if let (Some(authorizer), Some(op), Some(authorization)) =
-        (&state.authorizer, &operation, header("authorization"))
-    {
+    if let (Some(op), Some(authorization)) = (&operation, header("authorization")) {
         let region = authorization
             .split("Credential=")
             .nth(1)
             .and_then(|c| c.split('/').nth(2))
             .unwrap_or_default()
             .to_owned();
-        if let Some(denied) = authorizer.check(&authorization, &service, op, &region, &body) {
+        if let Some(denied) =
+            state
+                .authorizer
+                .check(&authorization, &service, op, &method, &path, &region, &body)
+        {
             let mut out = conn;
             out.write_all(&denied)?;
             return out.flush();

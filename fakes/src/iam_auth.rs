@@ -1,20 +1,27 @@
-//! Who may call what, for the AWS proxy: a request signed with credentials of a role
-//! session (a task's role, handed out by the local Fargate as ECS hands them out) is
-//! authorized against that role's policies, inline and attached, read from moto, with
-//! IAM's evaluation logic ([`crate::iam_policy`]), on the resource AWS authorizes that
-//! action on (Service Authorization Reference: DynamoDB's item and query actions on
-//! `table/NAME`; Secrets Manager's on `secret:NAME-SUFFIX`, the secret's full ARN;
-//! `sts:GetCallerIdentity` needs no permission). Denied, it answers as the service
-//! does: `AccessDeniedException`, "User: ARN is not authorized to perform: ACTION on
-//! resource: ARN because no identity-based policy allows the ACTION action".
+//! Who may call what, for the AWS proxy. A request signed with the access key of an IAM
+//! user (found with `GetAccessKeyLastUsed`, as IAM knows its keys) or of a role session
+//! (a task's role, handed out by the local Fargate as ECS hands them out) is
+//! authorized against that identity's policies, inline and attached, read from moto,
+//! with IAM's evaluation logic ([`crate::iam_policy`]), for each action and resource
+//! [`crate::iam_actions`] says AWS evaluates for that call. Denied, it answers as the
+//! service does (`AccessDeniedException`, EC2's `UnauthorizedOperation`, SNS's
+//! `AuthorizationError`): "User: ARN is not authorized to perform: ACTION on resource:
+//! ARN because no identity-based policy allows the ACTION action".
 //!
-//! Other credentials (the tests' and the demo's `testing` keys) act as the account's
-//! root, which IAM does not restrict. An action of a role session whose resource this
-//! stand-in does not know yet is denied, naming this file: a gap shows as a failure,
-//! never as a pass.
+//! Other credentials (the tests' and the demo's `testing` keys, which IAM does not
+//! know) act as the account's root, which IAM does not restrict. A call of a user or
+//! session whose resource this stand-in does not know is denied, naming the file to
+//! extend: a gap shows as a failure, never as a pass.
+//!
+//! `CreateCluster` makes the ECS service-linked role when the account has none and the
+//! caller may `iam:CreateServiceLinkedRole` it (CreateCluster API reference); without
+//! it the cluster is made anyway, and the local Fargate then refuses every task, as ECS
+//! does ("Unable to assume the service linked role").
 //!
 //! The local Fargate also asks it whether a schedule's role may start its task
-//! ([`Authorizer::authorize_role`]). Not yet: the deployer's own calls as an IAM user.
+//! ([`Authorizer::authorize_role`]). Every request evaluated for a user or a session is
+//! kept ([`Authorizer::evaluated`]), so a test can show that each action of a policy is
+//! needed by some call.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,31 +30,46 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::iam_actions::{Call, Lookup};
 use crate::iam_policy::{Decision, Principal, Request, evaluate};
 use crate::quotas::{between, enc, members, unescape};
 
-/// A role session: the role, and the session's own ARN (who IAM says asks).
+/// Who signed a request: the identity whose policies decide (`Role` or `User`, and its
+/// name), and its ARN as IAM names the caller.
 #[derive(Debug, Clone)]
-struct Session {
-    role: String,
+struct Identity {
+    kind: &'static str,
+    name: String,
     arn: String,
+    account: String,
 }
 
-/// Sessions by access key, and their roles' policies (read again after a moment, as
-/// IAM's own changes take a moment to apply).
+/// One request evaluated for a user or a session: who asked, what, and the decision.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    pub caller: String,
+    pub request: Request,
+    pub allowed: bool,
+}
+
+/// Identities by access key (`None`: a key IAM does not know, the account's root), and
+/// their policies (read again after a moment, as IAM's own changes take a moment to
+/// apply).
 #[derive(Debug)]
 pub struct Authorizer {
     upstream: SocketAddr,
-    sessions: Mutex<HashMap<String, Session>>,
+    identities: Mutex<HashMap<String, Option<Identity>>>,
     policies: Mutex<HashMap<String, (Instant, Vec<Value>)>>,
+    evaluated: Mutex<Vec<Evaluated>>,
 }
 
 impl Authorizer {
     pub fn new(upstream: SocketAddr) -> Self {
         Self {
             upstream,
-            sessions: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            evaluated: Mutex::new(Vec::new()),
         }
     }
 
@@ -76,12 +98,14 @@ impl Authorizer {
                 .ok_or_else(|| format!("STS answered no {k}: {answer}"))
         };
         let key = field("AccessKeyId")?;
-        self.sessions.lock().expect("auth lock").insert(
+        self.identities.lock().expect("auth lock").insert(
             key.clone(),
-            Session {
-                role: role.to_owned(),
+            Some(Identity {
+                kind: "Role",
+                name: name.to_owned(),
                 arn: format!("arn:aws:sts::{account}:assumed-role/{name}/{session}"),
-            },
+                account: account.to_owned(),
+            }),
         );
         Ok(json!({
             "AccessKeyId": key,
@@ -103,7 +127,7 @@ impl Authorizer {
         let name = role.rsplit('/').next().unwrap_or(role);
         let account = role.split(':').nth(4).unwrap_or_default();
         self.trusts(role, service)?;
-        let policies = self.policies_of(role);
+        let policies = self.policies_of("Role", name);
         for request in asked {
             if evaluate(policies.iter(), request) != Decision::Allow {
                 return Err(format!(
@@ -144,12 +168,58 @@ impl Authorizer {
         }
     }
 
+    /// Every request evaluated so far for a user or a role session, in order.
+    pub fn evaluated(&self) -> Vec<Evaluated> {
+        self.evaluated.lock().expect("auth lock").clone()
+    }
+
+    /// Who signed with `key`: a role session handed out here, an IAM user's key, or
+    /// `None` for a key IAM does not know (the account's root).
+    fn identity(&self, key: &str) -> Option<Identity> {
+        if let Some(known) = self.identities.lock().expect("auth lock").get(key) {
+            return known.clone();
+        }
+        let user = self
+            .query(
+                "iam",
+                &format!(
+                    "Action=GetAccessKeyLastUsed&Version=2010-05-08&AccessKeyId={}",
+                    enc(key)
+                ),
+            )
+            .ok()
+            .and_then(|got| between(&got, "<UserName>", "</UserName>").map(str::to_owned))
+            .and_then(|name| {
+                let got = self
+                    .query(
+                        "iam",
+                        &format!("Action=GetUser&Version=2010-05-08&UserName={}", enc(&name)),
+                    )
+                    .ok()?;
+                let arn = between(&got, "<Arn>", "</Arn>")?.to_owned();
+                Some(Identity {
+                    kind: "User",
+                    account: arn.split(':').nth(4).unwrap_or_default().to_owned(),
+                    name,
+                    arn,
+                })
+            });
+        self.identities
+            .lock()
+            .expect("auth lock")
+            .insert(key.to_owned(), user.clone());
+        user
+    }
+
     /// The answer to give instead of forwarding, when the caller may not make this call.
+    #[allow(clippy::too_many_arguments)]
     pub fn check(
         &self,
         authorization: &str,
         service: &str,
         operation: &str,
+        method: &str,
+        path: &str,
         region: &str,
         body: &[u8],
     ) -> Option<Vec<u8>> {
@@ -158,86 +228,127 @@ impl Authorizer {
             .nth(1)?
             .split('/')
             .next()?;
-        let session = self.sessions.lock().expect("auth lock").get(key).cloned()?;
-        let prefix = match service {
-            "monitoring" => "cloudwatch",
-            other => other,
-        };
-        let action = format!("{prefix}:{operation}");
-        if action == "sts:GetCallerIdentity" {
+        let Some(who) = self.identity(key) else {
+            if operation == "CreateCluster" && service == "ecs" {
+                self.ensure_ecs_service_linked_role(None);
+            }
             return None;
-        }
-        let account = session.role.split(':').nth(4).unwrap_or_default();
-        let request: Value = serde_json::from_slice(body).unwrap_or_default();
-        let resource = match prefix {
-            "dynamodb" => request["TableName"]
-                .as_str()
-                .map(|t| format!("arn:aws:dynamodb:{region}:{account}:table/{t}")),
-            "secretsmanager" => request["SecretId"]
-                .as_str()
-                .map(|id| self.secret_arn(id, region, account)),
-            _ => None,
         };
-        let Some(resource) = resource else {
-            return Some(denied(
-                service,
-                &format!(
-                    "User: {} is not authorized to perform: {action}: the AWS stand-in knows no resource for it yet (add it to fakes/src/iam_auth.rs)",
-                    session.arn
-                ),
-            ));
+        let call = Call {
+            service,
+            operation,
+            method,
+            path,
+            region,
+            account: &who.account,
+            body,
         };
-        let policies = self.policies_of(&session.role);
-        let asked = Request::new(&action, &resource);
-        match evaluate(policies.iter(), &asked) {
-            Decision::Allow => None,
-            decision => Some(denied(
-                service,
-                &format!(
-                    "User: {} is not authorized to perform: {action} on resource: {resource} because {}",
-                    session.arn,
-                    if decision == Decision::ExplicitDeny {
-                        format!(
-                            "an explicit deny in an identity-based policy denies the {action} action"
-                        )
-                    } else {
-                        format!("no identity-based policy allows the {action} action")
-                    }
-                ),
-            )),
+        let lookup = Moto {
+            authorizer: self,
+            region,
+            account: &who.account,
+        };
+        let asked = match crate::iam_actions::requests(&call, &lookup) {
+            Ok(asked) => asked,
+            Err(gap) => {
+                return Some(denied(
+                    service,
+                    &format!(
+                        "User: {} is not authorized: {gap} in the AWS stand-in (add it to fakes/src/iam_actions.rs)",
+                        who.arn
+                    ),
+                ));
+            }
+        };
+        let policies = self.policies_of(who.kind, &who.name);
+        for request in asked {
+            let decision = evaluate(policies.iter(), &request);
+            self.evaluated.lock().expect("auth lock").push(Evaluated {
+                caller: who.arn.clone(),
+                request: request.clone(),
+                allowed: decision == Decision::Allow,
+            });
+            if decision != Decision::Allow {
+                let Request {
+                    action, resource, ..
+                } = &request;
+                return Some(denied(
+                    service,
+                    &format!(
+                        "User: {} is not authorized to perform: {action} on resource: {resource} because {}",
+                        who.arn,
+                        if decision == Decision::ExplicitDeny {
+                            format!(
+                                "an explicit deny in an identity-based policy denies the {action} action"
+                            )
+                        } else {
+                            format!("no identity-based policy allows the {action} action")
+                        }
+                    ),
+                ));
+            }
         }
+        if operation == "CreateCluster" && service == "ecs" {
+            self.ensure_ecs_service_linked_role(Some((&who, &policies, region)));
+        }
+        None
     }
 
-    /// A secret's full ARN (IAM authorizes on it, suffix included), or the name's
-    /// ARN without one when moto does not know it.
-    fn secret_arn(&self, id: &str, region: &str, account: &str) -> String {
-        if id.starts_with("arn:") {
-            return id.to_owned();
+    /// Makes the ECS service-linked role when the account has none and the caller (the
+    /// root when `None`) may: `iam:CreateServiceLinkedRole` with `iam:AWSServiceName`.
+    fn ensure_ecs_service_linked_role(&self, caller: Option<(&Identity, &Vec<Value>, &str)>) {
+        if self.ecs_service_linked_role_exists() {
+            return;
         }
-        let answer = self.json_call(
-            "secretsmanager",
-            "secretsmanager.DescribeSecret",
-            &json!({"SecretId": id}),
+        if let Some((who, policies, _)) = caller {
+            let request = Request::new(
+                "iam:CreateServiceLinkedRole",
+                &format!(
+                    "arn:aws:iam::{}:role/aws-service-role/ecs.amazonaws.com/AWSServiceRoleForECS",
+                    who.account
+                ),
+            )
+            .with("iam:AWSServiceName", "ecs.amazonaws.com");
+            let decision = evaluate(policies.iter(), &request);
+            self.evaluated.lock().expect("auth lock").push(Evaluated {
+                caller: who.arn.clone(),
+                request,
+                allowed: decision == Decision::Allow,
+            });
+            if decision != Decision::Allow {
+                return;
+            }
+        }
+        let _ = self.query(
+            "iam",
+            "Action=CreateServiceLinkedRole&Version=2010-05-08&AWSServiceName=ecs.amazonaws.com",
         );
-        answer
-            .ok()
-            .and_then(|v| v["ARN"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| format!("arn:aws:secretsmanager:{region}:{account}:secret:{id}"))
     }
 
-    /// The role's policy documents: inline and attached.
-    fn policies_of(&self, role: &str) -> Vec<Value> {
-        if let Some((at, docs)) = self.policies.lock().expect("auth lock").get(role)
+    /// Whether the account has ECS's service-linked role (`AWSServiceRoleForECS`, under
+    /// `/aws-service-role/ecs.amazonaws.com/`; moto names it `AWSServiceRoleForecs`, so
+    /// it is found by its path).
+    pub fn ecs_service_linked_role_exists(&self) -> bool {
+        self.query(
+            "iam",
+            "Action=ListRoles&Version=2010-05-08&PathPrefix=%2Faws-service-role%2Fecs.amazonaws.com%2F",
+        )
+        .is_ok_and(|listed| listed.contains("<RoleName>"))
+    }
+
+    /// A role's or a user's (`kind`) policy documents: inline and attached.
+    fn policies_of(&self, kind: &str, name: &str) -> Vec<Value> {
+        let id = format!("{kind}/{name}");
+        if let Some((at, docs)) = self.policies.lock().expect("auth lock").get(&id)
             && at.elapsed() < Duration::from_secs(1)
         {
             return docs.clone();
         }
-        let name = role.rsplit('/').next().unwrap_or(role);
         let mut docs = Vec::new();
         if let Ok(listed) = self.query(
             "iam",
             &format!(
-                "Action=ListRolePolicies&Version=2010-05-08&RoleName={}",
+                "Action=List{kind}Policies&Version=2010-05-08&{kind}Name={}",
                 enc(name)
             ),
         ) {
@@ -245,7 +356,7 @@ impl Authorizer {
                 if let Ok(got) = self.query(
                     "iam",
                     &format!(
-                        "Action=GetRolePolicy&Version=2010-05-08&RoleName={}&PolicyName={}",
+                        "Action=Get{kind}Policy&Version=2010-05-08&{kind}Name={}&PolicyName={}",
                         enc(name),
                         enc(&policy)
                     ),
@@ -258,7 +369,7 @@ impl Authorizer {
         if let Ok(attached) = self.query(
             "iam",
             &format!(
-                "Action=ListAttachedRolePolicies&Version=2010-05-08&RoleName={}",
+                "Action=ListAttached{kind}Policies&Version=2010-05-08&{kind}Name={}",
                 enc(name)
             ),
         ) {
@@ -287,7 +398,7 @@ impl Authorizer {
         self.policies
             .lock()
             .expect("auth lock")
-            .insert(role.to_owned(), (Instant::now(), docs.clone()));
+            .insert(id, (Instant::now(), docs.clone()));
         docs
     }
 
@@ -346,29 +457,165 @@ impl Authorizer {
     }
 }
 
+/// [`Lookup`] answered by moto, for a caller in `account` and `region`.
+struct Moto<'a> {
+    authorizer: &'a Authorizer,
+    region: &'a str,
+    account: &'a str,
+}
+
+impl Moto<'_> {
+    fn ecs(&self, operation: &str, body: &Value) -> Option<Value> {
+        self.authorizer
+            .json_call(
+                "ecs",
+                &format!("AmazonEC2ContainerServiceV20141113.{operation}"),
+                body,
+            )
+            .ok()
+    }
+
+    fn ec2(&self, form: &str) -> String {
+        self.authorizer
+            .query("ec2", &format!("Version=2016-11-15&{form}"))
+            .unwrap_or_default()
+    }
+}
+
+impl Lookup for Moto<'_> {
+    fn secret_arn(&self, id: &str) -> String {
+        if id.starts_with("arn:") {
+            return id.to_owned();
+        }
+        self.authorizer
+            .json_call(
+                "secretsmanager",
+                "secretsmanager.DescribeSecret",
+                &json!({"SecretId": id}),
+            )
+            .ok()
+            .and_then(|v| v["ARN"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| {
+                format!(
+                    "arn:aws:secretsmanager:{}:{}:secret:{id}",
+                    self.region, self.account
+                )
+            })
+    }
+
+    fn task_definition_arn(&self, id: &str) -> Option<String> {
+        self.ecs("DescribeTaskDefinition", &json!({"taskDefinition": id}))?
+            ["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn next_revision(&self, family: &str) -> u64 {
+        self.ecs("DescribeTaskDefinition", &json!({"taskDefinition": family}))
+            .and_then(|v| v["taskDefinition"]["revision"].as_u64())
+            .unwrap_or(0)
+            + 1
+    }
+
+    fn ec2_tags(&self, id: &str) -> Vec<(String, String)> {
+        let got = self.ec2(&format!(
+            "Action=DescribeTags&Filter.1.Name=resource-id&Filter.1.Value.1={}",
+            enc(id)
+        ));
+        got.split("<item>")
+            .skip(1)
+            .filter_map(|item| {
+                Some((
+                    unescape(between(item, "<key>", "</key>")?),
+                    unescape(between(item, "<value>", "</value>").unwrap_or_default()),
+                ))
+            })
+            .collect()
+    }
+
+    fn ecs_tags(&self, arn: &str) -> Vec<(String, String)> {
+        self.ecs("ListTagsForResource", &json!({"resourceArn": arn}))
+            .map(|v| {
+                v["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| {
+                        Some((
+                            t["key"].as_str()?.to_owned(),
+                            t["value"].as_str()?.to_owned(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn default_vpc(&self) -> Option<String> {
+        let got = self.ec2("Action=DescribeVpcs&Filter.1.Name=isDefault&Filter.1.Value.1=true");
+        between(&got, "<vpcId>", "</vpcId>").map(str::to_owned)
+    }
+}
+
 /// A service's refusal of an unauthorized call, in its protocol.
 fn denied(service: &str, message: &str) -> Vec<u8> {
-    let (status, content_type, body) = match service {
-        "iam" | "sts" | "sns" | "ec2" | "monitoring" => (
+    let xml = |code: &str| {
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{}</Message></Error><RequestId>iam-stand-in</RequestId></ErrorResponse>",
+            xml_escape(message)
+        )
+    };
+    let (status, content_type, code, body) = match service {
+        "iam" | "sts" | "monitoring" => (
             "403 Forbidden",
             "text/xml",
+            "AccessDenied",
+            xml("AccessDenied"),
+        ),
+        // SNS: 403 AuthorizationError (SNS API reference, "Common errors").
+        "sns" => (
+            "403 Forbidden",
+            "text/xml",
+            "AuthorizationError",
+            xml("AuthorizationError"),
+        ),
+        // EC2: UnauthorizedOperation, in EC2's own error shape (EC2 API reference,
+        // "Error codes").
+        "ec2" => (
+            "403 Forbidden",
+            "text/xml",
+            "UnauthorizedOperation",
             format!(
-                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>{}</Message></Error><RequestId>iam-stand-in</RequestId></ErrorResponse>",
-                message.replace('&', "&amp;").replace('<', "&lt;")
+                "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not authorized to perform this operation. {}</Message></Error></Errors><RequestID>iam-stand-in</RequestID></Response>",
+                xml_escape(message)
             ),
+        ),
+        // REST-JSON services answer 403 with the type in a header.
+        "scheduler" => (
+            "403 Forbidden",
+            "application/json",
+            "AccessDeniedException",
+            json!({"Message": message}).to_string(),
         ),
         _ => (
             "400 Bad Request",
             "application/x-amz-json-1.1",
+            "AccessDeniedException",
             json!({"__type": "AccessDeniedException", "message": message, "Message": message})
                 .to_string(),
         ),
     };
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: AccessDeniedException\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A policy document as IAM's XML answers carry it: escaped, and URL-encoded (moto may

@@ -16,6 +16,7 @@ pub mod fargate;
 pub mod fault_proxy;
 pub mod generate;
 pub mod graph;
+pub mod iam_actions;
 pub mod iam_auth;
 pub mod iam_policy;
 pub mod qbo;

@@ -128,11 +128,17 @@ pub fn document(env: &Environment, account: &str) -> Value {
         &f.secrets.robocorp,
     ]
     .into_iter()
-    .map(|name| {
+    .flat_map(|name| {
         if name.starts_with("arn:") {
-            name.clone()
+            vec![name.clone()]
         } else {
-            arn("secretsmanager", &format!("secret:{name}-??????"))
+            // A secret's ARN ends in `-` and six random characters; a secret not
+            // created yet has none, and is asked for by its bare name (the deployer
+            // then warns that it is missing instead of failing with AccessDenied).
+            vec![
+                arn("secretsmanager", &format!("secret:{name}-??????")),
+                arn("secretsmanager", &format!("secret:{name}")),
+            ]
         }
     })
     .collect();
@@ -159,6 +165,27 @@ pub fn document(env: &Environment, account: &str) -> Value {
             }
             _ => None,
         });
+    // Actions only a stack that has the thing needs: attaching managed policies to a
+    // role, opening a port in the tasks' group. Detaching and revoking stay, to undo
+    // what someone added by hand.
+    let attaches = stack.resources.iter().any(
+        |r| matches!(&r.properties, Spec::IamRole(role) if !role.managed_policy_arns.is_empty()),
+    );
+    let opens = stack
+        .resources
+        .iter()
+        .any(|r| matches!(&r.properties, Spec::SecurityGroup(g) if !g.ingress.is_empty()));
+    let only = |wanted: bool, action: &'static str| wanted.then_some(action);
+    let change_groups: Vec<&str> = [
+        Some("ec2:AuthorizeSecurityGroupEgress"),
+        only(opens, "ec2:AuthorizeSecurityGroupIngress"),
+        Some("ec2:DeleteSecurityGroup"),
+        Some("ec2:RevokeSecurityGroupEgress"),
+        Some("ec2:RevokeSecurityGroupIngress"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let statement = |sid: &str, actions: &[&str], resources: Vec<String>| json!({"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources});
     let mut statements = vec![
         // No resource-level permissions exist for these (Service Authorization
@@ -235,20 +262,23 @@ pub fn document(env: &Environment, account: &str) -> Value {
         statement(
             "Roles",
             &[
-                "iam:AttachRolePolicy",
-                "iam:CreateRole",
-                "iam:DeleteRole",
-                "iam:DeleteRolePolicy",
-                "iam:DetachRolePolicy",
-                "iam:GetRole",
-                "iam:GetRolePolicy",
-                "iam:ListAttachedRolePolicies",
-                "iam:ListRolePolicies",
-                "iam:PutRolePolicy",
-                "iam:TagRole",
-                "iam:UpdateAssumeRolePolicy",
-                "iam:UpdateRole",
-            ],
+                only(attaches, "iam:AttachRolePolicy"),
+                Some("iam:CreateRole"),
+                Some("iam:DeleteRole"),
+                Some("iam:DeleteRolePolicy"),
+                Some("iam:DetachRolePolicy"),
+                Some("iam:GetRole"),
+                Some("iam:GetRolePolicy"),
+                Some("iam:ListAttachedRolePolicies"),
+                Some("iam:ListRolePolicies"),
+                Some("iam:PutRolePolicy"),
+                Some("iam:TagRole"),
+                Some("iam:UpdateAssumeRolePolicy"),
+                Some("iam:UpdateRole"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
             roles.clone(),
         ),
         // The task definition names the task and execution roles; schedules and the
@@ -351,13 +381,7 @@ pub fn document(env: &Environment, account: &str) -> Value {
         json!({
             "Sid": "ChangeOnlyOurGroups",
             "Effect": "Allow",
-            "Action": [
-                "ec2:AuthorizeSecurityGroupEgress",
-                "ec2:AuthorizeSecurityGroupIngress",
-                "ec2:DeleteSecurityGroup",
-                "ec2:RevokeSecurityGroupEgress",
-                "ec2:RevokeSecurityGroupIngress",
-            ],
+            "Action": change_groups,
             "Resource": [arn("ec2", "security-group/*")],
             "Condition": {"StringEquals": {"aws:ResourceTag/app": app}},
         }),
@@ -602,11 +626,17 @@ mod tests {
         let missing: Vec<&String> = calls
             .iter()
             .filter(|c| !granted.contains(*c) && *c != "sts:GetCallerIdentity")
+            // Granted only to a stack that attaches managed policies or opens a port.
+            .filter(|c| *c != "iam:AttachRolePolicy" && *c != "ec2:AuthorizeSecurityGroupIngress")
             .collect();
         assert!(missing.is_empty(), "calls without an action: {missing:?}");
         // And nothing the deployer never calls, but for the registry API's (push-image,
         // --base pulls) and iam:PassRole, which AWS checks on other calls.
         let implied = [
+            // Only a stack with managed policies or an open port needs these; the
+            // shipped ones have neither.
+            "iam:AttachRolePolicy",
+            "ec2:AuthorizeSecurityGroupIngress",
             "ecr:BatchCheckLayerAvailability",
             "ecr:CompleteLayerUpload",
             "ecr:GetDownloadUrlForLayer",

@@ -18,31 +18,37 @@ use super::{moto_config, stderr, stdout};
 
 /// moto behind a proxy that runs tasks, the registry with the job's image, the fakes,
 /// and the stack deployed with that image.
-struct World {
-    proxy: FaultProxy,
-    fargate: Arc<Fargate>,
+pub(super) struct World {
+    pub(super) proxy: FaultProxy,
+    pub(super) fargate: Arc<Fargate>,
     registry: Registry,
     _moto: Moto,
-    fakes: Fakes,
-    dir: tempfile::TempDir,
+    pub(super) fakes: Fakes,
+    pub(super) dir: tempfile::TempDir,
+    /// The access key the deployer signs with (`None`: moto's `testing`, the root).
+    pub(super) key: Option<(String, String)>,
 }
 
 impl World {
-    fn deployer(&self, args: &[&str]) -> Output {
+    pub(super) fn deployer(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
 
-    fn command(&self, args: &[&str]) -> std::process::Command {
+    pub(super) fn command(&self, args: &[&str]) -> std::process::Command {
         let mut all = vec!["--env-dir", self.dir.path().to_str().unwrap()];
         all.extend_from_slice(args);
         let mut c = super::deployer_command(Some(&self.proxy.endpoint()));
         c.args(&all).env("DEPLOYER_REGISTRY", self.registry.host());
+        if let Some((id, secret)) = &self.key {
+            c.env("AWS_ACCESS_KEY_ID", id)
+                .env("AWS_SECRET_ACCESS_KEY", secret);
+        }
         c
     }
 
     /// Pushes an image whose program is perl (to print, allocate and trap signals at
     /// will) and returns its reference.
-    fn perl_image(&self) -> String {
+    pub(super) fn perl_image(&self) -> String {
         let pushed = self.deployer(&[
             "push-image",
             "--env",
@@ -78,6 +84,15 @@ async fn world() -> World {
 }
 
 async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
+    world_as(tune, None).await
+}
+
+/// The world, its image pushed and its stack deployed by `user` (made here, holding
+/// exactly what `deployer policy` prints for the environment) or by the root.
+pub(super) async fn world_as(
+    tune: impl FnOnce(&mut fakes::generate::Month),
+    user: Option<&str>,
+) -> World {
     let moto = Moto::start().unwrap();
     let registry = Registry::start().unwrap();
     let mut month = fakes::generate::month(12, 2026, 10);
@@ -111,6 +126,18 @@ async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
         },
     )
     .unwrap();
+    let key = match user {
+        Some(user) => Some(
+            super::iam::grant_printed_policy(
+                &proxy.endpoint(),
+                &["--env-dir", dir.path().to_str().unwrap(), "--env", "local"],
+                user,
+            )
+            .await
+            .0,
+        ),
+        None => None,
+    };
     let w = World {
         proxy,
         fargate,
@@ -118,6 +145,7 @@ async fn world_with(tune: impl FnOnce(&mut fakes::generate::Month)) -> World {
         _moto: moto,
         fakes,
         dir,
+        key,
     };
     let binary = super::image::job_binary();
     let pushed = w.deployer(&[

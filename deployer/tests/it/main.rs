@@ -5,6 +5,7 @@ mod consistency;
 mod emulators;
 mod engine;
 mod fargate;
+mod iam;
 mod image;
 mod operate;
 mod verify;

@@ -870,39 +870,7 @@ async fn readme_step_three_creates_and_attaches_every_policy_within_iams_quotas(
         .send()
         .await
         .unwrap();
-    let mut created = Vec::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let arg = |flag: &str| {
-            words
-                .iter()
-                .position(|w| *w == flag)
-                .map(|i| words[i + 1].to_owned())
-        };
-        match words.get(..3) {
-            Some(["aws", "iam", "create-policy"]) => {
-                let file = arg("--policy-document").unwrap();
-                let document =
-                    std::fs::read_to_string(file.strip_prefix("file://").unwrap()).unwrap();
-                iam.create_policy()
-                    .policy_name(arg("--policy-name").unwrap())
-                    .policy_document(&document)
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{line}: {e:?}"));
-                created.push(serde_json::from_str::<Value>(&document).unwrap());
-            }
-            Some(["aws", "iam", "attach-user-policy"]) => {
-                iam.attach_user_policy()
-                    .user_name(arg("--user-name").unwrap())
-                    .policy_arn(arg("--policy-arn").unwrap())
-                    .send()
-                    .await
-                    .unwrap_or_else(|e| panic!("{line}: {e:?}"));
-            }
-            _ => {}
-        }
-    }
+    let created = super::iam::run_policy_commands(&iam, &text).await;
     assert!(created.len() >= 2, "the policy needs more than one: {text}");
     let attached = iam
         .list_attached_user_policies()
