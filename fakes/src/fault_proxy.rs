@@ -442,28 +442,30 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         out.write_all(&crate::quotas::limit_exceeded(&refused))?;
         return out.flush();
     }
-    if service == "logs"
-        && let Some(refused) =
-            crate::quotas::logs_refusal(&state.quotas, &op, &body, &mut |target, query| {
-                let head: Vec<String> = head
-                    .iter()
-                    .map(|l| {
-                        if l.to_ascii_lowercase().starts_with("x-amz-target:") {
-                            format!("X-Amz-Target: {target}\r\n")
-                        } else {
-                            l.clone()
-                        }
-                    })
-                    .collect();
-                exchange(state.upstream, &head, query.as_bytes())
-                    .ok()
-                    .and_then(|r| {
-                        let text = String::from_utf8_lossy(&r).into_owned();
-                        text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-                    })
-                    .unwrap_or_default()
+    let refusal: Refusal = match service.as_str() {
+        "logs" => crate::quotas::logs_refusal,
+        "events" => crate::quotas::events_refusal,
+        _ => |_, _, _, _| None,
+    };
+    if let Some(refused) = refusal(&state.quotas, &op, &body, &mut |target, query| {
+        let head: Vec<String> = head
+            .iter()
+            .map(|l| {
+                if l.to_ascii_lowercase().starts_with("x-amz-target:") {
+                    format!("X-Amz-Target: {target}\r\n")
+                } else {
+                    l.clone()
+                }
             })
-    {
+            .collect();
+        exchange(state.upstream, &head, query.as_bytes())
+            .ok()
+            .and_then(|r| {
+                let text = String::from_utf8_lossy(&r).into_owned();
+                text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+            })
+            .unwrap_or_default()
+    }) {
         out.write_all(&crate::quotas::logs_limit_exceeded(&refused))?;
         return out.flush();
     }
@@ -625,6 +627,10 @@ fn operation(method: &str, path: &str, target: Option<&str>, body: &[u8]) -> Opt
         (None, other) => format!("{other}Rest"),
     })
 }
+
+/// A service's quota check: the refusal's message, or `None`.
+type Refusal =
+    fn(&crate::quotas::Quotas, &str, &[u8], &mut dyn FnMut(&str, &str) -> String) -> Option<String>;
 
 fn is_write(operation: &str) -> bool {
     aws_setup::Access::of(operation) == aws_setup::Access::Write

@@ -32,6 +32,10 @@ pub struct Quotas {
     pub managed_per_role: usize,
     pub managed_per_user: usize,
     pub log_resource_policies: usize,
+    /// Metric filters per log group: 100, not adjustable (CloudWatch Logs quotas).
+    pub metric_filters_per_group: usize,
+    /// Targets per EventBridge rule: 5, not adjustable (EventBridge quotas).
+    pub targets_per_rule: usize,
 }
 
 impl Default for Quotas {
@@ -44,6 +48,8 @@ impl Default for Quotas {
             managed_per_role: 10,
             managed_per_user: 10,
             log_resource_policies: 10,
+            metric_filters_per_group: 100,
+            targets_per_rule: 5,
         }
     }
 }
@@ -177,10 +183,27 @@ pub fn logs_refusal(
     body: &[u8],
     ask: &mut dyn FnMut(&str, &str) -> String,
 ) -> Option<String> {
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if operation == "PutMetricFilter" {
+        let group = request["logGroupName"].as_str().unwrap_or_default();
+        let name = request["filterName"].as_str().unwrap_or_default();
+        let listed: serde_json::Value = serde_json::from_str(&ask(
+            "Logs_20140328.DescribeMetricFilters",
+            &serde_json::json!({"logGroupName": group}).to_string(),
+        ))
+        .unwrap_or_default();
+        let names: Vec<&str> = listed["metricFilters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["filterName"].as_str())
+            .collect();
+        return (!names.contains(&name) && names.len() >= quotas.metric_filters_per_group)
+            .then(|| "Resource limit exceeded.".to_owned());
+    }
     if operation != "PutResourcePolicy" {
         return None;
     }
-    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let name = request["policyName"].as_str().unwrap_or_default();
     let listed: serde_json::Value =
         serde_json::from_str(&ask("Logs_20140328.DescribeResourcePolicies", "{}"))
@@ -195,7 +218,50 @@ pub fn logs_refusal(
         .then(|| "Resource limit exceeded.".to_owned())
 }
 
-/// CloudWatch Logs' answer to a refused call.
+/// What EventBridge would refuse: PutTargets taking a rule past its 5 targets (a
+/// target whose Id the rule has already is replaced, not added). The message is
+/// EventBridge's `LimitExceededException` text as far as it is documented; the exact
+/// wording is unverified.
+pub fn events_refusal(
+    quotas: &Quotas,
+    operation: &str,
+    body: &[u8],
+    ask: &mut dyn FnMut(&str, &str) -> String,
+) -> Option<String> {
+    if operation != "PutTargets" {
+        return None;
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let rule = request["Rule"].as_str().unwrap_or_default();
+    let listed: serde_json::Value = serde_json::from_str(&ask(
+        "AWSEvents.ListTargetsByRule",
+        &serde_json::json!({"Rule": rule}).to_string(),
+    ))
+    .unwrap_or_default();
+    let mut ids: std::collections::BTreeSet<&str> = listed["Targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["Id"].as_str())
+        .collect();
+    ids.extend(
+        request["Targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["Id"].as_str()),
+    );
+    (ids.len() > quotas.targets_per_rule).then(|| {
+        format!(
+            "The requested resource exceeds the maximum number allowed: rule {rule} would have {} targets, over EventBridge's {} per rule.",
+            ids.len(),
+            quotas.targets_per_rule
+        )
+    })
+}
+
+/// CloudWatch Logs' (and EventBridge's) answer to a refused call: 400
+/// `LimitExceededException`.
 pub fn logs_limit_exceeded(message: &str) -> Vec<u8> {
     let body =
         serde_json::json!({"__type": "LimitExceededException", "message": message}).to_string();
@@ -252,6 +318,64 @@ pub fn limit_exceeded(message: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_group_holds_100_metric_filters_and_a_rule_5_targets() {
+        let q = Quotas::default();
+        let filters = |n: usize| {
+            let listed: Vec<serde_json::Value> = (0..n)
+                .map(|i| serde_json::json!({"filterName": format!("f{i}")}))
+                .collect();
+            serde_json::json!({"metricFilters": listed}).to_string()
+        };
+        let put = |name: &str| {
+            serde_json::json!({"logGroupName": "/ecs/qbo", "filterName": name})
+                .to_string()
+                .into_bytes()
+        };
+        assert_eq!(
+            logs_refusal(&q, "PutMetricFilter", &put("new"), &mut |_, _| filters(99)),
+            None
+        );
+        assert_eq!(
+            logs_refusal(&q, "PutMetricFilter", &put("new"), &mut |_, _| filters(100)),
+            Some("Resource limit exceeded.".to_owned())
+        );
+        // Replacing one it has is no new filter.
+        assert_eq!(
+            logs_refusal(&q, "PutMetricFilter", &put("f3"), &mut |_, _| filters(100)),
+            None
+        );
+        let targets = |ids: &[&str]| {
+            let listed: Vec<serde_json::Value> =
+                ids.iter().map(|i| serde_json::json!({"Id": i})).collect();
+            serde_json::json!({"Targets": listed}).to_string()
+        };
+        let put = |ids: &[&str]| {
+            let t: Vec<serde_json::Value> =
+                ids.iter().map(|i| serde_json::json!({"Id": i})).collect();
+            serde_json::json!({"Rule": "r", "Targets": t})
+                .to_string()
+                .into_bytes()
+        };
+        let four = ["a", "b", "c", "d"];
+        assert_eq!(
+            events_refusal(&q, "PutTargets", &put(&["e"]), &mut |_, _| targets(&four)),
+            None
+        );
+        assert!(
+            events_refusal(&q, "PutTargets", &put(&["e", "f"]), &mut |_, _| targets(
+                &four
+            ))
+            .is_some_and(|m| m.contains("6 targets, over EventBridge's 5 per rule"))
+        );
+        assert_eq!(
+            events_refusal(&q, "PutTargets", &put(&["a", "e"]), &mut |_, _| targets(
+                &four
+            )),
+            None
+        );
+    }
 
     fn body(fields: &[(&str, &str)]) -> Vec<u8> {
         fields
