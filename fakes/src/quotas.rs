@@ -176,7 +176,8 @@ pub fn refusal(
 }
 
 /// What CloudWatch Logs would refuse in this JSON-protocol call, given `ask` to call
-/// another of its operations (`(target, body)` answered as JSON).
+/// another of its operations (`(target, body)` answered as JSON): a new metric filter
+/// past the group's 100, a new resource policy past the Region's 10.
 pub fn logs_refusal(
     quotas: &Quotas,
     operation: &str,
@@ -184,38 +185,28 @@ pub fn logs_refusal(
     ask: &mut dyn FnMut(&str, &str) -> String,
 ) -> Option<String> {
     let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if operation == "PutMetricFilter" {
-        let group = request["logGroupName"].as_str().unwrap_or_default();
-        let name = request["filterName"].as_str().unwrap_or_default();
-        let listed: serde_json::Value = serde_json::from_str(&ask(
+    let (listing, of, array, field, name, limit) = match operation {
+        "PutMetricFilter" => (
             "Logs_20140328.DescribeMetricFilters",
-            &serde_json::json!({"logGroupName": group}).to_string(),
-        ))
-        .unwrap_or_default();
-        let names: Vec<&str> = listed["metricFilters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f["filterName"].as_str())
-            .collect();
-        return (!names.contains(&name) && names.len() >= quotas.metric_filters_per_group)
-            .then(|| "Resource limit exceeded.".to_owned());
-    }
-    if operation != "PutResourcePolicy" {
-        return None;
-    }
-    let name = request["policyName"].as_str().unwrap_or_default();
-    let listed: serde_json::Value =
-        serde_json::from_str(&ask("Logs_20140328.DescribeResourcePolicies", "{}"))
-            .unwrap_or_default();
-    let names: Vec<&str> = listed["resourcePolicies"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["policyName"].as_str())
-        .collect();
-    (!names.contains(&name) && names.len() >= quotas.log_resource_policies)
-        .then(|| "Resource limit exceeded.".to_owned())
+            serde_json::json!({"logGroupName": request["logGroupName"]}),
+            "metricFilters",
+            "filterName",
+            &request["filterName"],
+            quotas.metric_filters_per_group,
+        ),
+        "PutResourcePolicy" => (
+            "Logs_20140328.DescribeResourcePolicies",
+            serde_json::json!({}),
+            "resourcePolicies",
+            "policyName",
+            &request["policyName"],
+            quotas.log_resource_policies,
+        ),
+        _ => return None,
+    };
+    let names = listed(ask, listing, of, array, field);
+    let name = name.as_str().unwrap_or_default();
+    (!names.contains(name) && names.len() >= limit).then(|| "Resource limit exceeded.".to_owned())
 }
 
 /// What EventBridge would refuse: PutTargets taking a rule past its 5 targets (a
@@ -233,23 +224,20 @@ pub fn events_refusal(
     }
     let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let rule = request["Rule"].as_str().unwrap_or_default();
-    let listed: serde_json::Value = serde_json::from_str(&ask(
+    let mut ids = listed(
+        ask,
         "AWSEvents.ListTargetsByRule",
-        &serde_json::json!({"Rule": rule}).to_string(),
-    ))
-    .unwrap_or_default();
-    let mut ids: std::collections::BTreeSet<&str> = listed["Targets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|t| t["Id"].as_str())
-        .collect();
+        serde_json::json!({"Rule": rule}),
+        "Targets",
+        "Id",
+    );
     ids.extend(
         request["Targets"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|t| t["Id"].as_str()),
+            .filter_map(|t| t["Id"].as_str())
+            .map(str::to_owned),
     );
     (ids.len() > quotas.targets_per_rule).then(|| {
         format!(
@@ -258,6 +246,40 @@ pub fn events_refusal(
             quotas.targets_per_rule
         )
     })
+}
+
+/// Each `field` of the `array` items a JSON-protocol list call answers, every page
+/// (`nextToken`/`NextToken`, as CloudWatch Logs and EventBridge name it: a page of
+/// DescribeMetricFilters holds 50, fewer than the quota).
+fn listed(
+    ask: &mut dyn FnMut(&str, &str) -> String,
+    target: &str,
+    mut request: serde_json::Value,
+    array: &str,
+    field: &str,
+) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    // Bounded: a stand-in that pages forever must not hang the proxy.
+    for _ in 0..1000 {
+        let page: serde_json::Value =
+            serde_json::from_str(&ask(target, &request.to_string())).unwrap_or_default();
+        found.extend(
+            page[array]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i[field].as_str())
+                .map(str::to_owned),
+        );
+        let Some((key, token)) = ["nextToken", "NextToken"]
+            .into_iter()
+            .find_map(|k| Some((k, page[k].as_str()?.to_owned())))
+        else {
+            break;
+        };
+        request[key] = token.into();
+    }
+    found
 }
 
 /// CloudWatch Logs' (and EventBridge's) answer to a refused call: 400
@@ -336,6 +358,23 @@ mod tests {
         assert_eq!(
             logs_refusal(&q, "PutMetricFilter", &put("new"), &mut |_, _| filters(99)),
             None
+        );
+        // 100 in two pages of 50, as DescribeMetricFilters answers them.
+        let mut paged = |_: &str, asked: &str| {
+            let asked: serde_json::Value = serde_json::from_str(asked).unwrap();
+            let from = if asked["nextToken"] == "p2" { 50 } else { 0 };
+            let listed: Vec<serde_json::Value> = (from..from + 50)
+                .map(|i| serde_json::json!({"filterName": format!("f{i}")}))
+                .collect();
+            let mut page = serde_json::json!({"metricFilters": listed});
+            if from == 0 {
+                page["nextToken"] = "p2".into();
+            }
+            page.to_string()
+        };
+        assert_eq!(
+            logs_refusal(&q, "PutMetricFilter", &put("new"), &mut paged),
+            Some("Resource limit exceeded.".to_owned())
         );
         assert_eq!(
             logs_refusal(&q, "PutMetricFilter", &put("new"), &mut |_, _| filters(100)),
