@@ -326,11 +326,15 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             .and_then(|c| c.split('/').nth(2))
             .unwrap_or_default()
             .to_owned();
-        if let Some(denied) =
-            state
-                .authorizer
-                .check(&authorization, &service, op, &method, &path, &region, &body)
-        {
+        let call = crate::iam_actions::Call {
+            service: &service,
+            operation: op,
+            method: &method,
+            path: &path,
+            region: &region,
+            body: &body,
+        };
+        if let Some(denied) = state.authorizer.check(&authorization, &call) {
             let mut out = conn;
             out.write_all(&denied)?;
             return out.flush();

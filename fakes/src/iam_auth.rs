@@ -60,8 +60,12 @@ pub struct Authorizer {
     upstream: SocketAddr,
     identities: Mutex<HashMap<String, Option<Identity>>>,
     policies: Mutex<HashMap<String, (Instant, Vec<Value>)>>,
-    evaluated: Mutex<Vec<Evaluated>>,
+    evaluated: Mutex<std::collections::VecDeque<Evaluated>>,
 }
+
+/// The evaluations kept, the newest: enough for a test's whole cycle (a few thousand),
+/// bounded for a stand-in left running for days.
+const KEPT: usize = 200_000;
 
 impl Authorizer {
     pub fn new(upstream: SocketAddr) -> Self {
@@ -69,7 +73,7 @@ impl Authorizer {
             upstream,
             identities: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
-            evaluated: Mutex::new(Vec::new()),
+            evaluated: Mutex::new(std::collections::VecDeque::new()),
         }
     }
 
@@ -170,7 +174,12 @@ impl Authorizer {
 
     /// Every request evaluated so far for a user or a role session, in order.
     pub fn evaluated(&self) -> Vec<Evaluated> {
-        self.evaluated.lock().expect("auth lock").clone()
+        self.evaluated
+            .lock()
+            .expect("auth lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Who signed with `key`: a role session handed out here, an IAM user's key, or
@@ -211,48 +220,31 @@ impl Authorizer {
         user
     }
 
-    /// The answer to give instead of forwarding, when the caller may not make this call.
-    #[allow(clippy::too_many_arguments)]
-    pub fn check(
-        &self,
-        authorization: &str,
-        service: &str,
-        operation: &str,
-        method: &str,
-        path: &str,
-        region: &str,
-        body: &[u8],
-    ) -> Option<Vec<u8>> {
+    /// The answer to give instead of forwarding `call`, signed with `authorization`,
+    /// when the caller may not make it.
+    pub fn check(&self, authorization: &str, call: &Call<'_>) -> Option<Vec<u8>> {
         let key = authorization
             .split("Credential=")
             .nth(1)?
             .split('/')
             .next()?;
+        let creates_cluster = call.service == "ecs" && call.operation == "CreateCluster";
         let Some(who) = self.identity(key) else {
-            if operation == "CreateCluster" && service == "ecs" {
+            if creates_cluster {
                 self.ensure_ecs_service_linked_role(None);
             }
             return None;
         };
-        let call = Call {
-            service,
-            operation,
-            method,
-            path,
-            region,
-            account: &who.account,
-            body,
-        };
         let lookup = Moto {
             authorizer: self,
-            region,
+            region: call.region,
             account: &who.account,
         };
-        let asked = match crate::iam_actions::requests(&call, &lookup) {
+        let asked = match crate::iam_actions::requests(call, &who.account, &lookup) {
             Ok(asked) => asked,
             Err(gap) => {
                 return Some(denied(
-                    service,
+                    call.service,
                     &format!(
                         "User: {} is not authorized: {gap} in the AWS stand-in (add it to fakes/src/iam_actions.rs)",
                         who.arn
@@ -262,18 +254,13 @@ impl Authorizer {
         };
         let policies = self.policies_of(who.kind, &who.name);
         for request in asked {
-            let decision = evaluate(policies.iter(), &request);
-            self.evaluated.lock().expect("auth lock").push(Evaluated {
-                caller: who.arn.clone(),
-                request: request.clone(),
-                allowed: decision == Decision::Allow,
-            });
+            let decision = self.decide(&who, &policies, &request);
             if decision != Decision::Allow {
                 let Request {
                     action, resource, ..
                 } = &request;
                 return Some(denied(
-                    service,
+                    call.service,
                     &format!(
                         "User: {} is not authorized to perform: {action} on resource: {resource} because {}",
                         who.arn,
@@ -288,19 +275,34 @@ impl Authorizer {
                 ));
             }
         }
-        if operation == "CreateCluster" && service == "ecs" {
-            self.ensure_ecs_service_linked_role(Some((&who, &policies, region)));
+        if creates_cluster {
+            self.ensure_ecs_service_linked_role(Some((&who, &policies)));
         }
         None
     }
 
+    /// `request` of `who` evaluated against its `policies`, and kept.
+    fn decide(&self, who: &Identity, policies: &[Value], request: &Request) -> Decision {
+        let decision = evaluate(policies.iter(), request);
+        let mut kept = self.evaluated.lock().expect("auth lock");
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Evaluated {
+            caller: who.arn.clone(),
+            request: request.clone(),
+            allowed: decision == Decision::Allow,
+        });
+        decision
+    }
+
     /// Makes the ECS service-linked role when the account has none and the caller (the
     /// root when `None`) may: `iam:CreateServiceLinkedRole` with `iam:AWSServiceName`.
-    fn ensure_ecs_service_linked_role(&self, caller: Option<(&Identity, &Vec<Value>, &str)>) {
+    fn ensure_ecs_service_linked_role(&self, caller: Option<(&Identity, &[Value])>) {
         if self.ecs_service_linked_role_exists() {
             return;
         }
-        if let Some((who, policies, _)) = caller {
+        if let Some((who, policies)) = caller {
             let request = Request::new(
                 "iam:CreateServiceLinkedRole",
                 &format!(
@@ -309,12 +311,7 @@ impl Authorizer {
                 ),
             )
             .with("iam:AWSServiceName", "ecs.amazonaws.com");
-            let decision = evaluate(policies.iter(), &request);
-            self.evaluated.lock().expect("auth lock").push(Evaluated {
-                caller: who.arn.clone(),
-                request,
-                allowed: decision == Decision::Allow,
-            });
+            let decision = self.decide(who, policies, &request);
             if decision != Decision::Allow {
                 return;
             }

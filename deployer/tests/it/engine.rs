@@ -1431,32 +1431,7 @@ async fn an_ecr_deploy_keeps_its_image_from_the_lifecycle_rule_and_refuses_one_t
         .unwrap();
     let mut digests = Vec::new();
     for n in 1..=2 {
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{:064}", n), "size": 2},
-            // moto names an image by its layers' digests (ECR: by the manifest's), so
-            // each image has its own layer.
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{:064}", n + 10), "size": 2}],
-        })
-        .to_string();
-        let out = aws
-            .ecr
-            .put_image()
-            .repository_name("qbo-invoice-processor")
-            .image_manifest(manifest)
-            .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
-            .image_tag(format!("build-{n}"))
-            .send()
-            .await
-            .unwrap();
-        digests.push(
-            out.image()
-                .and_then(|i| i.image_id())
-                .and_then(|i| i.image_digest())
-                .unwrap()
-                .to_owned(),
-        );
+        digests.push(super::put_ecr_image(&aws.ecr, n).await);
     }
     let image =
         |d: &str| format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/qbo-invoice-processor@{d}");

@@ -25,8 +25,8 @@ pub(super) struct World {
     _moto: Moto,
     pub(super) fakes: Fakes,
     pub(super) dir: tempfile::TempDir,
-    /// The access key the deployer signs with (`None`: moto's `testing`, the root).
-    pub(super) key: Option<(String, String)>,
+    /// The IAM user the deployer signs as (`None`: moto's `testing` key, the root).
+    pub(super) key: Option<super::iam::Granted>,
 }
 
 impl World {
@@ -39,11 +39,33 @@ impl World {
         all.extend_from_slice(args);
         let mut c = super::deployer_command(Some(&self.proxy.endpoint()));
         c.args(&all).env("DEPLOYER_REGISTRY", self.registry.host());
-        if let Some((id, secret)) = &self.key {
-            c.env("AWS_ACCESS_KEY_ID", id)
-                .env("AWS_SECRET_ACCESS_KEY", secret);
+        if let Some(user) = &self.key {
+            c.env("AWS_ACCESS_KEY_ID", &user.id)
+                .env("AWS_SECRET_ACCESS_KEY", &user.secret);
         }
         c
+    }
+
+    /// `run-task JOB -- --dry-run` as JSON lines, passed: its output.
+    fn dry_run(&self, job: &str) -> String {
+        let run = self.deployer(&[
+            "run-task",
+            job,
+            "--env",
+            "local",
+            "--output",
+            "json",
+            "--",
+            "--dry-run",
+        ]);
+        let out = stdout(&run);
+        assert!(
+            run.status.success(),
+            "exit {:?}\n{out}\n{}",
+            run.status.code(),
+            stderr(&run)
+        );
+        out
     }
 
     /// Pushes an image whose program is perl (to print, allocate and trap signals at
@@ -133,8 +155,7 @@ pub(super) async fn world_as(
                 &["--env-dir", dir.path().to_str().unwrap(), "--env", "local"],
                 user,
             )
-            .await
-            .0,
+            .await,
         ),
         None => None,
     };
@@ -194,23 +215,7 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
     let w = world().await;
 
     // README step 8: the first run is a dry run, as a task, on a read-only root.
-    let run = w.deployer(&[
-        "run-task",
-        "create",
-        "--env",
-        "local",
-        "--output",
-        "json",
-        "--",
-        "--dry-run",
-    ]);
-    let out = stdout(&run);
-    assert!(
-        run.status.success(),
-        "exit {:?}\n{out}\n{}",
-        run.status.code(),
-        stderr(&run)
-    );
+    let out = w.dry_run("create");
     let finished: Vec<Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -231,23 +236,7 @@ async fn readme_first_dry_run_passes_as_a_task_and_a_missing_image_says_why() {
         "run-task", "create", "--env", "local", "--", "--period", "2026-10",
     ]);
     assert!(billed.status.success(), "{}", stderr(&billed));
-    let send = w.deployer(&[
-        "run-task",
-        "send",
-        "--env",
-        "local",
-        "--output",
-        "json",
-        "--",
-        "--dry-run",
-    ]);
-    let out = stdout(&send);
-    assert!(
-        send.status.success(),
-        "exit {:?}\n{out}\n{}",
-        send.status.code(),
-        stderr(&send)
-    );
+    let out = w.dry_run("send");
     assert!(
         out.contains("/tmp/sent_invoices_email.html"),
         "the preview under /tmp: {out}"

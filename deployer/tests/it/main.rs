@@ -83,3 +83,30 @@ async fn moto_config(endpoint: &str) -> aws_setup::SdkConfig {
     )))
     .build()
 }
+
+/// Image `n` put in the ECR repository with the ECR API, as a push would put it (ECR's
+/// registry has no stand-in here), tagged `build-N`: its digest.
+async fn put_ecr_image(ecr: &aws_sdk_ecr::Client, n: u32) -> String {
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{n:064}"), "size": 2},
+        // moto names an image by its layers' digests (ECR: by the manifest's), so
+        // each image has its own layer.
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{:064}", n + 10), "size": 2}],
+    });
+    let out = ecr
+        .put_image()
+        .repository_name("qbo-invoice-processor")
+        .image_manifest(manifest.to_string())
+        .image_manifest_media_type("application/vnd.oci.image.manifest.v1+json")
+        .image_tag(format!("build-{n}"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put image {n}: {e:?}"));
+    out.image()
+        .and_then(|i| i.image_id())
+        .and_then(|i| i.image_digest())
+        .unwrap()
+        .to_owned()
+}
