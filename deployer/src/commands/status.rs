@@ -367,19 +367,21 @@ fn text(s: &Status, tz: &TimeZone) -> String {
             |_| r.finished.clone(),
             |ts| super::local_time(ts.as_millisecond(), tz),
         );
-        if let Some(why) = &r.crashed {
+        // A run known only from its task's STOPPED event: crashed, or ended with its
+        // lines gone.
+        let stopped = r
+            .crashed
+            .as_ref()
+            .map(|why| ("CRASHED", format!(" stopped without finishing: {why}")))
+            .or_else(|| {
+                r.lines_expired
+                    .as_ref()
+                    .map(|how| ("ENDED", format!(": {how}")))
+            });
+        if let Some((state, what)) = stopped {
             let _ = writeln!(
                 t,
-                "  {when}  {:<16} CRASHED  task {} stopped without finishing: {why}",
-                r.job,
-                r.summary["task"].as_str().unwrap_or("?")
-            );
-            continue;
-        }
-        if let Some(how) = &r.lines_expired {
-            let _ = writeln!(
-                t,
-                "  {when}  {:<16} ENDED    task {}: {how}",
+                "  {when}  {:<16} {state:<8} task {}{what}",
                 r.job,
                 r.summary["task"].as_str().unwrap_or("?")
             );
@@ -518,14 +520,15 @@ mod tests {
         };
         let monthly = row("task aaa");
         assert!(
-            monthly.contains("ENDED")
+            monthly.contains(" ENDED    task aaa: ")
                 && monthly.contains("exit 0")
                 && monthly.contains("past the 30-day retention"),
             "{shown}"
         );
         assert!(!monthly.contains("CRASHED"), "{shown}");
         assert!(
-            row("task bbb").contains("CRASHED") && row("task bbb").contains("OutOfMemoryError"),
+            row("task bbb").contains(" CRASHED  task bbb stopped without finishing: ")
+                && row("task bbb").contains("OutOfMemoryError"),
             "{shown}"
         );
         assert_eq!(
