@@ -672,17 +672,7 @@ async fn tasks_stop_and_ctrl_c_reach_the_job_as_sigterm_and_a_rerun_bills_nobody
 async fn the_daily_send_fires_at_five_in_los_angeles_across_a_daylight_saving_change() {
     let w = world().await;
     // The test clock: from the Saturday before the change to the Monday after it.
-    // (The local Fargate blocks on its own calls: off the test's runtime.)
-    let fargate = Arc::clone(&w.fargate);
-    let fired = tokio::task::spawn_blocking(move || {
-        fargate.advance(
-            "2027-03-13T00:00:00Z".parse().unwrap(),
-            "2027-03-15T23:00:00Z".parse().unwrap(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let fired = advance(&w, "2027-03-13T00:00:00Z", "2027-03-15T23:00:00Z").await;
     let sends: Vec<(String, &Result<String, String>)> = fired
         .iter()
         .filter(|(name, _, _)| name == "qbo-send-invoices-daily")
@@ -717,6 +707,17 @@ async fn the_daily_send_fires_at_five_in_los_angeles_across_a_daylight_saving_ch
             stopped.stopped_reason()
         );
     }
+}
+
+/// The test clock moved from `from` to `to`: every schedule due in between fires. (The
+/// local Fargate blocks on its own calls: off the test's runtime.)
+async fn advance(w: &World, from: &str, to: &str) -> Vec<fakes::fargate::Firing> {
+    let fargate = Arc::clone(&w.fargate);
+    let (from, to) = (from.parse().unwrap(), to.parse().unwrap());
+    tokio::task::spawn_blocking(move || fargate.advance(from, to))
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// The changes of state, with their notifications, from evaluating every alarm at `at`.
@@ -867,16 +868,7 @@ async fn log_lines_publish_the_stacks_metrics_and_its_alarms_notify_the_alert_to
         .send()
         .await
         .unwrap();
-    let fargate = Arc::clone(&w.fargate);
-    let fired = tokio::task::spawn_blocking(move || {
-        fargate.advance(
-            "2027-01-04T12:30:00Z".parse().unwrap(),
-            "2027-01-05T12:30:00Z".parse().unwrap(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let fired = advance(&w, "2027-01-04T12:30:00Z", "2027-01-05T12:30:00Z").await;
     let refused: Vec<&String> = fired
         .iter()
         .filter(|(n, _, _)| n == name)
@@ -996,16 +988,7 @@ async fn a_schedule_role_that_cannot_pass_the_task_roles_starts_nothing_and_alar
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let fargate = Arc::clone(&w.fargate);
-    let fired = tokio::task::spawn_blocking(move || {
-        fargate.advance(
-            "2027-01-04T12:30:00Z".parse().unwrap(),
-            "2027-01-05T12:30:00Z".parse().unwrap(),
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let fired = advance(&w, "2027-01-04T12:30:00Z", "2027-01-05T12:30:00Z").await;
     // That day's send at 05:00 and the monthly run at 09:00 (the 4th), Los Angeles.
     assert_eq!(fired.len(), 2, "{fired:?}");
     for (_, _, task) in &fired {
