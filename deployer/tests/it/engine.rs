@@ -1689,42 +1689,46 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
         .unwrap();
     assert!(lease.item().is_none(), "{lease:?}");
 
-    // A holder that crashed three seconds before its lease ran out: the next `up`
-    // names it, waits the lease out, and goes on.
-    let until = jiff::Timestamp::now().as_second() + 3;
-    db.put_item()
-        .table_name(table)
-        .item("pk", key)
-        .item(
-            "holder",
-            aws_sdk_dynamodb::types::AttributeValue::S(
-                "`up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7)".into(),
-            ),
-        )
-        .item(
-            "since",
-            aws_sdk_dynamodb::types::AttributeValue::S("2026-12-03T09:00:00Z".into()),
-        )
-        .item(
-            "until",
-            aws_sdk_dynamodb::types::AttributeValue::N(until.to_string()),
-        )
-        .send()
-        .await
-        .unwrap();
-    let asked = std::time::Instant::now();
+    // A holder that crashed: the next `up` names it and waits; once the lease's time has
+    // run out (its `until` moved to the past, as the clock would), it takes it and goes
+    // on, though no one let go of it.
+    let put = |until: i64| {
+        db.put_item()
+            .table_name(table)
+            .item("pk", key.clone())
+            .item(
+                "holder",
+                aws_sdk_dynamodb::types::AttributeValue::S(
+                    "`up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7)".into(),
+                ),
+            )
+            .item(
+                "since",
+                aws_sdk_dynamodb::types::AttributeValue::S("2026-12-03T09:00:00Z".into()),
+            )
+            .item(
+                "until",
+                aws_sdk_dynamodb::types::AttributeValue::N(until.to_string()),
+            )
+            .send()
+    };
+    put(jiff::Timestamp::now().as_second() + 120).await.unwrap();
     let third = IMAGE.replace('1', "3");
-    let out = deployer(
-        &moto.endpoint(),
-        &["up", "--env", "local", "--image", &third, "--yes"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("held by `up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7) since 2026-12-03T09:00:00Z"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(asked.elapsed() >= std::time::Duration::from_secs(2));
+    let child = super::deployer_command(Some(&moto.endpoint()))
+        .args(["up", "--env", "local", "--image", &third, "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (waited, out, said) = super::when_said(
+        child,
+        "held by `up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7) since 2026-12-03T09:00:00Z",
+        async {
+            put(jiff::Timestamp::now().as_second() - 1).await.unwrap();
+        },
+    )
+    .await;
+    assert!(waited && out.status.success(), "{said}");
 }
 
 /// CloudWatch Logs holds 10 resource policies per Region (the proxy holds that quota;

@@ -421,56 +421,55 @@ async fn the_deployers_whole_cycle_runs_as_a_user_holding_exactly_the_printed_po
     ok(&with(&["tasks", "--stop", &id]));
     // Changes by hand, put back (adopting what lost its tag) once another's lease ends.
     let group = drift_as_root(&w.proxy.endpoint()).await;
-    hold_lease(&w.proxy.endpoint(), 2).await;
-    let repaired = ok(&with(&["up", "--yes", "--adopt"]));
-    assert!(
-        stderr(&repaired).contains("held by `up` by arn:aws:iam::123456789012:user/alice"),
-        "{}",
-        stderr(&repaired)
-    );
+    // Held until the `up` says it waits for it, then let go by its holder, however long
+    // the `up` takes to get there.
+    hold_lease(&w.proxy.endpoint(), 120).await;
+    let up = w
+        .command(&with(&["up", "--yes", "--adopt"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let endpoint = w.proxy.endpoint();
+    let (waited, repaired, said) = super::when_said(
+        up,
+        "held by `up` by arn:aws:iam::123456789012:user/alice",
+        async {
+            aws_sdk_dynamodb::Client::new(&moto_config(&endpoint).await)
+                .delete_item()
+                .table_name("qbo-invoice-processor-job-state")
+                .key(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S("lock/deployer".into()),
+                )
+                .send()
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+    assert!(waited && repaired.status.success(), "{said}");
     let again = ok(&with(&["diff"]));
     assert!(stdout(&again).contains("No changes"), "{}", stdout(&again));
     // destroy while a network interface still holds the tasks' group: it waits, says
     // what holds it, and goes on once it is gone.
     let eni = interface_in(&w.proxy.endpoint(), &group).await;
-    let mut destroy = w
+    let destroy = w
         .command(&with(&["destroy", "--yes"]))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pipe = destroy.stderr.take().unwrap();
-    let (told, waiting) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            if line.contains("waiting for security group") {
-                let _ = told.send(());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let mut waited = false;
-    for _ in 0..600 {
-        if waiting.try_recv().is_ok() {
-            waited = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    aws_sdk_ec2::Client::new(&moto_config(&w.proxy.endpoint()).await)
-        .delete_network_interface()
-        .network_interface_id(&eni)
-        .send()
-        .await
-        .unwrap();
-    let destroyed = tokio::task::spawn_blocking(move || destroy.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let said = reader.join().unwrap();
+    let (waited, destroyed, said) =
+        super::when_said(destroy, "waiting for security group", async {
+            aws_sdk_ec2::Client::new(&moto_config(&endpoint).await)
+                .delete_network_interface()
+                .network_interface_id(&eni)
+                .send()
+                .await
+                .unwrap();
+        })
+        .await;
     assert!(waited && destroyed.status.success(), "{said}");
 
     let log = w.proxy.authorizer().evaluated();

@@ -110,3 +110,39 @@ async fn put_ecr_image(ecr: &aws_sdk_ecr::Client, n: u32) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Waits (up to a minute) for `child` to print `needle` on stderr, then runs `then`, then
+/// waits for the child: whether it said it, its output, and all it said on stderr.
+async fn when_said(
+    mut child: std::process::Child,
+    needle: &'static str,
+    then: impl std::future::Future<Output = ()>,
+) -> (bool, std::process::Output, String) {
+    let pipe = child.stderr.take().unwrap();
+    let (told, heard) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if line.contains(needle) {
+                let _ = told.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut said = false;
+    for _ in 0..600 {
+        if heard.try_recv().is_ok() {
+            said = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    then.await;
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    (said, output, reader.join().unwrap())
+}
