@@ -1723,9 +1723,9 @@ async fn two_ups_at_once_take_turns_and_a_crashed_holders_lease_lapses() {
     let (waited, out, said) = super::when_said(
         child,
         "held by `up` by arn:aws:iam::123456789012:user/alice on laptop (pid 7) since 2026-12-03T09:00:00Z",
-        async {
+        Box::pin(async {
             put(jiff::Timestamp::now().as_second() - 1).await.unwrap();
-        },
+        }),
     )
     .await;
     assert!(waited && out.status.success(), "{said}");

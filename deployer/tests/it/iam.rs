@@ -434,7 +434,7 @@ async fn the_deployers_whole_cycle_runs_as_a_user_holding_exactly_the_printed_po
     let (waited, repaired, said) = super::when_said(
         up,
         "held by `up` by arn:aws:iam::123456789012:user/alice",
-        async {
+        Box::pin(async {
             aws_sdk_dynamodb::Client::new(&moto_config(&endpoint).await)
                 .delete_item()
                 .table_name("qbo-invoice-processor-job-state")
@@ -445,7 +445,7 @@ async fn the_deployers_whole_cycle_runs_as_a_user_holding_exactly_the_printed_po
                 .send()
                 .await
                 .unwrap();
-        },
+        }),
     )
     .await;
     assert!(waited && repaired.status.success(), "{said}");
@@ -460,16 +460,19 @@ async fn the_deployers_whole_cycle_runs_as_a_user_holding_exactly_the_printed_po
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (waited, destroyed, said) =
-        super::when_said(destroy, "waiting for security group", async {
+    let (waited, destroyed, said) = super::when_said(
+        destroy,
+        "waiting for security group",
+        Box::pin(async {
             aws_sdk_ec2::Client::new(&moto_config(&endpoint).await)
                 .delete_network_interface()
                 .network_interface_id(&eni)
                 .send()
                 .await
                 .unwrap();
-        })
-        .await;
+        }),
+    )
+    .await;
     assert!(waited && destroyed.status.success(), "{said}");
 
     let log = w.proxy.authorizer().evaluated();
