@@ -7,7 +7,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VENV := .venv
 MOTO_VERSION := 5.2.5
-MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)
+# botocore's service models are the constraints the AWS proxy holds requests to
+# (fakes/src/service_model.rs): pinned, so a test does not change with a new release.
+BOTOCORE_VERSION := 1.44.8
+MOTO_STAMP := $(VENV)/.moto-$(MOTO_VERSION)-botocore-$(BOTOCORE_VERSION)
 # Its own virtualenv: parliament pins boto3, which must not move moto's botocore.
 POLICY_VENV := .venv-policy
 PARLIAMENT_VERSION := 1.6.4
@@ -35,7 +38,7 @@ tools: $(MOTO_STAMP) $(PARLIAMENT_STAMP) $(REGISTRY) $(RUNC)
 
 $(MOTO_STAMP):
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'botocore==$(BOTOCORE_VERSION)' 'boto3==$(BOTOCORE_VERSION)'
 	touch $@
 
 # setuptools: parliament 1.6 imports pkg_resources.

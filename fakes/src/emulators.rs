@@ -146,7 +146,7 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 /// The workspace root, where `make tools` puts `.venv/`.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("fakes lives in the workspace")

@@ -22,6 +22,7 @@ pub mod iam_policy;
 pub mod qbo;
 pub mod quotas;
 pub mod server;
+pub mod service_model;
 
 /// Whether `text` is `pattern`, where `any` in the pattern stands for any run of
 /// characters (QBO's `LIKE` with `%`, a resource policy's ARN with `*`).

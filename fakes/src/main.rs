@@ -56,9 +56,11 @@ struct Cli {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// A loopback proxy in front of an AWS emulator (moto) that answers as real AWS
-    /// does where moto is kinder: eventually consistent reads, a network's latency, and
-    /// EC2's refusal to delete a security group an interface still uses. Point
-    /// AWS_ENDPOINT_URL at the address it prints.
+    /// does where moto is kinder: eventually consistent reads, a network's latency,
+    /// EC2's refusal to delete a security group an interface still uses, the services'
+    /// model constraints (lengths, patterns, enums, ranges, from botocore's models beside
+    /// moto, or FAKES_BOTOCORE_DATA), IAM's quotas, and IAM users' calls authorized
+    /// against their policies. Point AWS_ENDPOINT_URL at the address it prints.
     AwsProxy(ProxyArgs),
 }
 

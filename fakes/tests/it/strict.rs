@@ -469,3 +469,58 @@ async fn a_late_run_lands_after_its_failed_answer_and_a_held_call_never_runs() {
     assert_eq!(count("HELD-1"), 0);
     assert_eq!(fakes.control.0.lock().unwrap().hung, 1);
 }
+
+/// The AWS proxy refuses what the service's published model refuses (here a value off its
+/// enum), as the service refuses it, before moto sees the call.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_proxy_refuses_what_the_services_model_refuses() {
+    let moto = fakes::emulators::Moto::start().unwrap();
+    let proxy = fakes::fault_proxy::FaultProxy::start(moto.addr(), 0).unwrap();
+    let config = aws_setup::load(&aws_setup::AwsOptions {
+        profile: None,
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(proxy.endpoint()),
+    })
+    .await
+    .into_builder()
+    .credentials_provider(
+        aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "moto"),
+        ),
+    )
+    .build();
+    let db = aws_sdk_dynamodb::Client::new(&config);
+    let short = db
+        .update_table()
+        .table_name("job-state")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::from("FREE"))
+        .send()
+        .await
+        .unwrap_err();
+    let service = short.as_service_error().unwrap();
+    assert_eq!(
+        aws_smithy_types::error::metadata::ProvideErrorMetadata::code(service),
+        Some("ValidationException")
+    );
+    assert_eq!(
+        aws_smithy_types::error::metadata::ProvideErrorMetadata::message(service),
+        Some(
+            "1 validation error detected: Value 'FREE' at 'billingMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, PAY_PER_REQUEST]"
+        )
+    );
+    // The same call, kept within the model, reaches moto (which has no such table).
+    let absent = db
+        .update_table()
+        .table_name("job-state")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        absent
+            .as_service_error()
+            .unwrap()
+            .is_resource_not_found_exception(),
+        "{absent:?}"
+    );
+}
