@@ -117,6 +117,23 @@ impl Error {
         }
     }
 
+    /// ECS's refusal to start a task in a security group it cannot see yet (one `up`
+    /// made a moment ago): InvalidParameterException, relaying EC2's
+    /// `InvalidGroup.NotFound`.
+    pub fn is_group_not_yet_visible(&self) -> bool {
+        let Self::Aws {
+            code: Some(code),
+            message,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        code == "InvalidParameterException"
+            && message.contains("security group")
+            && message.contains("does not exist")
+    }
+
     /// The errors ECS, Scheduler and EventBridge give while a new role propagates:
     /// the only ones `up` retries.
     pub fn is_iam_propagation(&self) -> bool {
@@ -157,6 +174,19 @@ mod tests {
             code: Some(code.into()),
             message: message.into(),
         }
+    }
+
+    #[test]
+    fn only_a_security_group_not_yet_visible_is_retried_by_run_task() {
+        assert!(aws("InvalidParameterException", "Error retrieving security group information for [sg-1]: The security group 'sg-1' does not exist (Service: AmazonEC2; Status Code: 400; Error Code: InvalidGroup.NotFound)").is_group_not_yet_visible());
+        assert!(!aws("InvalidParameterException", "Unable to assume the service linked role. Please verify that the ECS service linked role exists.").is_group_not_yet_visible());
+        assert!(
+            !aws(
+                "AccessDeniedException",
+                "not authorized to perform: ecs:RunTask on security group"
+            )
+            .is_group_not_yet_visible()
+        );
     }
 
     #[test]

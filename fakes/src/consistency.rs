@@ -108,6 +108,12 @@ impl Consistency {
         now.duration_since(at) < self.window
     }
 
+    /// Takes `id` of `service` as made at `now`.
+    pub fn created_now(&mut self, service: &str, id: &str, now: Instant) {
+        self.created
+            .insert((service.to_owned(), id.to_owned()), now);
+    }
+
     /// The answer to give instead of asking upstream, if any.
     pub fn before(&mut self, call: &Call<'_>, now: Instant) -> Option<Vec<u8>> {
         let answer = self.not_yet(call, now).or_else(|| {
@@ -219,6 +225,33 @@ impl Consistency {
                     )
                     .into_bytes()
                 })
+            }
+            // ECS reads a task's security groups from EC2's copies too: a group made a
+            // moment ago is not found by RunTask (ECS API reference, RunTask: "eventual
+            // consistency"; the message is the one ECS relays from EC2, wording
+            // UNVERIFIED).
+            "ecs" if call.operation == "RunTask" => {
+                let request: serde_json::Value =
+                    serde_json::from_slice(call.body).unwrap_or_default();
+                let groups =
+                    request["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"]
+                        .as_array()?;
+                let id = groups
+                    .iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .find(|id| fresh("ec2", id))?;
+                let body = serde_json::json!({
+                    "__type": "InvalidParameterException",
+                    "message": format!("Error retrieving security group information for [{id}]: The security group '{id}' does not exist (Service: AmazonEC2; Status Code: 400; Error Code: InvalidGroup.NotFound)"),
+                })
+                .to_string();
+                Some(
+                    format!(
+                        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes(),
+                )
             }
             _ => None,
         }

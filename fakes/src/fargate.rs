@@ -79,6 +79,10 @@ pub struct Fargate {
     /// The container credentials endpoint: credentials by task id.
     credentials: Arc<Mutex<BTreeMap<String, Value>>>,
     credentials_port: u16,
+    /// RunTask's answers by `clientToken`: the same token answers the same tasks again,
+    /// and starts none (ECS API reference, RunTask `clientToken`; "Ensuring idempotency").
+    /// How long ECS keeps a token is UNVERIFIED: kept here for the process's life.
+    answered: Mutex<BTreeMap<String, (u16, Value)>>,
 }
 
 /// Why a task cannot start here, with the fix.
@@ -134,6 +138,7 @@ impl Fargate {
             endpoint: std::sync::OnceLock::new(),
             credentials,
             credentials_port,
+            answered: Mutex::new(BTreeMap::new()),
         }))
     }
 
@@ -151,12 +156,29 @@ impl Fargate {
     pub fn handle(self: &Arc<Self>, operation: &str, body: &[u8]) -> Option<(u16, Value)> {
         let request: Value = serde_json::from_slice(body).unwrap_or_default();
         match operation {
-            "RunTask" => Some(self.run_task(&request)),
+            "RunTask" => Some(self.run_task_once(&request)),
             "DescribeTasks" => Some(self.describe(&request)),
             "StopTask" => Some(self.stop(&request)),
             "ListTasks" => Some(self.list(&request)),
             _ => None,
         }
+    }
+
+    /// RunTask, answered once per client token: a retry of a call whose answer was lost
+    /// (the SDK's retries keep the token) gets the tasks the first one started.
+    fn run_task_once(self: &Arc<Self>, request: &Value) -> (u16, Value) {
+        let Some(token) = request["clientToken"].as_str().map(str::to_owned) else {
+            return self.run_task(request);
+        };
+        let mut answered = self.answered.lock().expect("fargate lock");
+        if let Some(answer) = answered.get(&token) {
+            return answer.clone();
+        }
+        let answer = self.run_task(request);
+        if answer.0 == 200 {
+            answered.insert(token, answer.clone());
+        }
+        answer
     }
 
     fn run_task(self: &Arc<Self>, request: &Value) -> (u16, Value) {

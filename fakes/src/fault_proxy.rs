@@ -205,6 +205,18 @@ impl FaultProxy {
         self.state.writes.load(Ordering::SeqCst)
     }
 
+    /// In the eventual-consistency mode, takes `id` of `service` (`ec2`: a security
+    /// group) as made this moment: for the window, calls naming it do not find it, as
+    /// right after its creation.
+    pub fn just_created(&self, service: &str, id: &str) {
+        if let Some(consistency) = &self.state.consistency {
+            consistency
+                .lock()
+                .expect("proxy lock")
+                .created_now(service, id, Instant::now());
+        }
+    }
+
     /// How many answers the eventual-consistency mode gave instead of upstream's.
     pub fn stale_answers(&self) -> usize {
         self.state
@@ -340,6 +352,24 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             return out.flush();
         }
     }
+    // What the service's model refuses (lengths, patterns, enums, ranges, required
+    // members), refused as the service refuses it: see `service_model`.
+    if let Some(models) = crate::service_model::Models::shared()
+        && let Some(violation) = models.check(&crate::service_model::Request {
+            service: &service,
+            operation: header("x-amz-target")
+                .is_some()
+                .then_some(operation.as_deref())
+                .flatten(),
+            method: &method,
+            path: &path,
+            body: &body,
+        })
+    {
+        let mut out = conn;
+        out.write_all(&crate::service_model::refusal(&service, &violation))?;
+        return out.flush();
+    }
     if !state.latency.is_zero() {
         std::thread::sleep(state.latency);
     }
@@ -376,21 +406,6 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         }
     }
     let mut out = conn;
-    if !fail
-        && service == "ecs"
-        && let (Some(fargate), Some(op)) = (&state.fargate, &operation)
-        && let Some((status, answer)) = fargate.handle(op, &body)
-    {
-        let body = answer.to_string();
-        write!(
-            out,
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            if status == 200 { "OK" } else { "Bad Request" },
-            body.len()
-        )?;
-        out.write_all(body.as_bytes())?;
-        return out.flush();
-    }
     if throttled {
         let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded."}"#;
         write!(
@@ -435,6 +450,20 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             out.write_all(&answer)?;
             return out.flush();
         }
+    }
+    if service == "ecs"
+        && let (Some(fargate), Some(op)) = (&state.fargate, &operation)
+        && let Some((status, answer)) = fargate.handle(op, &body)
+    {
+        let body = answer.to_string();
+        write!(
+            out,
+            "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            if status == 200 { "OK" } else { "Bad Request" },
+            body.len()
+        )?;
+        out.write_all(body.as_bytes())?;
+        return out.flush();
     }
     if service == "iam"
         && let Some(refused) = crate::quotas::refusal(&state.quotas, &op, &body, &mut |query| {

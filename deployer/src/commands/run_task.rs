@@ -141,7 +141,7 @@ pub async fn start(
         if shards > 1 {
             cmd.extend(["--shard".to_owned(), format!("{k}/{shards}")]);
         }
-        let out = aws
+        let request = aws
             .ecs
             .run_task()
             .cluster(&cluster)
@@ -190,10 +190,8 @@ pub async fn start(
                             .build(),
                     )
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(aws_error("start a task in", &cluster))?;
+            );
+        let out = start_once_visible(request, &cluster).await?;
         if let Some(f) = out.failures().first() {
             return Err(Error::TaskExit {
                 code: 1,
@@ -644,5 +642,43 @@ fn local(cli: &Cli, env: &infra::Environment, args: &RunTaskArgs, launch: &Launc
             code: 1,
             message: "the job was killed by a signal".into(),
         }),
+    }
+}
+
+/// How long a task's start waits for a security group `up` just made to be visible to
+/// ECS (EC2 and ECS are eventually consistent: "Eventual consistency in the Amazon EC2
+/// API"; ECS API reference, RunTask).
+const GROUP_VISIBLE: Duration = Duration::from_mins(1);
+
+/// Starts the task, retrying (with backoff, for up to `GROUP_VISIBLE`) only while ECS
+/// does not see the security group yet; a refused start started nothing, so the retry
+/// cannot start a second task (and each attempt carries its own client token, which the
+/// SDK's own retries of a lost answer keep).
+async fn start_once_visible(
+    request: aws_sdk_ecs::operation::run_task::builders::RunTaskFluentBuilder,
+    cluster: &str,
+) -> Result<aws_sdk_ecs::operation::run_task::RunTaskOutput> {
+    let deadline = Instant::now() + GROUP_VISIBLE;
+    let mut wait = Duration::from_secs(1);
+    let mut told = false;
+    loop {
+        match request
+            .clone()
+            .send()
+            .await
+            .map_err(aws_error("start a task in", cluster))
+        {
+            Err(e) if e.is_group_not_yet_visible() && Instant::now() + wait < deadline => {
+                if !told {
+                    eprintln!(
+                        "waiting: ECS does not see the tasks' security group yet (AWS shows a new group everywhere within moments); retrying"
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
     }
 }

@@ -22,7 +22,7 @@ pub(super) struct World {
     pub(super) proxy: FaultProxy,
     pub(super) fargate: Arc<Fargate>,
     registry: Registry,
-    _moto: Moto,
+    moto: Moto,
     pub(super) fakes: Fakes,
     pub(super) dir: tempfile::TempDir,
     /// The IAM user the deployer signs as (`None`: moto's `testing` key, the root).
@@ -163,7 +163,7 @@ pub(super) async fn world_as(
         proxy,
         fargate,
         registry,
-        _moto: moto,
+        moto,
         fakes,
         dir,
         key,
@@ -1008,5 +1008,69 @@ async fn a_schedule_role_that_cannot_pass_the_task_roles_starts_nothing_and_alar
         .len(),
         1,
         "{messages:#?}"
+    );
+}
+
+/// `run-task` right after `up`: ECS does not see the tasks' new security group yet
+/// (eventual consistency). The start is retried and says so, and exactly one task runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_task_right_after_up_waits_for_ecs_to_see_the_new_security_group() {
+    let w = world().await;
+    let stale = FaultProxy::with(
+        w.moto.addr(),
+        Options {
+            fargate: Some(Arc::clone(&w.fargate)),
+            stale: Some(Duration::from_secs(3)),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let groups = aws_sdk_ec2::Client::new(&moto_config(&w.proxy.endpoint()).await)
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values("qbo-invoice-processor-tasks")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let group = groups.security_groups()[0].group_id().unwrap().to_owned();
+    let stopped = |fargate: &Arc<Fargate>| {
+        let (_, listed) = fargate
+            .handle(
+                "ListTasks",
+                br#"{"desiredStatus":"STOPPED","cluster":"qbo-invoice-processor-cluster"}"#,
+            )
+            .unwrap();
+        listed["taskArns"].as_array().map_or(0, Vec::len)
+    };
+    let before = stopped(&w.fargate);
+    stale.just_created("ec2", &group);
+    let out = super::deployer_command(Some(&stale.endpoint()))
+        .args([
+            "--env-dir",
+            w.dir.path().to_str().unwrap(),
+            "run-task",
+            "create",
+            "--env",
+            "local",
+            "--",
+            "--dry-run",
+        ])
+        .env("DEPLOYER_REGISTRY", w.registry.host())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("waiting: ECS does not see the tasks' security group yet"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stopped(&w.fargate),
+        before + 1,
+        "one task, not one per attempt"
     );
 }
