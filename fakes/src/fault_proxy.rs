@@ -41,6 +41,9 @@ struct State {
     stop: AtomicBool,
     /// `(operation, from, to)`: text replaced in that operation's response bodies.
     rewrite: Option<(String, String, String)>,
+    /// `(operation, n)`: the nth call's answer is lost after it landed.
+    lose_answer: Option<(String, usize)>,
+    lost_of: AtomicUsize,
     /// `(operation, how long)`: requests of that operation wait this long upstream.
     delay: Option<(String, std::time::Duration)>,
     /// Added to every call, as a network round trip.
@@ -64,6 +67,9 @@ pub struct Options {
     pub fargate: Option<Arc<crate::fargate::Fargate>>,
     /// `(operation, from, to)`: text replaced in that operation's response bodies.
     pub rewrite: Option<(String, String, String)>,
+    /// `(operation, n)`: that operation's nth call (1-based) is done upstream, and its
+    /// answer lost: the caller gets a 500 and retries a call that already landed.
+    pub lose_answer: Option<(String, usize)>,
     /// `(operation, how long)`: that operation's requests wait this long first.
     pub delay: Option<(String, std::time::Duration)>,
     /// Added to every call.
@@ -165,6 +171,8 @@ impl FaultProxy {
             failed: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             rewrite: options.rewrite,
+            lose_answer: options.lose_answer,
+            lost_of: AtomicUsize::new(0),
             delay: options.delay,
             latency: options.latency,
             consistency: options.stale.map(|w| Mutex::new(Consistency::new(w))),
@@ -532,6 +540,21 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         && operation.as_deref() == Some(op.as_str())
     {
         response = rewritten(&response, from, to);
+    }
+    if let Some((op, n)) = &state.lose_answer
+        && operation.as_deref() == Some(op.as_str())
+        && state.lost_of.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        state.failed.lock().expect("proxy lock").push(op.clone());
+        let body =
+            br#"{"__type":"InternalFailure","message":"the answer was lost by the test proxy"}"#;
+        write!(
+            out,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        return out.flush();
     }
     if let Some(consistency) = &state.consistency {
         consistency

@@ -1771,3 +1771,31 @@ async fn a_region_whose_ten_log_resource_policies_are_taken_is_named_with_the_fi
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The lease's write lands and its answer is lost: the SDK's retry finds the lease taken,
+/// by this very `up`, which goes on at once instead of waiting its own lease out.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_up_whose_lease_answer_was_lost_does_not_wait_for_itself() {
+    let moto = Moto::start().unwrap();
+    up(&moto.endpoint());
+    let proxy = FaultProxy::with(
+        moto.addr(),
+        fakes::fault_proxy::Options {
+            lose_answer: Some(("PutItem".to_owned(), 1)),
+            ..fakes::fault_proxy::Options::default()
+        },
+    )
+    .unwrap();
+    let newer = IMAGE.replace('1', "2");
+    let out = deployer(
+        &proxy.endpoint(),
+        &["up", "--env", "local", "--image", &newer, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        proxy.failed(),
+        vec!["PutItem".to_owned()],
+        "the answer was lost"
+    );
+    assert!(!stderr(&out).contains("waiting"), "{}", stderr(&out));
+}
