@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Problem, Result};
-use crate::validate;
+
+/// The job flags a schedule's command must choose between.
+pub const JOB_FLAGS: [&str; 3] = ["--create-invoices", "--send-invoices", "--check-billed"];
 
 /// One deployment environment: the validated file and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -438,7 +440,7 @@ mod defaults {
 /// The missed-run check's schedule, after the monthly billing schedule (the first that
 /// runs `--create-invoices`), unless `alerts.billing_check` is off or the file already
 /// names it.
-fn add_billing_check(file: &mut EnvFile) {
+pub(crate) fn add_billing_check(file: &mut EnvFile) {
     let Some(cron) = file.alerts.billing_check.clone() else {
         return;
     };
@@ -469,43 +471,6 @@ fn add_billing_check(file: &mut EnvFile) {
 }
 
 impl Environment {
-    /// Reads, parses and validates an environment file. Every problem found is reported
-    /// at once, each with the key and the fix.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::parse(path, &text)
-    }
-
-    /// Parses and validates file contents; `path` names the file in messages and gives
-    /// the environment its name.
-    pub fn parse(path: &Path, text: &str) -> Result<Self> {
-        let invalid = |problems| Error::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        };
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_owned();
-        let mut file: EnvFile = parse_toml(text).map_err(|p| invalid(vec![p]))?;
-        add_billing_check(&mut file);
-        let mut problems = validate::environment_name(&name);
-        problems.extend(validate::env_file(&file));
-        if problems.is_empty() {
-            Ok(Self {
-                name,
-                path: path.to_path_buf(),
-                file,
-            })
-        } else {
-            Err(invalid(problems))
-        }
-    }
-
     /// Finds `NAME.toml` in `dir`; a value with a `/` or ending in `.toml` is a path.
     pub fn locate(name_or_path: &str, dir: &Path) -> Result<PathBuf> {
         if is_path(name_or_path) {
@@ -552,7 +517,7 @@ impl Environment {
 }
 
 /// Deserializes TOML, turning the first error into a problem with its key path and line.
-fn parse_toml(text: &str) -> std::result::Result<EnvFile, Problem> {
+pub(crate) fn parse_toml(text: &str) -> std::result::Result<EnvFile, Problem> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let key = err.path().to_string();

@@ -2,12 +2,15 @@
 //! (`infra/envs/NAME.toml`) plus context resolved from the account become a desired
 //! state: a graph of typed resources. No I/O besides reading the file.
 
+pub mod constructs;
 pub mod context;
 pub mod cost;
 pub mod cron;
 pub mod env;
 mod error;
 pub mod graph;
+mod load;
+pub mod names;
 pub mod policy;
 pub mod resources;
 pub mod stack;

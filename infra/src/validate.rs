@@ -8,8 +8,7 @@ use crate::cron::Cron;
 use crate::env::{EnvFile, Registry, ScheduleEngine};
 use crate::error::Problem;
 
-/// The job flags a schedule's command must choose between.
-pub const JOB_FLAGS: [&str; 3] = ["--create-invoices", "--send-invoices", "--check-billed"];
+pub use crate::env::JOB_FLAGS;
 
 /// Log retention values CloudWatch Logs accepts.
 pub const RETENTION_DAYS: [u32; 22] = [
@@ -54,6 +53,23 @@ pub(crate) fn environment_name(name: &str) -> Vec<Problem> {
 
 pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
     let mut v = Check::default();
+    check_account(&mut v, f);
+    check_repository(&mut v, f);
+    check_logs(&mut v, f);
+    check_roles(&mut v, f);
+    check_cluster(&mut v, f);
+    check_network(&mut v, f);
+    check_task(&mut v, f);
+    check_secrets(&mut v, f);
+    check_tables(&mut v, f);
+    check_job(&mut v, f);
+    check_schedules(&mut v, f);
+    check_alerts(&mut v, f);
+    v.0
+}
+
+/// `app`, `region`, `account` and `registry`.
+fn check_account(v: &mut Check, f: &EnvFile) {
     // `app` starts the names the stack makes up (`{app}-task-failed`, alarms, ...), so
     // it follows the strictest of their rules.
     v.name("app", &f.app, 1, 32, "_-", "letters, digits, _ and -");
@@ -82,7 +98,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "write host:port without a scheme, e.g. 127.0.0.1:5000",
         );
     }
+}
 
+/// `[repository]`: the ECR name and how many images it keeps.
+fn check_repository(v: &mut Check, f: &EnvFile) {
     let r = &f.repository;
     if !is_ecr_repository(&r.name) {
         v.push(
@@ -98,7 +117,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "keep between 1 and 1000 images",
         );
     }
+}
 
+/// `[logs]`: the group's name and a retention CloudWatch Logs offers.
+fn check_logs(v: &mut Check, f: &EnvFile) {
     v.name(
         "logs.group",
         &f.logs.group,
@@ -117,7 +139,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             format!("use one of {}", join(&RETENTION_DAYS)),
         );
     }
+}
 
+/// `[roles]`: three valid, distinct role names.
+fn check_roles(v: &mut Check, f: &EnvFile) {
     for (key, name) in [
         ("roles.execution", &f.roles.execution),
         ("roles.task", &f.roles.task),
@@ -129,7 +154,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
     if roles.iter().collect::<BTreeSet<_>>().len() != roles.len() {
         v.push("roles", "two roles share a name", "give the execution, task and schedule roles different names: each gets only its own permissions");
     }
+}
 
+/// `[cluster]`.
+fn check_cluster(v: &mut Check, f: &EnvFile) {
     v.name(
         "cluster.name",
         &f.cluster.name,
@@ -138,7 +166,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
         "_-",
         "letters, digits, _ and -",
     );
+}
 
+/// `[network]`: the group's name and the subnet ids.
+fn check_network(v: &mut Check, f: &EnvFile) {
     let n = &f.network;
     v.name(
         "network.security_group",
@@ -161,7 +192,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             v.push(format!("network.subnets[{i}]"), format!("`{subnet}` is not a subnet id"), "use ids like subnet-0123456789abcdef0, or leave the list empty for the default VPC");
         }
     }
+}
 
+/// `[task]`: names, and a Fargate cpu/memory pair.
+fn check_task(v: &mut Check, f: &EnvFile) {
     let t = &f.task;
     v.name(
         "task.family",
@@ -186,8 +220,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "pick a pair from the Fargate table, e.g. cpu = 2048 with memory = 4096",
         );
     }
+}
 
-    check_secrets(&mut v, f);
+/// `[client_table]` and `[job_state]`: two tables, each validly named.
+fn check_tables(v: &mut Check, f: &EnvFile) {
     v.name(
         "client_table.name",
         &f.client_table.name,
@@ -211,7 +247,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             "give the job's ledger a table of its own, e.g. qbo-invoice-processor-job-state",
         );
     }
+}
 
+/// `[job]`: addresses, the Graph host, excluded customers, time zone, extra variables.
+fn check_job(v: &mut Check, f: &EnvFile) {
     let j = &f.job;
     v.email("job.bookkeeper_email", &j.bookkeeper_email);
     v.email("job.sender_email", &j.sender_email);
@@ -250,9 +289,10 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             );
         }
     }
+}
 
-    check_schedules(&mut v, f);
-
+/// `[alerts]`: topic, address, namespace, and a daily heartbeat schedule.
+fn check_alerts(v: &mut Check, f: &EnvFile) {
     let a = &f.alerts;
     v.name(
         "alerts.topic",
@@ -290,7 +330,6 @@ pub(crate) fn env_file(f: &EnvFile) -> Vec<Problem> {
             Some(_) => {}
         }
     }
-    v.0
 }
 
 fn check_secrets(v: &mut Check, f: &EnvFile) {
@@ -332,9 +371,7 @@ fn check_schedules(v: &mut Check, f: &EnvFile) {
             "-_.",
             "letters, digits and - _ .",
         );
-        if s.engine == ScheduleEngine::Rules
-            && job.name == crate::stack::names::task_failed_rule(&f.app)
-        {
+        if s.engine == ScheduleEngine::Rules && job.name == crate::names::task_failed_rule(&f.app) {
             v.push(
                 at("name"),
                 format!(
