@@ -311,8 +311,70 @@ async fn bill_month(
     );
     let rows = rows?;
     signed_in.map_err(super::fatal)?;
+    let mut summary = started(ctx, opts, &period, rows.len());
+    let ready = ready_rows(ctx, rows, &mut summary);
+    let clients: Vec<String> = ready.iter().map(|r| r.client_id.clone()).collect();
+    let looked_up = look_up(&qbo, &ready, &period, &config.item_name)
+        .await
+        .map_err(super::fatal)?;
+    let (item, item_price) = billed_item(ctx, &looked_up.item)?;
+    let (candidates, customers) =
+        candidates(ctx, &looked_up, ready, &period, item_price, &mut summary);
+    let services = services(
+        ctx,
+        opts,
+        qbo,
+        clickup_secret,
+        keys,
+        item,
+        period,
+        today,
+        &candidates,
+    )
+    .await?;
+    let gathered = bill_candidates(ctx, opts, &services, candidates, &mut summary).await?;
+    let Some(Gathered {
+        would,
+        mut in_progress,
+        mut unmeasured,
+    }) = gathered
+    else {
+        return Ok(summary);
+    };
+    // A report goes to the bookkeeper from the sender: with neither address set (they
+    // are optional for this job) there is nothing to send, nor to read for it.
+    if !opts.dry_run && (config.sender_email.is_none() || config.bookkeeper_email.is_none()) {
+        tracing::info!(
+            event = "report_skipped",
+            "SENDER_EMAIL or BOOKKEEPER_EMAIL is not set: no billing report"
+        );
+        return Ok(summary);
+    }
+    in_progress.sort();
+    unmeasured.sort();
+    let reported = Reported {
+        clients,
+        customers,
+        would,
+        in_progress,
+        unmeasured,
+    };
+    // The invoices stand whatever happens to the report: its failure is the report's
+    // alone, and the month still counts as billed.
+    if let Err(e) = report(ctx, opts, &services, reported, &mut summary).await {
+        summary.fail(
+            super::billing_report::REPORT_ID,
+            format!("no billing report: {e}"),
+        );
+    }
+    Ok(summary)
+}
+
+/// The run's summary, begun, and its `run_started` line.
+fn started(ctx: &Context, opts: &Options, period: &Period, clients: usize) -> Summary {
+    let config = &ctx.config;
     let mut summary = Summary::new("create-invoices", opts.dry_run);
-    summary.total = rows.len() as u64;
+    summary.total = clients as u64;
     summary.shard = opts.selection.shard.map(|s| format!("{}/{}", s.k, s.n));
     summary.run_group.clone_from(&config.run_group);
     tracing::info!(
@@ -321,11 +383,19 @@ async fn bill_month(
         shard = opts.selection.shard.map(|s| format!("{}/{}", s.k, s.n)),
         run_group = config.run_group,
         period = %period.label(),
-        clients = rows.len(),
+        clients = clients,
         dry_run = opts.dry_run,
         concurrency = opts.concurrency
     );
+    summary
+}
 
+/// The table's rows to bill: malformed items failed, inactive and excluded ones skipped.
+fn ready_rows(
+    ctx: &Context,
+    rows: Vec<std::result::Result<ClientRow, crate::clients::BadItem>>,
+    summary: &mut Summary,
+) -> Vec<ClientRow> {
     let mut ready = Vec::new();
     for row in rows {
         match row {
@@ -337,19 +407,24 @@ async fn bill_month(
                 ),
             ),
             Ok(row) if !row.active => summary.skip(&row.client_id, "inactive"),
-            Ok(row) if config.excluded.contains(&row.display_name()) => {
+            Ok(row) if ctx.config.excluded.contains(&row.display_name()) => {
                 summary.skip(&row.client_id, "excluded customer");
             }
             Ok(row) => ready.push(row),
         }
     }
+    ready
+}
 
-    let clients: Vec<String> = ready.iter().map(|r| r.client_id.clone()).collect();
-    let looked_up = look_up(&qbo, &ready, &period, &config.item_name)
-        .await
-        .map_err(super::fatal)?;
-    let item = match looked_up.item {
-        Ok(Some(item)) => item,
+/// The QBO item invoices bill, and its price (none when it has none: billing at 0 would
+/// send $0.00 invoices).
+fn billed_item(
+    ctx: &Context,
+    looked_up: &std::result::Result<Option<Value>, ApiError>,
+) -> Result<(Value, Option<Decimal>)> {
+    let config = &ctx.config;
+    let item = match looked_up {
+        Ok(Some(item)) => item.clone(),
         Ok(None) => {
             return Err(Error::Usage(
                 format!("QBO has no active item named {:?}", config.item_name),
@@ -367,9 +442,22 @@ async fn bill_month(
     let item_price = item["UnitPrice"]
         .as_f64()
         .and_then(|p| p.to_string().parse::<Decimal>().ok())
-        // An item without a price says 0: billing at 0 would send $0.00 invoices.
         .filter(|p| *p > Decimal::ZERO);
+    Ok((item, item_price))
+}
 
+/// The clients ready to bill, each with its QBO customer, invoice number and rate (the
+/// others failed, skipped or already invoiced in `summary`), and each client's customer
+/// id for the report.
+fn candidates(
+    ctx: &Context,
+    looked_up: &LookedUp,
+    ready: Vec<ClientRow>,
+    period: &Period,
+    item_price: Option<Decimal>,
+    summary: &mut Summary,
+) -> (Vec<Candidate>, BTreeMap<String, Value>) {
+    let config = &ctx.config;
     let mut candidates = Vec::new();
     // Each client's QBO customer, for the report to tell its invoices from others'.
     let mut customers: BTreeMap<String, Value> = BTreeMap::new();
@@ -419,7 +507,7 @@ async fn bill_month(
             );
             continue;
         }
-        let doc = match numbered(&looked_up.invoiced, &row, &period, &customer) {
+        let doc = match numbered(&looked_up.invoiced, &row, period, &customer) {
             Numbered::Invoiced(doc) => {
                 summary.already(&row.client_id, &doc);
                 continue;
@@ -453,7 +541,24 @@ async fn bill_month(
             doc,
         });
     }
+    (candidates, customers)
+}
 
+/// What billing a client needs: QBO (batched when there are enough invoices), ClickUp
+/// with the period's entries read once, Control Room.
+#[allow(clippy::too_many_arguments)]
+async fn services(
+    ctx: &Context,
+    opts: &Options,
+    qbo: Qbo,
+    clickup_secret: ClickUpSecret,
+    keys: RobocorpKeys,
+    item: Value,
+    period: Period,
+    today: Zoned,
+    candidates: &[Candidate],
+) -> Result<Services> {
+    let config = &ctx.config;
     let clickup = ClickUp::new(
         &clickup_secret,
         &config.urls.clickup,
@@ -472,7 +577,7 @@ async fn bill_month(
     let qbo = Arc::new(qbo);
     let batcher = (!opts.dry_run && candidates.len() >= BATCH_FROM)
         .then(|| Batcher::start(Arc::clone(&qbo), config.settle, candidates.len()));
-    let services = Services {
+    Ok(Services {
         qbo,
         batcher,
         clickup,
@@ -485,7 +590,26 @@ async fn bill_month(
         today: today.date(),
         dry_run: opts.dry_run,
         settle: config.settle,
-    };
+    })
+}
+
+/// What billing every candidate gathered for the report.
+struct Gathered {
+    would: Vec<Value>,
+    in_progress: Vec<(String, String)>,
+    unmeasured: Vec<(String, String)>,
+}
+
+/// Bills every candidate, `opts.concurrency` at a time, counting each outcome in
+/// `summary`; `None` when the run was stopped (its report would be partial: the rerun's
+/// covers it all).
+async fn bill_candidates(
+    ctx: &Context,
+    opts: &Options,
+    services: &Services,
+    candidates: Vec<Candidate>,
+    summary: &mut Summary,
+) -> Result<Option<Gathered>> {
     let (progress, ticker) = Progress::start(
         "create-invoices",
         candidates.len() as u64,
@@ -498,7 +622,7 @@ async fn bill_month(
         opts.concurrency,
         &ctx.stop,
         |c| {
-            let (services, progress) = (&services, &progress);
+            let progress = &progress;
             async move {
                 let billed = bill(services, &c).await;
                 progress.tick();
@@ -546,36 +670,13 @@ async fn bill_month(
     }
     if let Some(reason) = ctx.stop.reason() {
         summary.stopped = Some((reason, unfinished));
-        // A stopped run's report would be partial: the rerun's covers it all.
-        return Ok(summary);
+        return Ok(None);
     }
-    // A report goes to the bookkeeper from the sender: with neither address set (they
-    // are optional for this job) there is nothing to send, nor to read for it.
-    if !opts.dry_run && (config.sender_email.is_none() || config.bookkeeper_email.is_none()) {
-        tracing::info!(
-            event = "report_skipped",
-            "SENDER_EMAIL or BOOKKEEPER_EMAIL is not set: no billing report"
-        );
-        return Ok(summary);
-    }
-    in_progress.sort();
-    unmeasured.sort();
-    let reported = Reported {
-        clients,
-        customers,
+    Ok(Some(Gathered {
         would,
         in_progress,
         unmeasured,
-    };
-    // The invoices stand whatever happens to the report: its failure is the report's
-    // alone, and the month still counts as billed.
-    if let Err(e) = report(ctx, opts, &services, reported, &mut summary).await {
-        summary.fail(
-            super::billing_report::REPORT_ID,
-            format!("no billing report: {e}"),
-        );
-    }
-    Ok(summary)
+    }))
 }
 
 /// What the run gathered for its billing report.

@@ -225,8 +225,68 @@ async fn send_all(
     );
     let mut summary = Summary::new("send-invoices", dry_run);
     let ledger = Ledger::new(ctx.db.clone(), &config.state_table);
-    // Read before anything is sent: a missing table stops the run before it emails a
-    // client, not after.
+    let state = ledger_state(ctx, &qbo, &ledger, dry_run, &mut summary).await?;
+    let waiting = waiting(&qbo).await.map_err(super::fatal)?;
+    summary.total = waiting.len() as u64;
+    tracing::info!(
+        event = "run_started",
+        job = "send-invoices",
+        waiting = waiting.len(),
+        dry_run
+    );
+    let mut email = Email {
+        date: today.to_string(),
+        invoice_url: qbo.invoice_link(""),
+        ..Email::default()
+    };
+    let to_send = triage(config, waiting, &mut summary, &mut email);
+    let sent_now = send_each(
+        ctx,
+        (&qbo, &graph),
+        to_send,
+        concurrency,
+        dry_run,
+        (&mut summary, &mut email),
+    )
+    .await?;
+    if dry_run {
+        return write_dry_run_email(&email, email_out, summary);
+    }
+    let Some(state) = state else {
+        unreachable!("a run that is not dry started the ledger")
+    };
+    if ctx.stop.reason().is_some() {
+        // A summary begun this late could be cut off mid-send; the next one is whole.
+        tracing::warn!(
+            event = "summary_deferred",
+            "the run was stopped: the next run's summary lists the invoices this one sent"
+        );
+        return Ok(summary);
+    }
+    summarize(
+        ctx,
+        (&qbo, &graph),
+        &ledger,
+        state,
+        &sent_now,
+        email,
+        &mut summary,
+    )
+    .await?;
+    Ok(summary)
+}
+
+/// The summary ledger, read before anything is sent (a missing table stops the run
+/// before it emails a client, not after), its uncertain send settled, and started on a
+/// first run.
+async fn ledger_state(
+    ctx: &Context,
+    qbo: &Qbo,
+    ledger: &Ledger,
+    dry_run: bool,
+    summary: &mut Summary,
+) -> Result<Option<SummaryLedger>> {
+    let config = &ctx.config;
     let mut state = match ledger.summary().await {
         Ok(state) => state,
         Err(e) if dry_run => {
@@ -238,7 +298,7 @@ async fn send_all(
     if let Some(s) = state.clone()
         && let Some(pending) = s.pending
     {
-        state = Some(uncertain(&qbo, &ledger, &s, pending, config, dry_run, &mut summary).await?);
+        state = Some(uncertain(qbo, ledger, &s, pending, config, dry_run, summary).await?);
     }
     if state.is_none() && !dry_run {
         // The first run reports what is sent from now on (a margin for clock skew).
@@ -248,20 +308,17 @@ async fn send_all(
                 .await?,
         );
     }
-    let waiting = waiting(&qbo).await.map_err(super::fatal)?;
-    summary.total = waiting.len() as u64;
-    tracing::info!(
-        event = "run_started",
-        job = "send-invoices",
-        waiting = waiting.len(),
-        dry_run
-    );
+    Ok(state)
+}
 
-    let mut email = Email {
-        date: today.to_string(),
-        invoice_url: qbo.invoice_link(""),
-        ..Email::default()
-    };
+/// The invoices to send; the others (an excluded customer, a voided one, no address)
+/// skipped in `summary` and listed in the email.
+fn triage(
+    config: &Config,
+    waiting: Vec<Value>,
+    summary: &mut Summary,
+    email: &mut Email,
+) -> Vec<(String, Value)> {
     let mut to_send = Vec::new();
     for invoice in waiting {
         let r = row(&invoice, "");
@@ -299,7 +356,20 @@ async fn send_all(
             to_send.push((id, invoice));
         }
     }
+    to_send
+}
 
+/// Sends every invoice, `concurrency` at a time, counting each in `summary` and listing
+/// it in the email: the invoices this run sent.
+async fn send_each(
+    ctx: &Context,
+    (qbo, graph): (&Qbo, &Graph),
+    to_send: Vec<(String, Value)>,
+    concurrency: usize,
+    dry_run: bool,
+    (summary, email): (&mut Summary, &mut Email),
+) -> Result<Vec<Value>> {
+    let config = &ctx.config;
     let site = OnceCell::new();
     let (progress, ticker) = Progress::start(
         "send-invoices",
@@ -313,7 +383,7 @@ async fn send_all(
         concurrency,
         &ctx.stop,
         |(id, invoice)| {
-            let (qbo, graph, site, progress) = (&qbo, &graph, &site, &progress);
+            let (site, progress) = (&site, &progress);
             async move {
                 let outcome = send(qbo, graph, config, site, &invoice, dry_run).await;
                 progress.tick();
@@ -360,44 +430,51 @@ async fn send_all(
         );
         return Err(super::fatal(e));
     }
-    if dry_run {
-        if email.sent.is_empty() && email.failed.is_empty() {
-            tracing::info!(
-                event = "no_email",
-                "nothing would be sent; no summary email"
-            );
-            return Ok(summary);
-        }
-        let html = email.render()?;
-        std::fs::write(email_out, &html).map_err(|e| {
-            Error::Usage(
-                format!("cannot write the email to {}: {e}", email_out.display()),
-                "pass --email-out with a writable path".into(),
-            )
-        })?;
-        tracing::info!(event = "email_rendered", path = %email_out.display(), subject = %email.subject());
-        return Ok(summary);
-    }
-    let Some(state) = state else {
-        unreachable!("a run that is not dry started the ledger")
-    };
-    if ctx.stop.reason().is_some() {
-        // A summary begun this late could be cut off mid-send; the next one is whole.
-        tracing::warn!(
-            event = "summary_deferred",
-            "the run was stopped: the next run's summary lists the invoices this one sent"
+    Ok(sent_now)
+}
+
+/// A dry run's email, written to `email_out` for a person to read (none when nothing
+/// would be sent).
+fn write_dry_run_email(email: &Email, email_out: &Path, summary: Summary) -> Result<Summary> {
+    if email.sent.is_empty() && email.failed.is_empty() {
+        tracing::info!(
+            event = "no_email",
+            "nothing would be sent; no summary email"
         );
         return Ok(summary);
     }
+    let html = email.render()?;
+    std::fs::write(email_out, &html).map_err(|e| {
+        Error::Usage(
+            format!("cannot write the email to {}: {e}", email_out.display()),
+            "pass --email-out with a writable path".into(),
+        )
+    })?;
+    tracing::info!(event = "email_rendered", path = %email_out.display(), subject = %email.subject());
+    Ok(summary)
+}
+
+/// The bookkeeper's summary: this run's sends and those of a run that stopped before
+/// its summary, delivered once (see `deliver`).
+async fn summarize(
+    ctx: &Context,
+    (qbo, graph): (&Qbo, &Graph),
+    ledger: &Ledger,
+    state: SummaryLedger,
+    sent_now: &[Value],
+    mut email: Email,
+    summary: &mut Summary,
+) -> Result<()> {
+    let config = &ctx.config;
     // This run's sends, and those of a run that stopped before its summary.
-    let since = match sent_since(&qbo, &state).await {
+    let since = match sent_since(qbo, &state).await {
         Ok(rows) => rows,
         Err(e) => {
             summary.fail(
                 "summary-email",
                 format!("no summary today: which invoices earlier runs sent could not be read ({e}); the next run's summary lists today's too"),
             );
-            return Ok(summary);
+            return Ok(());
         }
     };
     let mine: std::collections::BTreeSet<String> =
@@ -419,20 +496,19 @@ async fn send_all(
             event = "no_email",
             "nothing was sent or failed; no summary email"
         );
-        return Ok(summary);
+        return Ok(());
     }
     let (through, edge) = newest(&reported, &state);
     deliver(
-        &graph,
+        graph,
         config,
-        &ledger,
+        ledger,
         state,
         (through, edge),
         &email,
-        &mut summary,
+        summary,
     )
-    .await?;
-    Ok(summary)
+    .await
 }
 
 fn id_of(invoice: &Value) -> &str {
