@@ -46,3 +46,13 @@ impl Aws {
         }
     }
 }
+
+/// Clients for the environment's region, from the standard credential chain.
+pub async fn connect(cli: &crate::cli::Cli, env: &infra::Environment) -> Aws {
+    Aws::connect(&AwsOptions {
+        profile: cli.profile.clone(),
+        region: Some(env.file.region.clone()),
+        endpoint_url: None,
+    })
+    .await
+}

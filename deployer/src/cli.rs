@@ -277,8 +277,8 @@ pub struct RunTaskArgs {
 
     /// On Ctrl-C while waiting: ask whether to stop the tasks, stop them, or leave them
     /// running; the command exits 130 either way
-    #[arg(long, value_enum, default_value_t = crate::commands::run_task::OnInterrupt::Ask, conflicts_with = "local")]
-    pub on_interrupt: crate::commands::run_task::OnInterrupt,
+    #[arg(long, value_enum, default_value_t = OnInterrupt::Ask, conflicts_with = "local")]
+    pub on_interrupt: OnInterrupt,
 
     /// Output format: text makes the job's lines readable (state changes on stderr);
     /// json prints the job's lines as written, state changes among them as
@@ -508,4 +508,15 @@ pub enum Format {
     Text,
     /// JSON, for scripts
     Json,
+}
+
+/// What to do with the tasks when Ctrl-C interrupts the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnInterrupt {
+    /// Ask on the terminal; with no terminal, leave them running (and say how to stop them)
+    Ask,
+    /// Stop them (ECS StopTask: the job gets SIGTERM and 30 s to finish what is under way)
+    Stop,
+    /// Leave them running
+    Leave,
 }

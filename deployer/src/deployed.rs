@@ -3,15 +3,18 @@
 //! repository's lifecycle rule never expires either.
 
 use aws_sdk_ecr::types::ImageIdentifier;
+use base64::Engine as _;
 use infra::Environment;
 use infra::Stack;
 use infra::env::Registry;
 use infra::resources::{Kind, Spec};
 use infra::stack::{DEPLOYED_TAG, PREVIOUS_TAG};
+use oci_client::secrets::RegistryAuth;
 
 use crate::aws::Aws;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
+use crate::image::registry::Target;
 use crate::resources::{aws_error, code};
 
 /// Manifest types an image of ours (or a pinned base's) may have.
@@ -56,7 +59,7 @@ pub enum Holding {
 pub async fn holding(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Result<Holding> {
     let held = match &env.file.registry {
         Registry::Local { .. } => {
-            let target = crate::commands::push_image::target(cli, env).await?;
+            let target = target(cli, env).await?;
             match target.holds(digest).await {
                 Ok(held) => held,
                 Err(e) => return Ok(Holding::Unknown(e.to_string())),
@@ -130,7 +133,7 @@ pub async fn tag(cli: &Cli, aws: &Aws, env: &Environment, digest: &str) -> Resul
     match &env.file.registry {
         // A local registry is a development stand-in: not running, it is a warning.
         Registry::Local { .. } => {
-            let target = crate::commands::push_image::target(cli, env).await?;
+            let target = target(cli, env).await?;
             let moved_tags = async {
                 let old = target.digest_of(DEPLOYED_TAG).await?;
                 if old.as_deref() == Some(digest) {
@@ -217,4 +220,49 @@ fn moved(digest: &str, old: Option<&str>) -> String {
             short(digest)
         ),
     }
+}
+
+/// The environment's registry: a local one as configured (or `--registry`), else the
+/// account's ECR, whose repository is created here if `up` has not made it yet.
+pub async fn target(cli: &Cli, env: &infra::Environment) -> Result<Target> {
+    let repository = env.file.repository.name.clone();
+    if let Registry::Local { url } = &env.file.registry {
+        return Ok(Target {
+            host: cli.registry.clone().unwrap_or_else(|| url.clone()),
+            repository,
+            auth: RegistryAuth::Anonymous,
+            insecure: true,
+        });
+    }
+    let aws = crate::aws::connect(cli, env).await;
+    let (ctx, _) = crate::resolve::context(&aws, env, None, false, None).await?;
+    let stack = infra::synthesize(env, &ctx);
+    if let Some(repo) = stack.of_kind(Kind::EcrRepository).next()
+        && crate::resources::read(&aws, repo).await?.is_none()
+    {
+        crate::resources::create(&aws, repo).await?;
+    }
+    let token = aws
+        .ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(aws_error("get a registry token from", "ECR"))?;
+    let data = token
+        .authorization_data()
+        .first()
+        .and_then(|d| d.authorization_token())
+        .unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default();
+    let (user, password) = decoded.split_once(':').unwrap_or(("AWS", ""));
+    Ok(Target {
+        host: ctx.registry_host,
+        repository,
+        auth: RegistryAuth::Basic(user.to_owned(), password.to_owned()),
+        insecure: false,
+    })
 }

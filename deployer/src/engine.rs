@@ -10,19 +10,12 @@ use infra::Stack;
 use infra::graph;
 use infra::resources::{Attribute, Kind, Ref, Resource, ResourceId, Tags};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::aws::Aws;
+pub use crate::error::Summary;
 use crate::error::{Error, Result};
 use crate::resources::{self, Deleted, Live, Options, Outputs};
-
-/// One property that differs: `path` into the resource (`properties.x.y` or `tags.k`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Change {
-    pub path: String,
-    pub live: Option<Value>,
-    pub desired: Option<Value>,
-}
+pub use crate::resources::{Change, diff};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -228,60 +221,6 @@ fn decide(resource: Resource, live: Option<Live>, ours: &Tags, adopt: bool) -> S
     }
 }
 
-/// What differs between the stack's resource and the live one, both normalised; tags
-/// are compared only for the keys the stack sets.
-pub fn diff(desired: &Resource, live: &Live) -> Vec<Change> {
-    let mut want = desired.properties.clone();
-    let mut have = live.spec.clone();
-    resources::normalize(&mut want);
-    resources::normalize(&mut have);
-    let mut changes = Vec::new();
-    json_diff(
-        "properties",
-        &serde_json::to_value(&have).unwrap_or_default(),
-        &serde_json::to_value(&want).unwrap_or_default(),
-        &mut changes,
-    );
-    if let Some(tags) = &live.tags {
-        for (k, v) in &desired.tags {
-            if tags.get(k) != Some(v) {
-                changes.push(Change {
-                    path: format!("tags.{k}"),
-                    live: tags.get(k).map(|t| Value::String(t.clone())),
-                    desired: Some(Value::String(v.clone())),
-                });
-            }
-        }
-    }
-    changes
-}
-
-/// Objects are compared key by key; anything else as a whole.
-fn json_diff(path: &str, live: &Value, desired: &Value, out: &mut Vec<Change>) {
-    match (live, desired) {
-        (Value::Object(l), Value::Object(d)) => {
-            let keys: std::collections::BTreeSet<&String> = l.keys().chain(d.keys()).collect();
-            for k in keys {
-                let p = format!("{path}.{k}");
-                match (l.get(k), d.get(k)) {
-                    (Some(a), Some(b)) => json_diff(&p, a, b, out),
-                    (a, b) => out.push(Change {
-                        path: p,
-                        live: a.cloned(),
-                        desired: b.cloned(),
-                    }),
-                }
-            }
-        }
-        _ if live == desired => {}
-        _ => out.push(Change {
-            path: path.to_owned(),
-            live: Some(live.clone()),
-            desired: Some(desired.clone()),
-        }),
-    }
-}
-
 /// Something `apply` did, for progress output.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -289,17 +228,6 @@ pub struct Progress {
     pub action: Action,
     pub outcome: std::result::Result<Option<String>, String>,
     pub elapsed: Duration,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub created: usize,
-    pub updated: usize,
-    pub replaced: usize,
-    pub deleted: usize,
-    pub kept: usize,
-    pub failed: usize,
-    pub seconds: f64,
 }
 
 /// Applies the plan: creations, updates and replacements in dependency waves (each
@@ -557,25 +485,5 @@ pub fn destroy_plan(plan: &Plan) -> Plan {
         account: plan.account.clone(),
         region: plan.region.clone(),
         steps: all,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_diff_names_the_exact_property_paths() {
-        let live = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": true});
-        let want = serde_json::json!({"a": 1, "b": {"c": [1, 3], "d": "x"}, "new": 5});
-        let mut out = Vec::new();
-        json_diff("properties", &live, &want, &mut out);
-        let paths: Vec<&str> = out.iter().map(|c| c.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["properties.b.c", "properties.gone", "properties.new"]
-        );
-        assert_eq!(out[1].desired, None);
-        assert_eq!(out[2].live, None);
     }
 }

@@ -1,6 +1,6 @@
 //! The deployer's errors, each with an exit code and, where it helps, what to do next.
 
-use crate::engine::Summary;
+use serde::Serialize;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -161,6 +161,19 @@ impl Error {
             .iter()
             .any(|m| message.contains(m))
     }
+}
+
+/// What an `up` or `destroy` did, counted: what it made, changed, replaced, deleted,
+/// kept, and what failed (also carried by a failed apply's error).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub created: usize,
+    pub updated: usize,
+    pub replaced: usize,
+    pub deleted: usize,
+    pub kept: usize,
+    pub failed: usize,
+    pub seconds: f64,
 }
 
 #[cfg(test)]

@@ -165,9 +165,7 @@ async fn network(aws: &Aws, env: &Environment) -> Result<(String, Vec<String>)> 
 /// moves in a local registry), else the one the deployed task definition runs.
 async fn newest_image(aws: &Aws, env: &Environment, local: Option<&Target>) -> Result<String> {
     if let Some(target) = local
-        && let Some(digest) = target
-            .digest_of(crate::commands::push_image::LATEST_TAG)
-            .await?
+        && let Some(digest) = target.digest_of(infra::stack::LATEST_TAG).await?
     {
         return Ok(digest);
     }

@@ -17,7 +17,7 @@ pub use crate::constructs::alerts::{
     succeeded_metric,
 };
 pub use crate::constructs::history::TASK_EVENTS_RETENTION_DAYS;
-pub use crate::constructs::repository::{DEPLOYED_TAG, PREVIOUS_TAG};
+pub use crate::constructs::repository::{DEPLOYED_TAG, LATEST_TAG, PREVIOUS_TAG};
 pub use crate::constructs::task::container_environment;
 pub use crate::names;
 

@@ -4,7 +4,6 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
-use aws_setup::AwsOptions;
 use infra::{Environment, Stack, synthesize};
 
 use crate::aws::Aws;
@@ -79,15 +78,7 @@ fn relative_to(path: &Path, base: &Path) -> PathBuf {
         .map_or_else(|_| path.to_path_buf(), Path::to_path_buf)
 }
 
-/// Clients for the environment's region, from the standard credential chain.
-pub async fn connect(cli: &Cli, env: &Environment) -> Aws {
-    Aws::connect(&AwsOptions {
-        profile: cli.profile.clone(),
-        region: Some(env.file.region.clone()),
-        endpoint_url: None,
-    })
-    .await
-}
+pub use crate::aws::connect;
 
 /// Everything `diff` and `up` share: the environment, the live context, the stack and
 /// the plan. Warnings go to stderr.
@@ -111,7 +102,7 @@ pub async fn prepare_holding(
     let env = load_environment(cli, &args.env)?;
     let aws = connect(cli, &env).await;
     let registry = match &env.file.registry {
-        infra::env::Registry::Local { .. } => Some(push_image::target(cli, &env).await?),
+        infra::env::Registry::Local { .. } => Some(crate::deployed::target(cli, &env).await?),
         infra::env::Registry::Ecr => None,
     };
     let (ctx, warnings) =

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use base64::Engine as _;
 use infra::env::{Architecture, Registry};
-use infra::resources::Kind;
 use oci_client::secrets::RegistryAuth;
 use serde_json::json;
 
@@ -15,16 +13,12 @@ use crate::cli::{Cli, Format, PushImageArgs};
 use crate::error::{Error, Result};
 use crate::image::{self, Inputs, registry::Target};
 use crate::output;
-use crate::resources::aws_error;
-
-/// The tag a local registry's newest push carries (ECR's newest is found by push time).
-pub const LATEST_TAG: &str = "deployer-latest";
 
 pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
     let env = super::load_environment(cli, &args.env)?;
     let started = Instant::now();
     let root = workspace_root();
-    let target = target(cli, &env).await?;
+    let target = crate::deployed::target(cli, &env).await?;
     if args.docker {
         return docker(root.as_deref(), &target, args.output);
     }
@@ -100,8 +94,8 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
         tags.clone()
     };
     if matches!(env.file.registry, Registry::Local { .. }) {
-        tags.push(LATEST_TAG.to_owned());
-        mutable.push(LATEST_TAG.to_owned());
+        tags.push(infra::stack::LATEST_TAG.to_owned());
+        mutable.push(infra::stack::LATEST_TAG.to_owned());
     }
     let text = args.output == Format::Text;
     let progress = |what: &str, digest: &str, size: usize, uploaded: bool| {
@@ -143,51 +137,6 @@ pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
         }))?;
     }
     Ok(())
-}
-
-/// The environment's registry: a local one as configured (or `--registry`), else the
-/// account's ECR, whose repository is created here if `up` has not made it yet.
-pub async fn target(cli: &Cli, env: &infra::Environment) -> Result<Target> {
-    let repository = env.file.repository.name.clone();
-    if let Registry::Local { url } = &env.file.registry {
-        return Ok(Target {
-            host: cli.registry.clone().unwrap_or_else(|| url.clone()),
-            repository,
-            auth: RegistryAuth::Anonymous,
-            insecure: true,
-        });
-    }
-    let aws = super::connect(cli, env).await;
-    let (ctx, _) = crate::resolve::context(&aws, env, None, false, None).await?;
-    let stack = infra::synthesize(env, &ctx);
-    if let Some(repo) = stack.of_kind(Kind::EcrRepository).next()
-        && crate::resources::read(&aws, repo).await?.is_none()
-    {
-        crate::resources::create(&aws, repo).await?;
-    }
-    let token = aws
-        .ecr
-        .get_authorization_token()
-        .send()
-        .await
-        .map_err(aws_error("get a registry token from", "ECR"))?;
-    let data = token
-        .authorization_data()
-        .first()
-        .and_then(|d| d.authorization_token())
-        .unwrap_or_default();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .unwrap_or_default();
-    let (user, password) = decoded.split_once(':').unwrap_or(("AWS", ""));
-    Ok(Target {
-        host: ctx.registry_host,
-        repository,
-        auth: RegistryAuth::Basic(user.to_owned(), password.to_owned()),
-        insecure: false,
-    })
 }
 
 /// A release build of the job from the checkout this runs in.

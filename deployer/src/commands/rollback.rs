@@ -50,8 +50,8 @@ pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<()> {
     );
     // A local registry's `deployer-latest` follows, so the next plain `up` keeps this image.
     if matches!(env.file.registry, Registry::Local { .. }) {
-        let target = super::push_image::target(cli, &env).await?;
-        target.retag(&digest, super::push_image::LATEST_TAG).await?;
+        let target = crate::deployed::target(cli, &env).await?;
+        target.retag(&digest, infra::stack::LATEST_TAG).await?;
     }
     let up = UpArgs {
         plan: PlanArgs {

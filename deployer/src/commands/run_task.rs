@@ -18,7 +18,7 @@ use infra::resources::{Kind, Spec};
 use infra::stack::container_environment;
 
 use super::logs::{Tail, readable, stream_name};
-use crate::cli::{Cli, Format, Job, RunTaskArgs};
+use crate::cli::{Cli, Format, Job, OnInterrupt, RunTaskArgs};
 use crate::error::{Error, Result};
 use crate::resources::{self, aws_error};
 
@@ -371,17 +371,6 @@ impl TaskState {
             started_by: t.started_by().map(str::to_owned),
         }
     }
-}
-
-/// What to do with the tasks when Ctrl-C interrupts the wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnInterrupt {
-    /// Ask on the terminal; with no terminal, leave them running (and say how to stop them)
-    Ask,
-    /// Stop them (ECS StopTask: the job gets SIGTERM and 30 s to finish what is under way)
-    Stop,
-    /// Leave them running
-    Leave,
 }
 
 /// Polls until every task stops, printing their log lines and state changes as they

@@ -6,9 +6,9 @@ use aws_sdk_cloudwatch::types::{
 use infra::resources::{Alarm, Kind, Resource, Spec, Tags};
 use infra::{Environment, Stack};
 
+use super::Change;
 use super::{Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::Result;
 
 fn spec(a: &MetricAlarm) -> Alarm {

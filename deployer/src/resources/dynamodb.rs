@@ -8,9 +8,9 @@ use aws_sdk_dynamodb::types::{
 };
 use infra::resources::{DynamodbTable, Resource, Spec, Tags};
 
+use super::Change;
 use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 
 pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

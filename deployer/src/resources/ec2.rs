@@ -14,9 +14,9 @@ use aws_sdk_ec2::types::{
 use infra::resources::{Kind, Resource, SecurityGroup, SecurityGroupRule, Spec, Tags};
 use infra::{Environment, Stack};
 
+use super::Change;
 use super::{Deleted, Extra, Live, Managed, Options, Outputs, aws_error, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 use crate::wait;
 

@@ -6,9 +6,9 @@ use aws_sdk_ecr::types::{
 };
 use infra::resources::{EcrRepository, Resource, Spec, Tags};
 
+use super::Change;
 use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 
 pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

@@ -10,9 +10,9 @@ use aws_sdk_ecs::types::{
 };
 use infra::resources::{self, EcsCluster, Resource, Spec, Tags, TaskDefinition};
 
+use super::Change;
 use super::{Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 
 async fn read_cluster(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use aws_sdk_eventbridge::types::{InputTransformer, RuleState, Tag, Target};
 use infra::resources::{EventRule, Resource, RuleTarget, Spec, Tags};
 
+use super::Change;
 use super::{
     Deleted, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, ecs_target, tag_map,
 };
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::Result;
 
 async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

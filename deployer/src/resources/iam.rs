@@ -8,9 +8,9 @@ use futures_util::future::{join_all, try_join_all};
 use infra::policy::PolicyDocument;
 use infra::resources::{IamRole, Resource, Spec, Tags};
 
+use super::Change;
 use super::{Deleted, Live, Managed, Options, Outputs, aws_error, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 use crate::wait;
 

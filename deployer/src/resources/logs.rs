@@ -5,9 +5,9 @@ use aws_sdk_cloudwatchlogs::types::MetricTransformation;
 use infra::resources::{Kind, LogGroup, LogResourcePolicy, MetricFilter, Resource, Spec, Tags};
 use infra::{Environment, Stack};
 
+use super::Change;
 use super::{Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, code, tag_map};
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 
 async fn read_group(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

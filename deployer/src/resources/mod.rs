@@ -3,6 +3,7 @@
 //! `delete`, and `extras` (live resources of this environment the stack no longer has).
 //! This file only dispatches on the kind.
 
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 
@@ -16,8 +17,69 @@ use infra::resources::{
 use infra::{Environment, Stack};
 
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
+
+/// One property that differs: `path` into the resource (`properties.x.y` or `tags.k`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Change {
+    pub path: String,
+    pub live: Option<Value>,
+    pub desired: Option<Value>,
+}
+
+/// What differs between the stack's resource and the live one, both normalised; tags
+/// are compared only for the keys the stack sets.
+pub fn diff(desired: &Resource, live: &Live) -> Vec<Change> {
+    let mut want = desired.properties.clone();
+    let mut have = live.spec.clone();
+    normalize(&mut want);
+    normalize(&mut have);
+    let mut changes = Vec::new();
+    json_diff(
+        "properties",
+        &serde_json::to_value(&have).unwrap_or_default(),
+        &serde_json::to_value(&want).unwrap_or_default(),
+        &mut changes,
+    );
+    if let Some(tags) = &live.tags {
+        for (k, v) in &desired.tags {
+            if tags.get(k) != Some(v) {
+                changes.push(Change {
+                    path: format!("tags.{k}"),
+                    live: tags.get(k).map(|t| Value::String(t.clone())),
+                    desired: Some(Value::String(v.clone())),
+                });
+            }
+        }
+    }
+    changes
+}
+
+/// Objects are compared key by key; anything else as a whole.
+fn json_diff(path: &str, live: &Value, desired: &Value, out: &mut Vec<Change>) {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => {
+            let keys: std::collections::BTreeSet<&String> = l.keys().chain(d.keys()).collect();
+            for k in keys {
+                let p = format!("{path}.{k}");
+                match (l.get(k), d.get(k)) {
+                    (Some(a), Some(b)) => json_diff(&p, a, b, out),
+                    (a, b) => out.push(Change {
+                        path: p,
+                        live: a.cloned(),
+                        desired: b.cloned(),
+                    }),
+                }
+            }
+        }
+        _ if live == desired => {}
+        _ => out.push(Change {
+            path: path.to_owned(),
+            live: Some(live.clone()),
+            desired: Some(desired.clone()),
+        }),
+    }
+}
 
 mod cloudwatch;
 mod dynamodb;
@@ -420,7 +482,7 @@ pub fn overrides(input: Option<&str>) -> Overrides {
 pub(crate) mod fixture {
     use infra::resources::{Kind, Resource, Spec};
 
-    use super::{Live, Outputs, needs_replace};
+    use super::{Live, Outputs, diff, needs_replace};
 
     pub fn resource(kind: Kind) -> Resource {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/envs/prod.toml");
@@ -452,8 +514,28 @@ pub(crate) mod fixture {
             tags: Some(tags.clone()),
             outputs: Outputs::default(),
         };
-        let changes = crate::engine::diff(desired, &live);
+        let changes = diff(desired, &live);
         let paths = changes.iter().map(|c| c.path.clone()).collect();
         (paths, needs_replace(desired.kind, &changes))
+    }
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::*;
+
+    #[test]
+    fn json_diff_names_the_exact_property_paths() {
+        let live = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": true});
+        let want = serde_json::json!({"a": 1, "b": {"c": [1, 3], "d": "x"}, "new": 5});
+        let mut out = Vec::new();
+        json_diff("properties", &live, &want, &mut out);
+        let paths: Vec<&str> = out.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["properties.b.c", "properties.gone", "properties.new"]
+        );
+        assert_eq!(out[1].desired, None);
+        assert_eq!(out[2].live, None);
     }
 }

@@ -8,12 +8,12 @@ use futures_util::FutureExt;
 use infra::resources::{EcsTarget, Kind, Resource, Schedule, ScheduleGroup, Spec, Tags};
 use infra::{Environment, Stack};
 
+use super::Change;
 use super::{
     Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, ecs_target,
     tag_map,
 };
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::Result;
 use crate::wait;
 

@@ -5,11 +5,11 @@ use infra::policy::PolicyDocument;
 use infra::resources::{Kind, Resource, SnsSubscription, SnsTopic, Spec, Tags};
 use infra::{Environment, Stack};
 
+use super::Change;
 use super::{
     Deleted, Extra, Live, Managed, Options, Outputs, arn_of, aws_error, built, code, tag_map,
 };
 use crate::aws::Aws;
-use crate::engine::Change;
 use crate::error::{Error, Result};
 
 async fn read_topic(aws: &Aws, r: &Resource) -> Result<Option<Live>> {

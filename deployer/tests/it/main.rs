@@ -7,6 +7,7 @@ mod engine;
 mod fargate;
 mod iam;
 mod image;
+mod layers;
 mod operate;
 mod verify;
 

@@ -10,6 +10,8 @@ use crate::resources::{EcrRepository, Resource, Spec};
 /// the lifecycle rule never expires either, so `rollback` always has its target.
 pub const DEPLOYED_TAG: &str = "deployed";
 pub const PREVIOUS_TAG: &str = "previous";
+/// The tag a local registry's newest push carries (ECR's newest is found by push time).
+pub const LATEST_TAG: &str = "deployer-latest";
 
 pub fn image_repository(b: &mut Builder<'_>) -> Made {
     let r = &b.file().repository;
