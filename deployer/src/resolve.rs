@@ -217,7 +217,8 @@ async fn newest_image(aws: &Aws, env: &Environment, local: Option<&Target>) -> R
             return Ok(digest);
         }
     }
-    if let Some(digest) = crate::resources::deployed_digest(aws, &env.file.task.family).await? {
+    if let Some(digest) = crate::resources::ecs::deployed_digest(aws, &env.file.task.family).await?
+    {
         return Ok(digest);
     }
     Err(Error::Prerequisite(

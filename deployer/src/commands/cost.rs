@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::output;
 
 pub fn run(cli: &Cli, args: &CostArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
+    let env = super::shared::load_environment(cli, &args.env)?;
     let e = estimate(
         &env,
         &Assumptions {

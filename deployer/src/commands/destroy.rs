@@ -9,8 +9,8 @@ use crate::output;
 use crate::resources::Options;
 
 pub async fn run(cli: &Cli, args: &DestroyArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let (ctx, _warnings) = crate::resolve::context(&aws, &env, None, false, None).await?;
     let stack = infra::synthesize(&env, &ctx);
     // Deleting the table lets go of the lease with it.
@@ -32,7 +32,7 @@ async fn apply(
     }
     if plan.has_changes() {
         if !args.yes {
-            super::confirm(&format!("Delete these resources of {}?", env.name))?;
+            super::shared::confirm(&format!("Delete these resources of {}?", env.name))?;
         }
         let options = Options {
             include_images: args.include_images,
@@ -71,6 +71,6 @@ async fn apply(
             &json!({"plan": plan, "summary": engine::Summary::default(), "calls": output::calls(&aws)}),
         )?;
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     Ok(())
 }

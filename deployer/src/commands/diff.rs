@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::output;
 
 pub async fn run(cli: &Cli, args: &DiffArgs) -> Result<()> {
-    let (_env, aws, _stack, plan) = Box::pin(super::prepare(cli, &args.plan)).await?;
+    let (_env, aws, _stack, plan) = Box::pin(super::shared::prepare(cli, &args.plan)).await?;
     match args.plan.output {
         Format::Json => output::json(&json!({
             "plan": plan,
@@ -16,7 +16,7 @@ pub async fn run(cli: &Cli, args: &DiffArgs) -> Result<()> {
         }))?,
         Format::Text => output::text(&output::plan_text(&plan))?,
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     if args.exit_code && plan.has_changes() {
         return Err(crate::error::Error::ChangesPending);
     }

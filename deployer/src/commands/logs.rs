@@ -17,10 +17,10 @@ use crate::resources::{aws_error, code};
 const POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let since = parse_since(&args.since)?;
-    let tz = super::zone(cli, &env)?;
+    let tz = super::shared::zone(cli, &env)?;
     let start = Timestamp::now() - since;
     let stream = args
         .task
@@ -51,7 +51,7 @@ pub async fn run(cli: &Cli, args: &LogsArgs) -> Result<()> {
         }
         tokio::time::sleep(POLL).await;
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     Ok(())
 }
 
@@ -169,7 +169,7 @@ pub fn shard_of(message: &str) -> Option<String> {
 
 /// `TIME ZONE  EVENT  key=value ...` for the job's JSON lines; other lines as they are.
 pub fn readable(ts: i64, message: &str, tz: &jiff::tz::TimeZone) -> String {
-    let time = super::local_time(ts, tz);
+    let time = super::shared::local_time(ts, tz);
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(message) else {
         return format!("{time}  {}", message.trim_end());
     };

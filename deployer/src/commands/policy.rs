@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::output;
 
 pub fn run(cli: &Cli, args: &PolicyArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
+    let env = super::shared::load_environment(cli, &args.env)?;
     let account = args
         .account
         .clone()

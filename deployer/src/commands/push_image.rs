@@ -15,7 +15,7 @@ use crate::image::{self, Inputs, registry::Target};
 use crate::output;
 
 pub async fn run(cli: &Cli, args: &PushImageArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
+    let env = super::shared::load_environment(cli, &args.env)?;
     let started = Instant::now();
     let root = workspace_root();
     let target = crate::deployed::target(cli, &env).await?;

@@ -9,10 +9,10 @@ use crate::error::{Error, Result};
 use crate::resources::{self, aws_error};
 
 pub async fn run(cli: &Cli, args: &RollbackArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let family = &env.file.task.family;
-    let current = resources::deployed_image(&aws, family)
+    let current = resources::ecs::deployed_image(&aws, family)
         .await?
         .ok_or_else(|| {
             Error::Prerequisite(

@@ -27,7 +27,7 @@ const MAX_WAIT: Duration = Duration::from_hours(12);
 const POLL: Duration = Duration::from_secs(2);
 
 pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
+    let env = super::shared::load_environment(cli, &args.env)?;
     let launch = command(&env, args.job, &args.extra);
     // From here Ctrl-C is ours: it no longer kills the deployer half-way (a task started
     // and not reported, or the local job's output cut off).
@@ -44,7 +44,7 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
         // as it does on ECS; its exit code (130) is ours.
         return local(cli, &env, args, &launch);
     }
-    let aws = super::connect(cli, &env).await;
+    let aws = super::shared::connect(cli, &env).await;
     if args.shards > 1 && args.job != Job::Create {
         return Err(Error::Prerequisite(
             "--shards splits create-invoices only".into(),
@@ -77,7 +77,7 @@ pub async fn run(cli: &Cli, args: &RunTaskArgs) -> Result<()> {
     }
     let printer = Printer {
         json: args.output == Format::Json,
-        tz: super::zone(cli, &env)?,
+        tz: super::shared::zone(cli, &env)?,
         labels: tasks.len() > 1,
     };
     let watching = watch(&aws, &env, &cluster, &tasks, &printer);
@@ -275,7 +275,7 @@ impl Printer {
         }
         let mut text = format!(
             "{}  task {}  {}",
-            super::local_time(now, &self.tz),
+            super::shared::local_time(now, &self.tz),
             task.id,
             task.status
         );
@@ -492,7 +492,7 @@ async fn interrupted(
                 if ids.len() > 1 { "s" } else { "" },
                 ids.join(", ")
             );
-            let asked = tokio::task::spawn_blocking(move || super::confirm(&question));
+            let asked = tokio::task::spawn_blocking(move || super::shared::confirm(&question));
             tokio::select! {
                 answer = asked => matches!(answer, Ok(Ok(()))),
                 _ = interrupts.recv() => {
@@ -597,7 +597,7 @@ fn local(cli: &Cli, env: &infra::Environment, args: &RunTaskArgs, launch: &Launc
     // On a terminal, the job's JSON lines are shown as `logs` shows them; piped or
     // with --output json, as the job wrote them.
     let readable_lines = args.output == Format::Text && std::io::stdout().is_terminal();
-    let tz = super::zone(cli, env)?;
+    let tz = super::shared::zone(cli, env)?;
     let (mut job, binary) = local_command(env, args.binary.as_deref(), &launch.command)?;
     job.envs(&launch.environment);
     let mut child = job

@@ -72,8 +72,8 @@ pub struct AlarmState {
 }
 
 pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let (ctx, _) = crate::resolve::context(&aws, &env, None, false, None).await?;
     let stack = infra::synthesize(&env, &ctx);
     let now = args.at.unwrap_or_else(Timestamp::now);
@@ -113,7 +113,7 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
 
     let status = Status {
         environment: env.name.clone(),
-        image: resources::deployed_image(&aws, &env.file.task.family).await?,
+        image: resources::ecs::deployed_image(&aws, &env.file.task.family).await?,
         schedules,
         recent_runs: recent_runs(&aws, &env, Timestamp::now()).await?,
         alarms: alarms(&aws, &env.file.app).await?,
@@ -121,9 +121,9 @@ pub async fn run(cli: &Cli, args: &StatusArgs) -> Result<()> {
     };
     match args.output {
         Format::Json => output::json(&status)?,
-        Format::Text => output::text(&text(&status, &super::zone(cli, &env)?))?,
+        Format::Text => output::text(&text(&status, &super::shared::zone(cli, &env)?))?,
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     Ok(())
 }
 
@@ -365,7 +365,7 @@ fn text(s: &Status, tz: &TimeZone) -> String {
     for r in &s.recent_runs {
         let when = r.finished.parse::<Timestamp>().map_or_else(
             |_| r.finished.clone(),
-            |ts| super::local_time(ts.as_millisecond(), tz),
+            |ts| super::shared::local_time(ts.as_millisecond(), tz),
         );
         // A run known only from its task's STOPPED event: crashed, or ended with its
         // lines gone.

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::output;
 
 pub fn run(cli: &Cli, args: &SynthArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
+    let env = super::shared::load_environment(cli, &args.env)?;
     let stack = synthesize(&env, &Context::offline(&env));
     match args.output {
         Format::Json => output::json(&stack),

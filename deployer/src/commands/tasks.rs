@@ -22,10 +22,10 @@ struct Listing {
 }
 
 pub async fn run(cli: &Cli, args: &TasksArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let cluster = env.file.cluster.name.clone();
-    let tz = super::zone(cli, &env)?;
+    let tz = super::shared::zone(cli, &env)?;
     let mut tasks = list(&aws, &env, &cluster).await?;
     let mut stopping = None;
     if let Some(id) = &args.stop {
@@ -62,7 +62,7 @@ pub async fn run(cli: &Cli, args: &TasksArgs) -> Result<()> {
         Format::Json => crate::output::json(&out)?,
         Format::Text => crate::output::text(&text(&out, &tz))?,
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     Ok(())
 }
 
@@ -140,7 +140,7 @@ fn text(t: &Listing, tz: &jiff::tz::TimeZone) -> String {
             .and_then(|t| t.parse::<jiff::Timestamp>().ok())
             .map_or_else(
                 || "-".to_owned(),
-                |ts| super::local_time(ts.as_millisecond(), tz),
+                |ts| super::shared::local_time(ts.as_millisecond(), tz),
             )
     };
     let _ = writeln!(

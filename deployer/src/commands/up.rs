@@ -10,7 +10,7 @@ use crate::resources::Options;
 
 pub async fn run(cli: &Cli, args: &UpArgs) -> Result<()> {
     let (env, aws, stack, plan, held) =
-        Box::pin(super::prepare_holding(cli, &args.plan, Some("up"))).await?;
+        Box::pin(super::shared::prepare_holding(cli, &args.plan, Some("up"))).await?;
     crate::lock::holding(held, Box::pin(apply(cli, args, env, aws, stack, plan))).await
 }
 
@@ -28,7 +28,7 @@ async fn apply(
     }
     let widening = output::access_changes(&plan).iter().any(|c| c.widens);
     if widening && !args.yes {
-        super::confirm("This widens IAM or network access. Apply the plan?")?;
+        super::shared::confirm("This widens IAM or network access. Apply the plan?")?;
     }
     // Before anything runs the image: keep it (and the one it replaces) out of the
     // lifecycle rule's reach. On a run with no changes this repairs a tag an earlier
@@ -46,7 +46,7 @@ async fn apply(
                 &json!({"plan": plan, "summary": engine::Summary::default(), "calls": output::calls(&aws)}),
             )?;
         }
-        super::report_calls(cli, &aws);
+        super::shared::report_calls(cli, &aws);
         return Ok(());
     }
     let progress = |p: &engine::Progress| {
@@ -58,7 +58,7 @@ async fn apply(
     let summary = match result {
         Ok(summary) => summary,
         Err(e) => {
-            super::report_calls(cli, &aws);
+            super::shared::report_calls(cli, &aws);
             return Err(e);
         }
     };
@@ -99,7 +99,7 @@ async fn apply(
     } else {
         output::json(&json!({"plan": plan, "summary": summary, "calls": output::calls(&aws)}))?;
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     if left.is_empty() {
         Ok(())
     } else {

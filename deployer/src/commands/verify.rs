@@ -60,13 +60,13 @@ fn row(
 }
 
 pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<()> {
-    let env = super::load_environment(cli, &args.env)?;
-    let aws = super::connect(cli, &env).await;
+    let env = super::shared::load_environment(cli, &args.env)?;
+    let aws = super::shared::connect(cli, &env).await;
     let mut rows = Vec::new();
     let up = format!("deployer up --env {}", env.name);
 
     // The image the task definition runs, still in the repository.
-    let deployed = resources::deployed_image(&aws, &env.file.task.family).await?;
+    let deployed = resources::ecs::deployed_image(&aws, &env.file.task.family).await?;
     match &deployed {
         None => rows.push(row(
             "image",
@@ -239,7 +239,7 @@ pub async fn run(cli: &Cli, args: &VerifyArgs) -> Result<()> {
         Format::Json => crate::output::json(&report)?,
         Format::Text => crate::output::text(&table(&report))?,
     }
-    super::report_calls(cli, &aws);
+    super::shared::report_calls(cli, &aws);
     if failed > 0 {
         return Err(Error::ChecksFailed(failed));
     }

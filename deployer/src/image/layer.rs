@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
+/// An image layer's media type (a gzipped tar), as the OCI image spec names it.
+pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
 /// Every entry's modification time: the epoch, for reproducibility.
 const MTIME: u64 = 0;
 
@@ -101,7 +104,7 @@ pub fn build(files: &Files) -> std::io::Result<Layer> {
             digest: sha256(&blob),
             diff_id,
             blob,
-            media_type: super::LAYER_TYPE.to_owned(),
+            media_type: LAYER_TYPE.to_owned(),
         });
     }
     let mut gz = GzBuilder::new()
@@ -117,7 +120,7 @@ pub fn build(files: &Files) -> std::io::Result<Layer> {
         digest,
         diff_id,
         blob,
-        media_type: super::LAYER_TYPE.to_owned(),
+        media_type: LAYER_TYPE.to_owned(),
     })
 }
 

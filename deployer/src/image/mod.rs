@@ -26,7 +26,6 @@ pub const USER_ID: u64 = 65532;
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-pub const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// Where the base layers come from.
 #[derive(Debug, Clone)]

@@ -370,6 +370,23 @@ impl Managed for TaskDefinition {
     }
 }
 
+/// The image the family's latest active revision runs, if any.
+pub async fn deployed_image(aws: &Aws, family: &str) -> Result<Option<String>> {
+    Ok(read_task_definition(aws, family)
+        .await?
+        .and_then(|live| match live.spec {
+            Spec::TaskDefinition(td) => Some(td.container.image),
+            _ => None,
+        }))
+}
+
+/// The digest of that image.
+pub async fn deployed_digest(aws: &Aws, family: &str) -> Result<Option<String>> {
+    Ok(deployed_image(aws, family)
+        .await?
+        .and_then(|image| image.rsplit_once('@').map(|(_, digest)| digest.to_owned())))
+}
+
 #[cfg(test)]
 mod tests {
     use infra::resources::{Kind, Spec};

@@ -85,7 +85,7 @@ mod cloudwatch;
 mod dynamodb;
 mod ec2;
 mod ecr;
-mod ecs;
+pub mod ecs;
 mod ecs_target;
 mod events;
 mod iam;
@@ -397,23 +397,6 @@ where
     tags.into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect::<BTreeMap<_, _>>()
-}
-
-/// The image the family's latest active revision runs, if any.
-pub async fn deployed_image(aws: &Aws, family: &str) -> Result<Option<String>> {
-    Ok(ecs::read_task_definition(aws, family)
-        .await?
-        .and_then(|live| match live.spec {
-            Spec::TaskDefinition(td) => Some(td.container.image),
-            _ => None,
-        }))
-}
-
-/// The digest of that image.
-pub async fn deployed_digest(aws: &Aws, family: &str) -> Result<Option<String>> {
-    Ok(deployed_image(aws, family)
-        .await?
-        .and_then(|image| image.rsplit_once('@').map(|(_, digest)| digest.to_owned())))
 }
 
 /// A builder's `build()` for shapes whose required fields the stack always sets.

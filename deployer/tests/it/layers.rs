@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Each module of the crate at `src` (`resources::ecs`, `cli`...) and the modules of the
-/// same crate it names: `crate::a::b` and `super::b` paths, `use` lists included, outside
-/// its `#[cfg(test)]` module.
+/// same crate it names: `crate::a::b` and `super::b` paths (`use` lists included) and its
+/// own children's paths (`child::item`), outside its `#[cfg(test)]` module.
 fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = BTreeMap::new();
     let mut stack = vec![src.to_path_buf()];
@@ -42,7 +42,12 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     };
     let mut edges = BTreeMap::new();
     for (module, text) in &files {
-        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+        // Up to the first test-only module (`mod tests`, a `pub(crate) mod fixture`).
+        let code = ["#[cfg(test)]\nmod ", "#[cfg(test)]\npub(crate) mod "]
+            .iter()
+            .filter_map(|m| text.find(m))
+            .min()
+            .map_or(text.as_str(), |at| &text[..at]);
         let parent: Vec<&str> = module.split("::").filter(|s| !s.is_empty()).collect();
         let parent = &parent[..parent.len().saturating_sub(1)];
         let mut named = BTreeSet::new();
@@ -65,6 +70,23 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
                 if &target != module {
                     named.insert(target);
                 }
+            }
+        }
+        // A parent's use of its own child (`ecs::read(...)` in `resources/mod.rs`).
+        let prefix = if module.is_empty() {
+            String::new()
+        } else {
+            format!("{module}::")
+        };
+        for child in modules.iter().filter_map(|m| m.strip_prefix(&prefix)) {
+            if child.contains("::") || child.is_empty() {
+                continue;
+            }
+            let used = code.match_indices(&format!("{child}::")).any(|(at, _)| {
+                !code[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+            });
+            if used {
+                named.insert(format!("{prefix}{child}"));
             }
         }
         edges.insert(module.clone(), named);
