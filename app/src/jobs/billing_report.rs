@@ -208,6 +208,34 @@ pub fn assemble(
     found: &BTreeMap<String, Vec<Value>>,
     invoice_url: String,
 ) -> Report {
+    let (lines, dropped) = invoiced_lines(inputs, found);
+    let totals = totals(&lines);
+    let chart = chart(&lines);
+    let s = inputs.summary;
+    let result = result(&lines, &totals, s);
+    Report {
+        period: inputs.period_label.clone(),
+        update: false,
+        dry_run: s.dry_run,
+        result,
+        totals,
+        not_billed: not_billed(s),
+        lines,
+        dropped,
+        in_progress: inputs.in_progress.clone(),
+        unmeasured: inputs.unmeasured.clone(),
+        chart,
+        invoice_url,
+        shard: s.shard.clone(),
+    }
+}
+
+/// Each client's invoice of the month beside last month's, flagged when new or far from
+/// it, sorted by client; and the clients billed last month but not this one.
+fn invoiced_lines(
+    inputs: &Inputs<'_>,
+    found: &BTreeMap<String, Vec<Value>>,
+) -> (Vec<Line>, Vec<Line>) {
     let (now, before) = &inputs.compact;
     let mut lines = Vec::new();
     let mut dropped = Vec::new();
@@ -269,24 +297,30 @@ pub fn assemble(
         }
     }
     lines.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    (lines, dropped)
+}
 
+/// The month's totals, per currency.
+fn totals(lines: &[Line]) -> Vec<Total> {
     let mut sums: BTreeMap<String, (usize, Decimal, Decimal)> = BTreeMap::new();
-    for l in &lines {
+    for l in lines {
         let e = sums.entry(l.currency.clone()).or_default();
         e.0 += 1;
         e.1 += l.minutes.parse::<Decimal>().unwrap_or_default();
         e.2 += l.amount.parse::<Decimal>().unwrap_or_default();
     }
-    let totals: Vec<Total> = sums
-        .into_iter()
+    sums.into_iter()
         .map(|(currency, (invoices, minutes, amount))| Total {
             currency,
             invoices,
             minutes: minutes.normalize().to_string(),
             amount: money(amount),
         })
-        .collect();
+        .collect()
+}
 
+/// The clients with the most minutes, as bars relative to the largest.
+fn chart(lines: &[Line]) -> Vec<Bar> {
     let mut by_minutes: Vec<&Line> = lines.iter().collect();
     by_minutes.sort_by(|a, b| {
         let m = |l: &Line| l.minutes.parse::<Decimal>().unwrap_or_default();
@@ -295,7 +329,7 @@ pub fn assemble(
     let largest = by_minutes
         .first()
         .map_or(Decimal::ZERO, |l| l.minutes.parse().unwrap_or_default());
-    let chart = by_minutes
+    by_minutes
         .iter()
         .take(CHART_ROWS)
         .map(|l| {
@@ -311,9 +345,11 @@ pub fn assemble(
                 width: pct.to_string().parse::<u32>().unwrap_or(0).clamp(1, 100),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let s = inputs.summary;
+/// Every client not billed, failed or skipped, with why, by client.
+fn not_billed(s: &Summary) -> Vec<NotBilled> {
     let mut not_billed: Vec<NotBilled> = s
         .failures
         .iter()
@@ -327,6 +363,11 @@ pub fn assemble(
         }))
         .collect();
     not_billed.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    not_billed
+}
+
+/// The report's one-line result: how many invoiced, for how much, and how many failed.
+fn result(lines: &[Line], totals: &[Total], s: &Summary) -> String {
     let billed: Vec<String> = totals
         .iter()
         .map(|t: &Total| crate::money::shown(&t.amount, &t.currency))
@@ -336,7 +377,7 @@ pub fn assemble(
     } else {
         format!(" for {}", billed.join(" + "))
     };
-    let result = if s.failures.is_empty() {
+    if s.failures.is_empty() {
         format!("{} invoiced{billed}, nothing failed", lines.len())
     } else {
         format!(
@@ -344,21 +385,6 @@ pub fn assemble(
             lines.len(),
             s.failures.len()
         )
-    };
-    Report {
-        period: inputs.period_label.clone(),
-        update: false,
-        dry_run: s.dry_run,
-        result,
-        totals,
-        lines,
-        not_billed,
-        dropped,
-        in_progress: inputs.in_progress.clone(),
-        unmeasured: inputs.unmeasured.clone(),
-        chart,
-        invoice_url,
-        shard: s.shard.clone(),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The modules of `deployer` and `infra` form no import circle: arguments, shared types
-//! and errors live below the modules that use them, so each module can be read (and
-//! changed) knowing only what is below it.
+//! The code's shape, held: the modules of `deployer` and `infra` form no import circle
+//! (arguments, shared types and errors live below the modules that use them, so each
+//! module can be read knowing only what is below it), and no function of `infra` or of
+//! the jobs outgrows a reader's view (150 lines).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -157,4 +158,75 @@ fn a_circle_is_found_where_there_is_one() {
         circles(&edges),
         vec![BTreeSet::from(["cli".to_owned(), "commands".to_owned()])]
     );
+}
+
+/// Each function of `src` (every `.rs` under it) longer than `limit` lines, as
+/// `path:name (lines)`: from its `fn` line to the brace that closes its body.
+fn longer_than(src: &Path, limit: usize) -> Vec<String> {
+    let mut long = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let Some(at) = words.iter().position(|w| *w == "fn") else {
+                    continue;
+                };
+                if !words[..at]
+                    .iter()
+                    .all(|w| ["pub", "pub(crate)", "async", "const"].contains(w))
+                {
+                    continue;
+                }
+                let name = words
+                    .get(at + 1)
+                    .map_or("", |w| w.split('(').next().unwrap_or(w));
+                let (mut depth, mut opened) = (0i32, false);
+                for (j, body) in lines.iter().enumerate().skip(i) {
+                    if !opened && body.trim_end().ends_with(';') {
+                        break;
+                    }
+                    for c in body.chars() {
+                        match c {
+                            '{' => {
+                                depth += 1;
+                                opened = true;
+                            }
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                    }
+                    if opened && depth == 0 {
+                        if j - i + 1 > limit {
+                            long.push(format!("{}:{name} ({})", path.display(), j - i + 1));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    long
+}
+
+#[test]
+fn no_function_of_infra_or_the_jobs_is_over_150_lines() {
+    let root = super::root();
+    let long: Vec<String> = ["infra/src", "app/src/jobs"]
+        .iter()
+        .flat_map(|dir| longer_than(&root.join(dir), 150))
+        .collect();
+    assert_eq!(long, Vec::<String>::new(), "split them into named steps");
+    // The count is real: the deployer has long functions of its own (its tests).
+    assert!(!longer_than(&root.join("deployer/tests"), 150).is_empty());
 }
