@@ -1,21 +1,24 @@
 //! One place that builds the AWS `SdkConfig` for every binary (profile, region,
 //! endpoint, retries, timeouts), and an interceptor that counts the calls made, per
-//! service and operation, split into reads and writes.
+//! service and operation, split into reads and writes, and measures the longest chain of
+//! calls that followed one another.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 pub use aws_types::SdkConfig;
 pub use aws_types::region::Region;
@@ -119,6 +122,17 @@ pub struct CallCount {
 #[derive(Clone, Default)]
 pub struct CallCounter {
     counts: Arc<Mutex<BTreeMap<(String, String), u64>>>,
+    /// When each finished call started and ended (its retries included).
+    spans: Arc<Mutex<Vec<(Instant, Instant, String)>>>,
+}
+
+/// When a call started, and its `service:Operation`, kept in its config bag until it
+/// ends.
+#[derive(Debug, Clone)]
+struct Started(Instant, String);
+
+impl Storable for Started {
+    type Storer = StoreReplace<Self>;
 }
 
 impl fmt::Debug for CallCounter {
@@ -178,6 +192,39 @@ impl CallCounter {
         self.total(Access::Write)
     }
 
+    /// The longest chain of calls each of which started after the one before it ended:
+    /// the round trips the run waited for one after another (calls in flight together
+    /// count once). Times the latency of a call, a floor for the run's time.
+    pub fn chain(&self) -> usize {
+        self.chain_calls().len()
+    }
+
+    /// The calls of [`CallCounter::chain`], in order, as `service:Operation`.
+    pub fn chain_calls(&self) -> Vec<String> {
+        let mut spans = self
+            .spans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        spans.sort();
+        // longest[i]: the longest chain ending with call i, and the call before it.
+        let mut longest: Vec<(usize, Option<usize>)> = Vec::with_capacity(spans.len());
+        for (i, (start, _, _)) in spans.iter().enumerate() {
+            let before = (0..i)
+                .filter(|&j| spans[j].1 <= *start)
+                .max_by_key(|&j| longest[j].0);
+            longest.push((before.map_or(0, |j| longest[j].0) + 1, before));
+        }
+        let mut at = (0..spans.len()).max_by_key(|&i| longest[i].0);
+        let mut chain = Vec::new();
+        while let Some(i) = at {
+            chain.push(spans[i].2.clone());
+            at = longest[i].1;
+        }
+        chain.reverse();
+        chain
+    }
+
     /// The write operations called, as `service:Operation` (for messages and tests).
     pub fn write_operations(&self) -> Vec<String> {
         self.snapshot()
@@ -201,8 +248,26 @@ impl Intercept for CallCounter {
         _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if let Some(metadata) = cfg.load::<Metadata>() {
+        let name = cfg.load::<Metadata>().map(|metadata| {
             self.record(metadata.service(), metadata.name());
+            format!("{}:{}", metadata.service(), metadata.name())
+        });
+        cfg.interceptor_state()
+            .store_put(Started(Instant::now(), name.unwrap_or_default()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Started(at, name)) = cfg.load::<Started>() {
+            self.spans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((*at, Instant::now(), name.clone()));
         }
         Ok(())
     }
@@ -211,6 +276,27 @@ impl Intercept for CallCounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chain_counts_calls_that_followed_one_another_and_overlapping_ones_once() {
+        let counter = CallCounter::new();
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        // a (0-10) then b and c together (10-20, 12-22), then d (25-30): a, b|c, d.
+        counter.spans.lock().unwrap().extend([
+            (at(0), at(10), "a".to_owned()),
+            (at(10), at(20), "b".to_owned()),
+            (at(12), at(22), "c".to_owned()),
+            (at(25), at(30), "d".to_owned()),
+        ]);
+        assert_eq!(counter.chain(), 3);
+        let path = counter.chain_calls();
+        assert!(
+            path == ["a", "b", "d"] || path == ["a", "c", "d"],
+            "{path:?}"
+        );
+        assert_eq!(CallCounter::new().chain(), 0);
+    }
 
     #[test]
     fn operations_are_classified_by_their_verb() {

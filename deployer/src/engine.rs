@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use infra::Stack;
-use infra::graph;
 use infra::resources::{Attribute, Kind, Ref, Resource, ResourceId, Tags};
 use serde::Serialize;
 
@@ -95,6 +94,18 @@ const PER_SERVICE: usize = 8;
 /// Reads the live state of every resource of the stack (and of resources this
 /// environment still has that the stack dropped) and decides what to do with each.
 pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: bool) -> Result<Plan> {
+    plan_after(aws, env, stack, adopt, None).await
+}
+
+/// [`plan`], reading again only what `before` planned to change: what it found
+/// unchanged (or left alone) is taken as it was, since only a change can make it differ.
+async fn plan_after(
+    aws: &Aws,
+    env: &infra::Environment,
+    stack: &Stack,
+    adopt: bool,
+    before: Option<&Plan>,
+) -> Result<Plan> {
     let ours = env.tags();
     let mut outputs: BTreeMap<ResourceId, Outputs> = BTreeMap::new();
     let mut steps = Vec::new();
@@ -114,7 +125,16 @@ pub async fn plan(aws: &Aws, env: &infra::Environment, stack: &Stack, adopt: boo
         .collect();
     let reads = join_all(waves.iter().flatten().map(|r| {
         let limit = &limits[resources::service(r.kind)];
+        let unchanged = before.and_then(|p| {
+            p.steps
+                .iter()
+                .find(|s| s.id == r.id() && !s.action.mutates())
+                .map(|s| s.live.clone())
+        });
         async move {
+            if let Some(live) = unchanged {
+                return Ok(live);
+            }
             let _permit = limit.acquire().await;
             resources::read(aws, r).await
         }
@@ -230,9 +250,10 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
-/// Applies the plan: creations, updates and replacements in dependency waves (each
-/// wave concurrently), then deletions in reverse order. After a failure the wave in
-/// flight finishes and nothing later starts; the next `up` picks up from there.
+/// Applies the plan: creations, updates and replacements each as soon as what it
+/// depends on is done (independent ones concurrently), then deletions in reverse order.
+/// After a failure what is in flight finishes and nothing later starts; the next `up`
+/// picks up from there.
 pub async fn apply(
     aws: &Aws,
     plan: &Plan,
@@ -250,53 +271,83 @@ pub async fn apply(
         .collect();
     let (forward, deletions): (Vec<&Step>, Vec<&Step>) =
         plan.steps.iter().partition(|s| s.action != Action::Delete);
-    let resources: Vec<Resource> = forward.iter().map(|s| s.resource.clone()).collect();
-    let waves = graph::waves(&resources).map_err(|e| Error::Internal(e.to_string()))?;
     let mut failure = None;
-    for wave in waves {
-        let steps: Vec<(&Step, Resource)> = wave
-            .iter()
-            .filter_map(|r| forward.iter().find(|s| s.id == r.id()))
-            .filter(|s| s.action.mutates())
-            .map(|s| (*s, resolve(&s.resource, &outputs)))
-            .collect();
-        let results = join_all(steps.iter().map(|(step, resource)| async move {
-            let t = Instant::now();
-            let result = with_iam_retry(|| apply_step(aws, step, resource)).await;
-            let progress = Progress {
-                id: step.id.clone(),
-                action: step.action,
-                outcome: result.as_ref().map(|_| None).map_err(ToString::to_string),
-                elapsed: t.elapsed(),
-            };
-            on_progress(&progress);
-            (step, result)
-        }))
-        .await;
-        for (step, result) in results {
-            match result {
-                Ok(out) => {
-                    match step.action {
-                        Action::Create => summary.created += 1,
-                        Action::Update => summary.updated += 1,
-                        Action::Replace => summary.replaced += 1,
-                        _ => {}
-                    }
-                    let merged = match outputs.get(&step.id) {
-                        Some(old) => out.merged(old),
-                        None => out,
-                    };
-                    outputs.insert(step.id.clone(), merged);
-                }
-                Err(e) => {
-                    summary.failed += 1;
-                    failure.get_or_insert(e);
-                }
+    // Each change starts as soon as the changes it depends on are done (not a whole
+    // wave before it), at most `PER_SERVICE` in flight per service. After a failure
+    // nothing more starts, and what is in flight finishes.
+    let mut pending: Vec<&Step> = forward.into_iter().filter(|s| s.action.mutates()).collect();
+    let changing: std::collections::BTreeSet<&ResourceId> = pending.iter().map(|s| &s.id).collect();
+    let limits: BTreeMap<&str, tokio::sync::Semaphore> = pending
+        .iter()
+        .map(|s| {
+            (
+                resources::service(s.resource.kind),
+                tokio::sync::Semaphore::new(PER_SERVICE),
+            )
+        })
+        .collect();
+    let mut done: std::collections::BTreeSet<ResourceId> = std::collections::BTreeSet::new();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    loop {
+        if failure.is_none() {
+            let (ready, waiting): (Vec<&Step>, Vec<&Step>) = pending.into_iter().partition(|s| {
+                s.resource
+                    .depends_on
+                    .iter()
+                    .all(|d| !changing.contains(d) || done.contains(d))
+            });
+            pending = waiting;
+            for step in ready {
+                let resource = resolve(&step.resource, &outputs);
+                let limit = &limits[resources::service(step.resource.kind)];
+                running.push(async move {
+                    let _permit = limit.acquire().await;
+                    let t = Instant::now();
+                    let result = with_iam_retry(|| apply_step(aws, step, &resource)).await;
+                    on_progress(&Progress {
+                        id: step.id.clone(),
+                        action: step.action,
+                        outcome: result.as_ref().map(|_| None).map_err(ToString::to_string),
+                        elapsed: t.elapsed(),
+                    });
+                    (step, result)
+                });
             }
         }
-        if failure.is_some() {
+        let Some((step, result)) = futures_util::StreamExt::next(&mut running).await else {
             break;
+        };
+        match result {
+            Ok(out) => {
+                match step.action {
+                    Action::Create => summary.created += 1,
+                    Action::Update => summary.updated += 1,
+                    Action::Replace => summary.replaced += 1,
+                    _ => {}
+                }
+                let merged = match outputs.get(&step.id) {
+                    Some(old) => out.merged(old),
+                    None => out,
+                };
+                outputs.insert(step.id.clone(), merged);
+                done.insert(step.id.clone());
+            }
+            Err(e) => {
+                summary.failed += 1;
+                failure.get_or_insert(e);
+            }
         }
+    }
+    if failure.is_none() && !pending.is_empty() {
+        failure = Some(Error::Internal(format!(
+            "{} changes wait on one another: {}",
+            pending.len(),
+            pending
+                .iter()
+                .map(|s| s.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
     if failure.is_none() {
         for step in deletions {
@@ -380,18 +431,20 @@ where
 /// write may still show the state before it.
 pub const SETTLE: Duration = Duration::from_mins(2);
 
-/// Re-reads until the account matches the stack, backing off, for up to `SETTLE`, and
-/// returns what still differs then (`- id` style lines): only differences that persist.
+/// Re-reads what `applied` changed until the account matches the stack, backing off, for
+/// up to `SETTLE`, and returns what still differs then (`- id` style lines): only
+/// differences that persist. What `applied` found unchanged is not read again.
 pub async fn verify(
     aws: &Aws,
     env: &infra::Environment,
     stack: &Stack,
+    applied: &Plan,
     adopt: bool,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<String>> {
     let bound = crate::wait::limit(SETTLE);
     settle(bound, say, || async {
-        let after = plan(aws, env, stack, adopt).await?;
+        let after = plan_after(aws, env, stack, adopt, Some(applied)).await?;
         Ok(after
             .changes()
             .map(|s| format!("{} {}", s.action.symbol(), s.id))

@@ -317,6 +317,14 @@ pub fn summary_line(summary: &Summary, aws: &Aws) -> String {
     )
 }
 
+/// The AWS calls made: reads, writes, and the longest chain of them that followed one
+/// another (`chain` round trips, `chain_calls` in order: the run's floor at a given
+/// latency).
 pub fn calls(aws: &Aws) -> Value {
-    serde_json::json!({"reads": aws.calls.reads(), "writes": aws.calls.writes()})
+    serde_json::json!({
+        "reads": aws.calls.reads(),
+        "writes": aws.calls.writes(),
+        "chain": aws.calls.chain(),
+        "chain_calls": aws.calls.chain_calls(),
+    })
 }

@@ -86,7 +86,14 @@ async fn apply(
         )
     };
     let (left, pending) = tokio::try_join!(
-        Box::pin(engine::verify(&aws, &env, &stack, args.plan.adopt, &say)),
+        Box::pin(engine::verify(
+            &aws,
+            &env,
+            &stack,
+            &plan,
+            args.plan.adopt,
+            &say
+        )),
         pending,
     )?;
     for endpoint in pending {

@@ -12,21 +12,9 @@ use crate::aws::Aws;
 use crate::error::{Error, Result};
 
 pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
-    let found = aws
-        .ecr
-        .describe_repositories()
-        .repository_names(&r.name)
-        .send()
-        .await;
-    let repo = match found {
-        Ok(out) => match out.repositories().first() {
-            Some(repo) => repo.clone(),
-            None => return Ok(None),
-        },
-        Err(e) if code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
-        Err(e) => return Err(aws_error("read", r.id())(e)),
-    };
-    let arn = repo.repository_arn().unwrap_or_default().to_owned();
+    // One round trip where the stack knows the repository's ARN: the repository, its
+    // lifecycle policy and its tags at once (a repository that is not there answers
+    // not found to each).
     let lifecycle = async {
         match aws
             .ecr
@@ -45,15 +33,42 @@ pub async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
             Err(e) => Err(aws_error("read lifecycle policy of", r.id())(e)),
         }
     };
-    let tags = async {
+    let tags_of = |arn: String| async move {
         aws.ecr
             .list_tags_for_resource()
-            .resource_arn(&arn)
+            .resource_arn(arn)
             .send()
             .await
             .map_err(aws_error("read tags of", r.id()))
     };
-    let (lifecycle, tags) = tokio::try_join!(lifecycle, tags)?;
+    let known = r.arn.clone();
+    let (found, lifecycle, early_tags) = tokio::join!(
+        aws.ecr
+            .describe_repositories()
+            .repository_names(&r.name)
+            .send(),
+        lifecycle,
+        async {
+            match &known {
+                Some(arn) => Some(tags_of(arn.clone()).await),
+                None => None,
+            }
+        },
+    );
+    let repo = match found {
+        Ok(out) => match out.repositories().first() {
+            Some(repo) => repo.clone(),
+            None => return Ok(None),
+        },
+        Err(e) if code(&e) == Some("RepositoryNotFoundException") => return Ok(None),
+        Err(e) => return Err(aws_error("read", r.id())(e)),
+    };
+    let arn = repo.repository_arn().unwrap_or_default().to_owned();
+    let tags = match early_tags {
+        Some(tags) if known.as_deref() == Some(arn.as_str()) => tags?,
+        _ => tags_of(arn.clone()).await?,
+    };
+    let lifecycle = lifecycle?;
     Ok(Some(Live {
         spec: Spec::EcrRepository(EcrRepository {
             scan_on_push: repo

@@ -15,19 +15,36 @@ use crate::aws::Aws;
 use crate::error::Result;
 
 async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
-    let rule = match aws.events.describe_rule().name(&r.name).send().await {
+    // One round trip where the stack knows the rule's ARN: the rule, its targets and its
+    // tags at once.
+    let tags_of = |arn: String| async move {
+        aws.events
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+    };
+    let known = r.arn.clone();
+    let (rule, targets, early_tags) = tokio::join!(
+        aws.events.describe_rule().name(&r.name).send(),
+        aws.events.list_targets_by_rule().rule(&r.name).send(),
+        async {
+            match &known {
+                Some(arn) => Some(tags_of(arn.clone()).await),
+                None => None,
+            }
+        },
+    );
+    let rule = match rule {
         Ok(out) => out,
         Err(e) if code(&e) == Some("ResourceNotFoundException") => return Ok(None),
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let arn = rule.arn().unwrap_or_default().to_owned();
-    let (targets, tags) = tokio::join!(
-        aws.events.list_targets_by_rule().rule(&r.name).send(),
-        aws.events
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-    );
+    let tags = match early_tags {
+        Some(tags) if known.as_deref() == Some(arn.as_str()) => tags,
+        _ => tags_of(arn.clone()).await,
+    };
     let targets = targets.map_err(aws_error("read targets of", r.id()))?;
     let tags = tags.map_err(aws_error("read tags of", r.id()))?;
     let target = targets.targets().first().map_or(

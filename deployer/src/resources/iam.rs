@@ -15,7 +15,39 @@ use crate::error::{Error, Result};
 use crate::wait;
 
 async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
-    let role = match aws.iam.get_role().role_name(&r.name).send().await {
+    // One round trip: the role (with its tags), its policy lists, and the inline
+    // policies the stack gives it, all at once; only a policy the stack does not know
+    // (added by hand) takes a second. A role deleted meanwhile answers NoSuchEntity,
+    // which `resources::read` takes as gone; a policy listed, then not found, was
+    // deleted meanwhile: it is not there.
+    let expected: Vec<String> = match &r.properties {
+        Spec::IamRole(role) => role.inline_policies.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let policy = |name: String| async move {
+        match aws
+            .iam
+            .get_role_policy()
+            .role_name(&r.name)
+            .policy_name(&name)
+            .send()
+            .await
+        {
+            Ok(policy) => Ok(Some((name, document(policy.policy_document(), &r.name)?))),
+            Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
+            Err(e) => Err(aws_error("read inline policy of", r.id())(e)),
+        }
+    };
+    let (role, names, attached, guessed) = tokio::join!(
+        aws.iam.get_role().role_name(&r.name).send(),
+        aws.iam.list_role_policies().role_name(&r.name).send(),
+        aws.iam
+            .list_attached_role_policies()
+            .role_name(&r.name)
+            .send(),
+        join_all(expected.iter().cloned().map(policy)),
+    );
+    let role = match role {
         Ok(out) => match out.role {
             Some(role) => role,
             None => return Ok(None),
@@ -24,48 +56,27 @@ async fn read(aws: &Aws, r: &Resource) -> Result<Option<Live>> {
         Err(e) => return Err(aws_error("read", r.id())(e)),
     };
     let trust = document(role.assume_role_policy_document().unwrap_or("{}"), &r.name)?;
-    // GetRole carries the tags; the inline and managed policies are read at once. A
-    // role deleted meanwhile answers NoSuchEntity, which `resources::read` takes as
-    // gone; a policy listed, then not found, was deleted meanwhile: it is not there.
-    let inline = async {
-        let names = aws
-            .iam
-            .list_role_policies()
-            .role_name(&r.name)
-            .send()
-            .await
-            .map_err(aws_error("list inline policies of", r.id()))?;
-        let docs = join_all(names.policy_names().iter().map(|name| async move {
-            match aws
-                .iam
-                .get_role_policy()
-                .role_name(&r.name)
-                .policy_name(name)
-                .send()
-                .await
-            {
-                Ok(policy) => Ok(Some((
-                    name.clone(),
-                    document(policy.policy_document(), &r.name)?,
-                ))),
-                Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
-                Err(e) => Err(aws_error("read inline policy of", r.id())(e)),
-            }
-        }))
-        .await;
-        let docs: Vec<Option<(String, PolicyDocument)>> =
-            docs.into_iter().collect::<Result<_>>()?;
-        Ok::<_, Error>(docs.into_iter().flatten().collect::<BTreeMap<_, _>>())
-    };
-    let attached = async {
-        aws.iam
-            .list_attached_role_policies()
-            .role_name(&r.name)
-            .send()
-            .await
-            .map_err(aws_error("list managed policies of", r.id()))
-    };
-    let (inline, attached) = tokio::try_join!(inline, attached)?;
+    let names = names.map_err(aws_error("list inline policies of", r.id()))?;
+    let attached = attached.map_err(aws_error("list managed policies of", r.id()))?;
+    let mut known: BTreeMap<String, PolicyDocument> = BTreeMap::new();
+    for doc in guessed {
+        if let Some((name, doc)) = doc? {
+            known.insert(name, doc);
+        }
+    }
+    let unknown = names
+        .policy_names()
+        .iter()
+        .filter(|n| !expected.contains(n))
+        .cloned();
+    for doc in join_all(unknown.map(policy)).await {
+        if let Some((name, doc)) = doc? {
+            known.insert(name, doc);
+        }
+    }
+    // Only what the list names: a policy read before it was deleted is not there.
+    known.retain(|name, _| names.policy_names().contains(name));
+    let inline = known;
     Ok(Some(Live {
         spec: Spec::IamRole(IamRole {
             description: role.description().unwrap_or_default().to_owned(),

@@ -287,9 +287,13 @@ macro_rules! kinds {
 
         /// Live resources of this environment that the stack no longer describes.
         pub async fn extras(aws: &Aws, env: &Environment, stack: &Stack) -> Result<Vec<Extra>> {
-            let mut found = Vec::new();
-            $(found.extend(Box::pin(<$kind as Managed>::extras(aws, env, stack)).await?);)+
-            Ok(found)
+            // Every kind's look at once (each is a list or two), found in kind order.
+            type Looking<'a> =
+                std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<Extra>>> + Send + 'a>>;
+            let looks: Vec<Looking<'_>> =
+                vec![$(Box::pin(<$kind as Managed>::extras(aws, env, stack))),+];
+            let found = futures_util::future::try_join_all(looks).await?;
+            Ok(found.into_iter().flatten().collect())
         }
     };
 }

@@ -1799,3 +1799,42 @@ async fn an_up_whose_lease_answer_was_lost_does_not_wait_for_itself() {
     );
     assert!(!stderr(&out).contains("waiting"), "{}", stderr(&out));
 }
+
+/// `up` applies along the dependency graph, not in waves: with the cluster's creation
+/// held for 3 s, the execution role (which depends on the repository and the log group,
+/// not on the cluster) is made meanwhile, where a wave would have waited for the cluster.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_change_starts_once_its_own_dependencies_are_done() {
+    let moto = Moto::start().unwrap();
+    let proxy = FaultProxy::with(
+        moto.addr(),
+        fakes::fault_proxy::Options {
+            delay: Some((
+                "CreateCluster".to_owned(),
+                std::time::Duration::from_secs(3),
+            )),
+            ..fakes::fault_proxy::Options::default()
+        },
+    )
+    .unwrap();
+    let out = deployer(
+        &proxy.endpoint(),
+        &["up", "--env", "local", "--image", IMAGE, "--yes"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stderr(&out);
+    let at = |what: &str| {
+        said.find(what)
+            .unwrap_or_else(|| panic!("{what} not in:\n{said}"))
+    };
+    let role = at("iam-role/ecsTaskExecutionRole-QBOInvoiceProcessor created");
+    let cluster = at("ecs-cluster/qbo-invoice-processor-cluster created");
+    // The role came after the first wave (it depends on two of its resources) and still
+    // finished before the cluster.
+    assert!(role < cluster, "{said}");
+    // What needs the cluster waited for it.
+    assert!(
+        at("iam-role/EventBridgeECSRole-QBOInvoiceProcessor created") > cluster,
+        "{said}"
+    );
+}
