@@ -117,16 +117,23 @@ impl Error {
         }
     }
 
+    /// A failed AWS call's error code and message.
+    fn aws_refusal(&self) -> Option<(&str, &str)> {
+        match self {
+            Self::Aws {
+                code: Some(code),
+                message,
+                ..
+            } => Some((code, message)),
+            _ => None,
+        }
+    }
+
     /// ECS's refusal to start a task in a security group it cannot see yet (one `up`
     /// made a moment ago): InvalidParameterException, relaying EC2's
     /// `InvalidGroup.NotFound`.
     pub fn is_group_not_yet_visible(&self) -> bool {
-        let Self::Aws {
-            code: Some(code),
-            message,
-            ..
-        } = self
-        else {
+        let Some((code, message)) = self.aws_refusal() else {
             return false;
         };
         code == "InvalidParameterException"
@@ -137,18 +144,13 @@ impl Error {
     /// The errors ECS, Scheduler and EventBridge give while a new role propagates:
     /// the only ones `up` retries.
     pub fn is_iam_propagation(&self) -> bool {
-        let Self::Aws {
-            code: Some(code),
-            message,
-            ..
-        } = self
-        else {
+        let Some((code, message)) = self.aws_refusal() else {
             return false;
         };
         let message = message.to_ascii_lowercase();
         // An AccessDeniedException is the caller's own missing permission: never retried.
         matches!(
-            code.as_str(),
+            code,
             "ClientException" | "ValidationException" | "InvalidParameterException"
         ) && message.contains("role")
             && [

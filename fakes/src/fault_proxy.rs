@@ -425,15 +425,7 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         return out.flush();
     }
     if fail {
-        let body =
-            br#"{"__type":"InternalFailure","message":"failure injected by the test proxy"}"#;
-        write!(
-            out,
-            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        out.write_all(body)?;
-        return out.flush();
+        return internal_failure(out, "failure injected by the test proxy");
     }
     if let Some((op, pause)) = &state.delay
         && operation.as_deref() == Some(op.as_str())
@@ -546,15 +538,7 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         && state.lost_of.fetch_add(1, Ordering::SeqCst) + 1 == *n
     {
         state.failed.lock().expect("proxy lock").push(op.clone());
-        let body =
-            br#"{"__type":"InternalFailure","message":"the answer was lost by the test proxy"}"#;
-        write!(
-            out,
-            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        )?;
-        out.write_all(body)?;
-        return out.flush();
+        return internal_failure(out, "the answer was lost by the test proxy");
     }
     if let Some(consistency) = &state.consistency {
         consistency
@@ -563,6 +547,17 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
             .after(&call, &response, Instant::now());
     }
     out.write_all(&response)?;
+    out.flush()
+}
+
+/// A 500 `InternalFailure`, which the SDK retries: an injected failure or a lost answer.
+fn internal_failure(mut out: TcpStream, message: &str) -> std::io::Result<()> {
+    let body = serde_json::json!({"__type": "InternalFailure", "message": message}).to_string();
+    write!(
+        out,
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     out.flush()
 }
 

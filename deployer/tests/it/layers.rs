@@ -6,11 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Each module of the crate at `src` (`resources::ecs`, `cli`...) and the modules of the
-/// same crate it names: `crate::a::b` and `super::b` paths (`use` lists included) and its
-/// own children's paths (`child::item`), outside its `#[cfg(test)]` module.
-fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = BTreeMap::new();
+/// Every `.rs` file under `src`.
+fn rs_files(src: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
@@ -18,20 +16,31 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(src).unwrap().with_extension("");
-                let mut parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                if matches!(
-                    parts.last().map(String::as_str),
-                    Some("mod" | "lib" | "main")
-                ) {
-                    parts.pop();
-                }
-                files.insert(parts.join("::"), std::fs::read_to_string(&path).unwrap());
+                files.push(path);
             }
         }
+    }
+    files
+}
+
+/// Each module of the crate at `src` (`resources::ecs`, `cli`...) and the modules of the
+/// same crate it names: `crate::a::b` and `super::b` paths (`use` lists included) and its
+/// own children's paths (`child::item`), outside its `#[cfg(test)]` module.
+fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = BTreeMap::new();
+    for path in rs_files(src) {
+        let rel = path.strip_prefix(src).unwrap().with_extension("");
+        let mut parts: Vec<String> = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        if matches!(
+            parts.last().map(String::as_str),
+            Some("mod" | "lib" | "main")
+        ) {
+            parts.pop();
+        }
+        files.insert(parts.join("::"), std::fs::read_to_string(&path).unwrap());
     }
     let modules: BTreeSet<String> = files.keys().cloned().collect();
     // The longest module that `path` (a::b::Item) names.
@@ -164,54 +173,43 @@ fn a_circle_is_found_where_there_is_one() {
 /// `path:name (lines)`: from its `fn` line to the brace that closes its body.
 fn longer_than(src: &Path, limit: usize) -> Vec<String> {
     let mut long = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
+    for path in rs_files(src) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let Some(at) = words.iter().position(|w| *w == "fn") else {
+                continue;
+            };
+            if !words[..at]
+                .iter()
+                .all(|w| ["pub", "pub(crate)", "async", "const"].contains(w))
+            {
                 continue;
             }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let lines: Vec<&str> = text.lines().collect();
-            for (i, line) in lines.iter().enumerate() {
-                let words: Vec<&str> = line.split_whitespace().collect();
-                let Some(at) = words.iter().position(|w| *w == "fn") else {
-                    continue;
-                };
-                if !words[..at]
-                    .iter()
-                    .all(|w| ["pub", "pub(crate)", "async", "const"].contains(w))
-                {
-                    continue;
+            let name = words
+                .get(at + 1)
+                .map_or("", |w| w.split('(').next().unwrap_or(w));
+            let (mut depth, mut opened) = (0i32, false);
+            for (j, body) in lines.iter().enumerate().skip(i) {
+                if !opened && body.trim_end().ends_with(';') {
+                    break;
                 }
-                let name = words
-                    .get(at + 1)
-                    .map_or("", |w| w.split('(').next().unwrap_or(w));
-                let (mut depth, mut opened) = (0i32, false);
-                for (j, body) in lines.iter().enumerate().skip(i) {
-                    if !opened && body.trim_end().ends_with(';') {
-                        break;
-                    }
-                    for c in body.chars() {
-                        match c {
-                            '{' => {
-                                depth += 1;
-                                opened = true;
-                            }
-                            '}' => depth -= 1,
-                            _ => {}
+                for c in body.chars() {
+                    match c {
+                        '{' => {
+                            depth += 1;
+                            opened = true;
                         }
+                        '}' => depth -= 1,
+                        _ => {}
                     }
-                    if opened && depth == 0 {
-                        if j - i + 1 > limit {
-                            long.push(format!("{}:{name} ({})", path.display(), j - i + 1));
-                        }
-                        break;
+                }
+                if opened && depth == 0 {
+                    if j - i + 1 > limit {
+                        long.push(format!("{}:{name} ({})", path.display(), j - i + 1));
                     }
+                    break;
                 }
             }
         }
