@@ -98,10 +98,21 @@ step "The schedules fire: move the local Fargate's clock to the next 05:00 in Lo
 # No waiting for tomorrow: the daily send's schedule fires at its cron time in its time
 # zone, and starts its task as EventBridge Scheduler would.
 from=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-to=$(TZ=America/Los_Angeles date -d 'tomorrow 05:30' -u +%Y-%m-%dT%H:%M:%SZ)
+# The next 05:30 in Los Angeles (today's or tomorrow's), in UTC: whatever the hour now,
+# exactly one 05:00 lies between.
+to=$(python3 -c '
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+la = ZoneInfo("America/Los_Angeles")
+now = datetime.now(la)
+day = now.date() + timedelta(days=0 if now.time() < time(5, 30) else 1)
+print(datetime.combine(day, time(5, 30), la).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+')
 curl -s -X POST "$AWS_ENDPOINT_URL/_fargate/advance?from=$from&to=$to" | python3 -c '
 import json, sys
-for f in json.load(sys.stdin).get("fired", []):
+answer = json.load(sys.stdin)
+fired = answer.get("fired") or sys.exit(f"error: no schedule fired: {answer}")
+for f in fired:
     what = f["task"] or f["error"]
     print("  " + f["at"] + "  " + f["schedule"] + "  started task " + what.rsplit("/", 1)[-1])
 '
