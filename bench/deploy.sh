@@ -2,9 +2,11 @@
 # Times `deployer up` (fresh, then a no-op rerun) against the original guide's `aws` CLI
 # steps (bench/original-guide.sh), side by side on one moto server in one run: first on
 # loopback, then through `fakes aws-proxy --latency-ms 100` (a typical AWS API round
-# trip), and prints the times, the API calls each made and the ratios, with the targets,
-# and each `up`'s critical path: the longest chain of its calls that waited for one
-# another (the deployer reports it), times the latency.
+# trip: no call is answered sooner than 100 ms after it was sent, moto's own time
+# included, as a real call's service time is part of its round trip), and prints the
+# times, the API calls each made and the ratios, with the targets, and each `up`'s
+# critical path: the longest chain of its calls that waited for one another (the
+# deployer reports it), times the latency.
 # Needs `make tools`; installs awscli into its own .venv-bench/ (awscli pins a botocore
 # that moto's boto3 does not accept, so it must not share moto's .venv/).
 set -euo pipefail
@@ -73,19 +75,21 @@ up_calls, noop_calls = sys.argv[10], sys.argv[11]
 print()
 print(f"on loopback: fresh up {lu:.2f} s, no-op up {ln:.2f} s, aws-CLI guide {lg:.2f} s (mostly the CLI's start-up)")
 ok = lambda b: "met" if b else "MISSED"
-print(f"at {ms} ms per call: no-op up {noop:.2f} s (target <= 1.0 s: {ok(noop <= 1.0)}), "
-      f"fresh up {up:.2f} s (target <= 2.5 s: {ok(up <= 2.5)})")
+print(f"at {ms} ms per call: no-op up {noop:.2f} s (target <= 0.6 s: {ok(noop <= 0.6)}), "
+      f"fresh up {up:.2f} s (target <= 2.0 s: {ok(up <= 2.0)})")
 # The critical path: the longest chain of calls that followed one another (each started
 # after the one before it ended; calls in flight together count once), times the latency.
-# Whatever the run takes beyond it is moto's and the deployer's own time.
+# Whatever the run takes beyond it is the deployer's own time and moto's queue (moto
+# answers one call at a time; a burst of reads waits for it past the round trip).
+# The target is the fresh up's; a no-op up's path is 3 calls, and its target is 0.6 s.
 lat = float(ms) / 1000
-for name, chain, took, cap in (("fresh up", up_chain, up, 2.0), ("no-op up", noop_chain, noop, 0.6)):
+for name, chain, took in (("fresh up", up_chain, up), ("no-op up", noop_chain, noop)):
     floor = chain * lat
     path = ast.literal_eval(up_calls if name == "fresh up" else noop_calls)
+    target = f" (target <= 1.3x: {ok(took <= 1.3 * floor)})" if name == "fresh up" else ""
     print(f"critical path of the {name}: {chain} calls x {ms} ms = {floor:.2f} s: {', '.join(path)}")
     print(f"ratio deployer {name} / its critical path, {ms} ms per call: "
-          f"{took / floor if floor else float('inf'):.2f}x (target <= 1.3x: {ok(took <= 1.3 * floor)}); "
-          f"{took:.2f} s (target <= {cap} s: {ok(took <= cap)})")
+          f"{took / floor if floor else float('inf'):.2f}x{target}")
 print(f"ratio aws-CLI guide / deployer fresh up, loopback: {lg / lu:.1f}x")
 print(f"ratio aws-CLI guide / deployer fresh up, {ms} ms per call: {guide / up:.1f}x (target >= 4x: {ok(guide / up >= 4)})")
 print(f"ratio aws-CLI guide / deployer no-op up, {ms} ms per call: {guide / noop:.1f}x")

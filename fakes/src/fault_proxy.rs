@@ -6,8 +6,8 @@
 //! or hold one operation's requests for a while (a slow AWS call a signal can land in).
 //! Where moto is kinder than AWS, it answers as AWS does: a security group still used by
 //! a network interface cannot be deleted. With a stale window it also answers as an
-//! eventually consistent AWS may (see `Consistency`), and it can add a fixed latency to
-//! every call, as a real network does.
+//! eventually consistent AWS may (see `Consistency`), and it can give every call a
+//! round trip's latency: no answer leaves sooner than that after its call arrived.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -46,7 +46,7 @@ struct State {
     lost_of: AtomicUsize,
     /// `(operation, how long)`: requests of that operation wait this long upstream.
     delay: Option<(String, std::time::Duration)>,
-    /// Added to every call, as a network round trip.
+    /// The least time from a call's arrival to its answer, as a network round trip.
     latency: std::time::Duration,
     consistency: Option<Mutex<Consistency>>,
     quotas: crate::quotas::Quotas,
@@ -72,7 +72,9 @@ pub struct Options {
     pub lose_answer: Option<(String, usize)>,
     /// `(operation, how long)`: that operation's requests wait this long first.
     pub delay: Option<(String, std::time::Duration)>,
-    /// Added to every call.
+    /// The least time from a call's arrival to its answer: a round trip that takes
+    /// this long in all, upstream's own time included (a busy upstream still adds its
+    /// queue beyond it). The call lands upstream at once; its answer waits.
     pub latency: std::time::Duration,
     /// The stale window of the eventual-consistency mode (`None`: off).
     pub stale: Option<std::time::Duration>,
@@ -256,6 +258,7 @@ impl Drop for FaultProxy {
 
 /// One request per connection: read it, decide, forward or fail, close.
 fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
+    let arrived = Instant::now();
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut head = Vec::new();
     loop {
@@ -378,9 +381,11 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         out.write_all(&crate::service_model::refusal(&service, &violation))?;
         return out.flush();
     }
-    if !state.latency.is_zero() {
-        std::thread::sleep(state.latency);
-    }
+    // From here every answer leaves no sooner than the latency after the call arrived.
+    let conn = Delayed {
+        conn,
+        until: Some(arrived + state.latency),
+    };
     let invocation = header("amz-sdk-invocation-id").unwrap_or_default();
 
     let mut fail = false;
@@ -551,7 +556,7 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
 }
 
 /// A 500 `InternalFailure`, which the SDK retries: an injected failure or a lost answer.
-fn internal_failure(mut out: TcpStream, message: &str) -> std::io::Result<()> {
+fn internal_failure(mut out: impl Write, message: &str) -> std::io::Result<()> {
     let body = serde_json::json!({"__type": "InternalFailure", "message": message}).to_string();
     write!(
         out,
@@ -559,6 +564,26 @@ fn internal_failure(mut out: TcpStream, message: &str) -> std::io::Result<()> {
         body.len()
     )?;
     out.flush()
+}
+
+/// A connection whose first write waits until `until`: the proxy's latency, counted
+/// from the call's arrival, so that upstream's own time is part of it.
+struct Delayed {
+    conn: TcpStream,
+    until: Option<Instant>,
+}
+
+impl Write for Delayed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(until) = self.until.take() {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+        self.conn.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.conn.flush()
+    }
 }
 
 /// A `200` with `answer` as JSON: the test clock's endpoints.
@@ -685,4 +710,71 @@ type Refusal =
 
 fn is_write(operation: &str) -> bool {
     aws_setup::Access::of(operation) == aws_setup::Access::Write
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// An upstream that answers every request after `takes`.
+    fn upstream(takes: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        line.clear();
+                    }
+                    std::thread::sleep(takes);
+                    let mut out = conn;
+                    let _ = out.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                    );
+                });
+            }
+        });
+        addr
+    }
+
+    /// How long one call through a proxy of `latency` in front of `upstream` takes.
+    fn round_trip(upstream: SocketAddr, latency: Duration) -> Duration {
+        let proxy = FaultProxy::with(
+            upstream,
+            Options {
+                latency,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let addr = proxy.endpoint().trim_start_matches("http://").to_owned();
+        let started = Instant::now();
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        started.elapsed()
+    }
+
+    #[test]
+    fn the_latency_is_a_round_trips_floor_with_upstreams_own_time_inside_it() {
+        let latency = Duration::from_millis(400);
+        // Upstream's 150 ms fall within the 400: not 550.
+        let quick = round_trip(upstream(Duration::from_millis(150)), latency);
+        assert!(
+            quick >= latency && quick < Duration::from_millis(530),
+            "{quick:?}"
+        );
+        // An upstream slower than the latency is answered when it answers.
+        let slow = round_trip(upstream(Duration::from_millis(600)), latency);
+        assert!(
+            slow >= Duration::from_millis(600) && slow < Duration::from_millis(900),
+            "{slow:?}"
+        );
+    }
 }

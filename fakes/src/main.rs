@@ -77,7 +77,8 @@ struct ProxyArgs {
     /// found by the calls naming it (0: off)
     #[arg(long, default_value_t = 0)]
     stale_ms: u64,
-    /// Latency added to every call, in milliseconds (100 is a typical API round trip)
+    /// The least time from a call's arrival to its answer, in milliseconds, upstream's
+    /// own time included (100 is a typical API round trip)
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
     /// Run ECS tasks for real (RunTask, DescribeTasks, StopTask, ListTasks) under runc,
