@@ -1,5 +1,5 @@
 # Entry points: `make demo` (the product on local emulators), `make test` (what CI
-# runs), `make bench` and `make tools`. Each installs only what is missing: moto in
+# runs), `make bench`, `make tools` and `make reference` (the command references). Each installs only what is missing: moto in
 # .venv/, the parliament IAM policy linter in .venv-policy/, Debian's docker-registry
 # and runc.
 
@@ -20,7 +20,7 @@ REGISTRY := /usr/bin/docker-registry
 RUNC := /usr/sbin/runc
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench tools fmt lint unit
+.PHONY: demo test bench tools fmt lint unit reference
 
 ## demo: moto, the registry and the fakes; push-image, diff, up, verify, run both jobs, status
 demo: tools
@@ -32,6 +32,13 @@ test: tools fmt lint unit
 ## bench: every script in bench/, then one table of the ratios
 bench: tools
 	@bash bench/all.sh
+
+## reference: write docs/reference/*.md again: the three binaries' command lines, the environment file's keys
+reference:
+	$(CARGO) build --quiet -p deployer -p qbo-invoice-processor -p fakes
+	@dir=$${CARGO_TARGET_DIR:-target}/debug; for bin in deployer qbo-invoice-processor fakes; do \
+	  $$dir/$$bin --markdown-help >docs/reference/$$bin.md && echo "docs/reference/$$bin.md"; done
+	UPDATE_REFERENCE=1 $(CARGO) test --quiet -p infra --test it -- reference::the_environment_reference >/dev/null && echo docs/reference/environment.md
 
 ## tools: moto (the AWS emulator) in .venv/, the policy linter, the reference container registry and runc
 tools: $(MOTO_STAMP) $(PARLIAMENT_STAMP) $(REGISTRY) $(RUNC)

@@ -34,7 +34,8 @@ use tokio_util::task::TaskTracker;
 /// Exit codes: 0 all done, 1 some clients or invoices failed (the rest completed),
 /// 2 bad configuration or usage, 3 fatal (auth, AWS or an API unreachable), 124 stopped
 /// at --timeout, 130 or 143 stopped by SIGINT or SIGTERM (no new work started; work
-/// under way had 25 s to finish; a rerun finishes the rest). --check exits 0 or 1.
+/// under way had 25 s to finish; a rerun finishes the rest). --check exits 0 or 1, or 2
+/// for usage (a flag it does not take, no AWS region).
 // One flag per job (clap's group makes them exclusive) and --dry-run: plain switches.
 #[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Parser)]
@@ -62,8 +63,9 @@ struct Cli {
     check: bool,
     /// Stop starting new work after this long (e.g. 2h, 90m); work under way gets 25 s
     /// to finish, `run_finished` says `timed_out: true`, and the exit code is 124. A
-    /// rerun finishes the rest. A schedule's `timeout` sets it through JOB_TIMEOUT
-    #[arg(long, env = "JOB_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    /// rerun finishes the rest. Or JOB_TIMEOUT, through which a schedule's `timeout`
+    /// sets it
+    #[arg(long, env = "JOB_TIMEOUT", hide_env = true, value_name = "DURATION", value_parser = parse_timeout)]
     timeout: Option<Duration>,
     /// Show what would be created or sent; write nothing (a rotated QBO refresh token
     /// is still saved, or it would be lost)
@@ -125,6 +127,15 @@ fn parse_period(s: &str) -> Result<Date, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The command reference, docs/reference/qbo-invoice-processor.md, is generated from these
+    // definitions by this hidden flag; a test fails when the checked-in copy is stale.
+    if std::env::args().nth(1).as_deref() == Some("--markdown-help") {
+        let options = clap_markdown::MarkdownOptions::new()
+            .title("`qbo-invoice-processor` command reference".to_owned())
+            .show_footer(false);
+        print!("{}", clap_markdown::help_markdown_custom::<Cli>(&options));
+        return ExitCode::SUCCESS;
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {

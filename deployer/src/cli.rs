@@ -22,8 +22,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     max_term_width = 100
 )]
 pub struct Cli {
-    /// Directory holding the environment files [default: infra/envs, searched upwards]
-    #[arg(long, global = true, env = "DEPLOYER_ENV_DIR", value_name = "DIR")]
+    /// Directory holding the environment files, or DEPLOYER_ENV_DIR [default: infra/envs,
+    /// searched upwards]
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYER_ENV_DIR",
+        hide_env = true,
+        value_name = "DIR"
+    )]
     pub env_dir: Option<PathBuf>,
 
     /// AWS profile to use instead of the default chain's
@@ -34,19 +41,27 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub verbose: bool,
 
-    /// Address of a local registry, overriding the environment file's `registry.url`
+    /// Address of a local registry, overriding the environment file's `registry.url`;
+    /// or DEPLOYER_REGISTRY
     #[arg(
         long,
         global = true,
         env = "DEPLOYER_REGISTRY",
+        hide_env = true,
         value_name = "HOST:PORT"
     )]
     pub registry: Option<String>,
 
     /// Time zone of the times `logs`, `status`, `tasks` and `run-task` print (an IANA
-    /// name, or UTC) [default: the environment's job.billing_timezone, else
-    /// America/Los_Angeles, as the job bills]
-    #[arg(long, global = true, env = "DEPLOYER_TZ", value_name = "ZONE")]
+    /// name, or UTC); or DEPLOYER_TZ [default: the environment's job.billing_timezone,
+    /// else America/Los_Angeles, as the job bills]
+    #[arg(
+        long,
+        global = true,
+        env = "DEPLOYER_TZ",
+        hide_env = true,
+        value_name = "ZONE"
+    )]
     pub tz: Option<String>,
 
     #[command(subcommand)]
@@ -72,7 +87,8 @@ pub enum Command {
     ///
     /// Prints the plan, asks before widening IAM or network access (--yes answers),
     /// then applies it in dependency order, independent resources at once, and re-reads
-    /// what it changed. A second `up` finds nothing to do and makes no mutating call.
+    /// what it changed. A second `up` finds nothing to do and makes no mutating call,
+    /// unless the image's `deployed` tag was moved meanwhile: it puts that tag back.
     Up(UpArgs),
     /// Delete every resource this environment owns
     ///

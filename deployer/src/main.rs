@@ -20,6 +20,18 @@ mod wait;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The command reference, docs/reference/deployer.md, is generated from these
+    // definitions by this hidden flag; a test fails when the checked-in copy is stale.
+    if std::env::args().nth(1).as_deref() == Some("--markdown-help") {
+        let options = clap_markdown::MarkdownOptions::new()
+            .title("`deployer` command reference".to_owned())
+            .show_footer(false);
+        print!(
+            "{}",
+            clap_markdown::help_markdown_custom::<cli::Cli>(&options)
+        );
+        return ExitCode::SUCCESS;
+    }
     let cli = cli::Cli::parse();
     match Box::pin(commands::run(&cli)).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod aws_seed;
+pub mod cli_reference;
 pub mod clickup;
 pub mod cloudwatch;
 pub mod consistency;

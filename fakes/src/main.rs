@@ -143,6 +143,15 @@ fn aws_proxy(args: &ProxyArgs) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The command reference, docs/reference/fakes.md, is generated from these
+    // definitions by this hidden flag; a test fails when the checked-in copy is stale.
+    if std::env::args().nth(1).as_deref() == Some("--markdown-help") {
+        let options = clap_markdown::MarkdownOptions::new()
+            .title("`fakes` command reference".to_owned())
+            .show_footer(false);
+        print!("{}", clap_markdown::help_markdown_custom::<Cli>(&options));
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
     if let Some(Command::AwsProxy(args)) = &cli.command {
         return aws_proxy(args);

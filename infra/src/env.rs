@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Problem, Result};
@@ -21,61 +22,86 @@ pub struct Environment {
     pub file: EnvFile,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvFile {
-    /// The `app` tag on every resource.
+    /// The `app` tag on every resource, and the start of the names the stack makes up
+    /// (the task-failed rule, the metric filters, the alarms).
     #[serde(default = "defaults::app")]
     pub app: String,
+    /// The AWS region the stack is in.
     pub region: String,
-    /// When set, the deployer refuses to touch any other account.
+    /// The AWS account id. When set, the deployer refuses any other account, and
+    /// `deployer policy` names it in its ARNs.
     #[serde(default)]
     pub account: Option<String>,
+    /// Where `push-image` sends the image and the task pulls it from.
     #[serde(default)]
     pub registry: Registry,
+    /// The ECR repository of the job's images.
     #[serde(default)]
     pub repository: RepositoryConfig,
+    /// The job's log group.
     #[serde(default)]
     pub logs: LogsConfig,
+    /// The three IAM roles.
     #[serde(default)]
     pub roles: RolesConfig,
+    /// The ECS cluster.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Where the tasks run.
     #[serde(default)]
     pub network: NetworkConfig,
+    /// The task definition.
     #[serde(default)]
     pub task: TaskConfig,
+    /// The four secrets' names (or full ARNs). The job reads all four; it writes only
+    /// QBO's.
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// The client table, which you create (README, step 5).
     #[serde(default)]
     pub client_table: ClientTableConfig,
+    /// The job's own ledger table, which `deployer up` creates.
     #[serde(default)]
     pub job_state: JobStateConfig,
+    /// The job's settings, passed to the container as environment variables.
     pub job: JobConfig,
+    /// When the jobs run.
     #[serde(default)]
     pub schedules: SchedulesConfig,
+    /// Who hears of a failed or missed run, and how.
     #[serde(default)]
     pub alerts: AlertsConfig,
 }
 
 /// Where `push-image` sends the image and the task pulls it from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Registry {
     /// The account's own ECR registry (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`).
     #[default]
     Ecr,
     /// A plain OCI registry, such as the local `docker-registry` used with moto.
-    Local { url: String },
+    Local {
+        /// The registry's `HOST:PORT`.
+        url: String,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepositoryConfig {
+    /// The repository's name.
     pub name: String,
+    /// ECR scans each image for known vulnerabilities as it is pushed.
     pub scan_on_push: bool,
+    /// A tag never moves once set, except `deployed` and `previous`, which `up` moves
+    /// (ECR's `IMMUTABLE_WITH_EXCLUSION`).
     pub immutable_tags: bool,
-    /// Older images beyond this count expire through a lifecycle policy.
+    /// Images beyond the newest N expire through a lifecycle policy; the `deployed` and
+    /// `previous` images never do.
     pub keep_last_images: u32,
 }
 
@@ -90,10 +116,13 @@ impl Default for RepositoryConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsConfig {
+    /// The log group the job's lines go to.
     pub group: String,
+    /// How long the job's lines are kept, in days (one of CloudWatch Logs' retention
+    /// values); `status` shows a run older than this as ended, its lines expired.
     pub retention_days: u32,
 }
 
@@ -106,14 +135,14 @@ impl Default for LogsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolesConfig {
-    /// Used by ECS to pull the image and write logs.
+    /// The execution role, which ECS uses to pull the image and write the logs.
     pub execution: String,
-    /// Assumed by the job itself: secrets and the client table.
+    /// The task role, which the job runs as: its secrets and tables.
     pub task: String,
-    /// Assumed by the schedules to start the task.
+    /// The schedule role, which the schedules start the task as.
     pub schedule: String,
 }
 
@@ -127,9 +156,10 @@ impl Default for RolesConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
+    /// The cluster's name.
     pub name: String,
     /// CloudWatch Container Insights (billed per metric); off by default for a batch job.
     pub container_insights: bool,
@@ -144,12 +174,12 @@ impl Default for ClusterConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// The egress-only HTTPS security group the task runs in.
     pub security_group: String,
-    /// Empty: the default VPC's subnets, found at deploy time.
+    /// Subnet ids of one VPC. Empty: the default VPC's subnets, found at deploy time.
     pub subnets: Vec<String>,
     /// Needed in public subnets without a NAT gateway, so the task reaches ECR and the APIs.
     pub assign_public_ip: bool,
@@ -165,15 +195,19 @@ impl Default for NetworkConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
+    /// The task definition's family.
     pub family: String,
+    /// The container's name.
     pub container: String,
     /// Fargate CPU units (1024 = 1 vCPU).
     pub cpu: u32,
-    /// MiB; must be a valid Fargate pairing with `cpu`.
+    /// MiB; with `cpu`, a pair in Fargate's table.
     pub memory: u32,
+    /// The CPU architecture the task runs on; `push-image` builds only on a machine of
+    /// this architecture.
     pub architecture: Architecture,
 }
 
@@ -189,10 +223,12 @@ impl Default for TaskConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[allow(non_camel_case_types)]
 pub enum Architecture {
+    /// Intel or AMD.
     X86_64,
+    /// AWS Graviton.
     ARM64,
 }
 
@@ -206,12 +242,17 @@ impl Architecture {
 }
 
 /// Secrets Manager secret names (or full ARNs). The job reads all four; it writes only QBO.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
+    /// QuickBooks Online's app credentials and refresh token; the job writes the
+    /// rotated token back.
     pub qbo: String,
+    /// The Microsoft Graph app's credentials (Mail.Send).
     pub msgraph: String,
+    /// ClickUp's API token and team.
     pub clickup: String,
+    /// Control Room's API keys, one per workspace.
     pub robocorp: String,
 }
 
@@ -238,9 +279,10 @@ impl SecretsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTableConfig {
+    /// The DynamoDB table of clients, one item each (docs/jobs.md, the client table).
     pub name: String,
 }
 
@@ -254,9 +296,10 @@ impl Default for ClientTableConfig {
 
 /// The table the stack provisions for the job's own ledger (what the daily summary has
 /// reported).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobStateConfig {
+    /// The DynamoDB table of what the job did (key `pk`, on demand).
     pub table: String,
 }
 
@@ -269,16 +312,20 @@ impl Default for JobStateConfig {
 }
 
 /// The job's non-secret settings, passed to the container as environment variables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
+    /// Who receives the billing report and the daily summary.
     pub bookkeeper_email: String,
+    /// The mailbox the emails are sent from, through Microsoft Graph.
     pub sender_email: String,
     /// QBO customer display names never invoiced or emailed, e.g. `"10001 - AICPA"`.
     #[serde(default)]
     pub excluded_customers: Vec<String>,
     /// The SharePoint host, e.g. `contoso.sharepoint.com`.
     pub ms_graph_hostname: String,
+    /// The billing month's time zone (an IANA name); unset, the job uses
+    /// America/Los_Angeles.
     #[serde(default)]
     pub billing_timezone: Option<String>,
     /// Further variables passed as they are (API base-URL overrides, `QBO_ITEM_NAME`, ...).
@@ -286,13 +333,16 @@ pub struct JobConfig {
     pub environment: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulesConfig {
+    /// What runs the schedules.
     pub engine: ScheduleEngine,
     /// The EventBridge Scheduler group holding the schedules (it carries the tags:
     /// schedules themselves cannot be tagged).
     pub group: String,
+    /// The schedules, one `[[schedules.job]]` table each. Left out: the daily send at
+    /// 05:00 and the monthly billing at 09:00 on the 4th, America/Los_Angeles.
     pub job: Vec<ScheduleConfig>,
 }
 
@@ -327,7 +377,7 @@ impl Default for SchedulesConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleEngine {
     /// EventBridge Scheduler: cron in any IANA time zone, DST-correct.
@@ -336,25 +386,32 @@ pub enum ScheduleEngine {
     Rules,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// The schedule's name.
     pub name: String,
     /// Six AWS cron fields: minutes hours day-of-month month day-of-week year.
     pub cron: String,
+    /// The IANA time zone the cron is read in (`engine = "rules"`: UTC only).
     pub timezone: String,
-    /// The container command override: the job's flags.
+    /// The container's arguments: exactly one job flag (`--create-invoices`,
+    /// `--send-invoices` or `--check-billed`), and any others.
     pub command: Vec<String>,
+    /// A disabled schedule is deployed, and does not run.
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
-    /// How long a run may go on (e.g. "3h", "20m"): the job stops starting new work
-    /// then, gives what is under way 25 s, and logs `timed_out: true` (JOB_TIMEOUT).
+    /// How long a run may go on (e.g. "3h", "20m", at most "24h"), passed as
+    /// `JOB_TIMEOUT` (a variable, which an image from before timeouts ignores): the job
+    /// stops starting new work then, gives what is under way 25 s, logs
+    /// `timed_out: true` and exits 124.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     /// This schedule's task size, overriding `task.cpu`/`task.memory` in the schedule's
     /// input (and in `deployer run-task`); the pair must be in the Fargate table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<u32>,
+    /// MiB, with `cpu` (the other taken from `task` when only one is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u32>,
 }
@@ -399,9 +456,10 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
+    /// The SNS topic the alarms and the failed-task rule publish to.
     pub topic: String,
     /// Subscribed to the topic; defaults to the bookkeeper's address.
     pub email: Option<String>,

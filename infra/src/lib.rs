@@ -7,6 +7,7 @@ pub mod context;
 pub mod cost;
 pub mod cron;
 pub mod env;
+pub mod env_reference;
 mod error;
 pub mod graph;
 mod load;

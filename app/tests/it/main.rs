@@ -281,3 +281,16 @@ fn shown(cents: i64, currency: &str) -> String {
     let sign = if cents < 0 { "-" } else { "" };
     format!("{sign}{grouped}.{:02} {currency}", cents.abs() % 100)
 }
+
+/// docs/reference/qbo-invoice-processor.md is `qbo-invoice-processor --markdown-help`,
+/// with every flag `--help` shows.
+#[test]
+fn the_command_reference_is_generated_from_the_cli_and_current() {
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/reference/qbo-invoice-processor.md");
+    fakes::cli_reference::check(
+        std::path::Path::new(env!("CARGO_BIN_EXE_qbo-invoice-processor")),
+        &reference,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}

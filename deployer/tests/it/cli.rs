@@ -322,3 +322,15 @@ fn policy_is_scoped_to_the_stack_and_passes_the_policy_linter() {
         assert!(findings.is_empty(), "{findings:#?}\n{}", stderr(&lint));
     }
 }
+
+/// docs/reference/deployer.md is `deployer --markdown-help`, and every subcommand and
+/// long flag `--help` shows is in it.
+#[test]
+fn the_command_reference_is_generated_from_the_cli_and_current() {
+    let reference = root().join("docs/reference/deployer.md");
+    fakes::cli_reference::check(
+        std::path::Path::new(env!("CARGO_BIN_EXE_deployer")),
+        &reference,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}

@@ -642,3 +642,28 @@ fn the_local_fargate_without_root_names_the_fix() {
         "{stderr}"
     );
 }
+
+/// docs/reference/fakes.md is `fakes --markdown-help`, with every subcommand and long
+/// flag `--help` shows; a copy that differs is named, with the fix.
+#[test]
+fn the_command_reference_is_generated_from_the_cli_and_current() {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_fakes"));
+    let reference =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/reference/fakes.md");
+    fakes::cli_reference::check(bin, &reference).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("fakes.md");
+    let text = std::fs::read_to_string(&reference).unwrap();
+    std::fs::write(
+        &stale,
+        text.replace("* `--clients <CLIENTS>`", "* `--customers`"),
+    )
+    .unwrap();
+    let error = fakes::cli_reference::check(bin, &stale).unwrap_err();
+    assert!(
+        error.contains("lacks what --help shows: `fakes --clients`")
+            && error.contains("is stale")
+            && error.contains("make reference"),
+        "{error}"
+    );
+}

@@ -2,6 +2,7 @@
 //! environment file can be wrong.
 
 mod bad_env;
+mod reference;
 mod synth;
 
 use std::path::{Path, PathBuf};
