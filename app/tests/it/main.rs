@@ -5,6 +5,7 @@
 mod billing_rules;
 mod check;
 mod create;
+mod docs;
 mod exactly_once;
 mod send;
 
@@ -34,8 +35,12 @@ struct World {
 }
 
 async fn world(clients: usize, tune: impl FnOnce(&mut Month)) -> World {
+    world_of(fakes::generate::month(clients, 2026, 10), tune).await
+}
+
+/// One moto, one fakes server, and `month` seeded into both.
+async fn world_of(mut month: Month, tune: impl FnOnce(&mut Month)) -> World {
     let moto = Moto::start().expect("moto starts (make tools installs it)");
-    let mut month = fakes::generate::month(clients, 2026, 10);
     // ClickUp's Business Plus plan, as the practice has; tests of the limits lower it.
     month.seed.limits.insert(
         "clickup".into(),
@@ -99,43 +104,50 @@ impl Run {
 }
 
 impl World {
+    /// The environment the task definition gives the job, pointed at moto and the
+    /// fakes (what a dry run writes goes to the temporary directory, a task's /tmp).
+    fn job_env(&self) -> Vec<(&'static str, String)> {
+        let url = self.fakes.url();
+        vec![
+            ("TMPDIR", self.dir.path().display().to_string()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint()),
+            ("QBO_SECRET_NAME", SECRET_NAMES[0].into()),
+            ("MSGRAPH_SECRET_NAME", SECRET_NAMES[1].into()),
+            ("CLICKUP_SECRET_NAME", SECRET_NAMES[2].into()),
+            ("ROBOCORP_API_SECRET_NAME", SECRET_NAMES[3].into()),
+            ("DYNAMODB_TABLE_ROBOCORP_CLIENTS", TABLE.into()),
+            ("JOB_STATE_TABLE", STATE_TABLE.into()),
+            // QBO ends a request after 120 s; the fakes after a few (see `SETTLE`).
+            ("WRITE_SETTLE_SECONDS", SETTLE.as_secs().to_string()),
+            ("BOOKKEEPER_EMAIL", "bookkeeper@example.com".into()),
+            ("SENDER_EMAIL", "billing@example.com".into()),
+            ("EXCLUDED_CUSTOMERS", self.month.excluded.join(",")),
+            ("MS_GRAPH_HOSTNAME", "example.sharepoint.com".into()),
+            ("QBO_BASE_URL", format!("{url}/qbo")),
+            (
+                "QBO_TOKEN_URL",
+                format!("{url}/qbo/oauth2/v1/tokens/bearer"),
+            ),
+            ("CLICKUP_BASE_URL", format!("{url}/clickup/api/v2")),
+            ("MSGRAPH_BASE_URL", format!("{url}/graph/v1.0")),
+            ("MSGRAPH_LOGIN_URL", format!("{url}/login")),
+            ("ROBOCORP_BASE_URL", format!("{url}/robocorp/api/v1")),
+        ]
+    }
+
     /// The job's command with the environment the task definition gives it, pointed
     /// at moto and the fakes.
     fn job(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_qbo-invoice-processor"));
-        let url = self.fakes.url();
         c.args(args)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            // What a dry run writes goes to the temporary directory (a task's /tmp).
-            .env("TMPDIR", self.dir.path())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", self.moto.endpoint())
-            .env("QBO_SECRET_NAME", SECRET_NAMES[0])
-            .env("MSGRAPH_SECRET_NAME", SECRET_NAMES[1])
-            .env("CLICKUP_SECRET_NAME", SECRET_NAMES[2])
-            .env("ROBOCORP_API_SECRET_NAME", SECRET_NAMES[3])
-            .env("DYNAMODB_TABLE_ROBOCORP_CLIENTS", TABLE)
-            .env("JOB_STATE_TABLE", STATE_TABLE)
-            // QBO ends a request after 120 s; the fakes after a few (see `SETTLE`).
-            .env("WRITE_SETTLE_SECONDS", SETTLE.as_secs().to_string())
-            .env("BOOKKEEPER_EMAIL", "bookkeeper@example.com")
-            .env("SENDER_EMAIL", "billing@example.com")
-            .env("EXCLUDED_CUSTOMERS", self.month.excluded.join(","))
-            .env("MS_GRAPH_HOSTNAME", "example.sharepoint.com")
-            .env("QBO_BASE_URL", format!("{url}/qbo"))
-            .env(
-                "QBO_TOKEN_URL",
-                format!("{url}/qbo/oauth2/v1/tokens/bearer"),
-            )
-            .env("CLICKUP_BASE_URL", format!("{url}/clickup/api/v2"))
-            .env("MSGRAPH_BASE_URL", format!("{url}/graph/v1.0"))
-            .env("MSGRAPH_LOGIN_URL", format!("{url}/login"))
-            .env("ROBOCORP_BASE_URL", format!("{url}/robocorp/api/v1"))
+            .envs(self.job_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

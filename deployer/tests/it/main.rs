@@ -2,6 +2,7 @@
 
 mod cli;
 mod consistency;
+mod docs;
 mod emulators;
 mod engine;
 mod fargate;
