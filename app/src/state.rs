@@ -336,7 +336,9 @@ impl Ledger {
     }
 
     /// Records that a billing run of `period` (`YYYY-MM`) finished: every shard adds
-    /// itself, so `--check-billed` can tell a month that ran from one that did not.
+    /// itself, so `--check-billed` can tell a month that ran from one that did not. A
+    /// run of the whole month also marks the month whole, which a later shard rerun
+    /// (another count) does not undo.
     pub async fn record_billed(
         &self,
         period: &str,
@@ -349,10 +351,11 @@ impl Ledger {
             .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(billed_key(period)))
-            .update_expression(if success {
-                "SET #at = :now, #count = :n ADD #done :k"
-            } else {
-                "SET #at = :now, #count = :n ADD #done :k, #failed :k"
+            .update_expression(match (success, n) {
+                (true, 1) => "SET #at = :now, #count = :n, #whole = :now ADD #done :k",
+                (true, _) => "SET #at = :now, #count = :n ADD #done :k",
+                (false, 1) => "SET #at = :now, #count = :n, #whole = :now ADD #done :k, #failed :k",
+                (false, _) => "SET #at = :now, #count = :n ADD #done :k, #failed :k",
             })
             .expression_attribute_names("#at", "finished_at")
             .expression_attribute_names("#count", "shard_count")
@@ -362,6 +365,9 @@ impl Ledger {
             .expression_attribute_values(":k", AttributeValue::Ns(vec![k.to_string()]));
         if !success {
             update = update.expression_attribute_names("#failed", "shards_failed");
+        }
+        if n == 1 {
+            update = update.expression_attribute_names("#whole", "whole_month_at");
         }
         update
             .send()
@@ -390,6 +396,7 @@ impl Ledger {
             _ => String::new(),
         };
         Ok(Some(Billed {
+            whole_month: item.contains_key("whole_month_at"),
             shard_count: count,
             shards_done: numbers("shards_done"),
             shards_failed: numbers("shards_failed"),
@@ -726,6 +733,8 @@ fn billed_key(period: &str) -> String {
 /// The record of a month's billing runs.
 #[derive(Debug, Clone)]
 pub struct Billed {
+    /// A run of the whole month (not sharded) finished.
+    pub whole_month: bool,
     pub shard_count: u64,
     pub shards_done: Vec<u64>,
     pub shards_failed: Vec<u64>,

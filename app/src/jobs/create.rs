@@ -265,7 +265,7 @@ pub async fn check_billed(ctx: &Context, period: Option<Date>) -> Result<Summary
         ),
         Some(b) => {
             let missing: Vec<String> = (1..=b.shard_count)
-                .filter(|k| !b.shards_done.contains(k))
+                .filter(|k| !b.whole_month && !b.shards_done.contains(k))
                 .map(|k| format!("{k}/{}", b.shard_count))
                 .collect();
             if missing.is_empty() {

@@ -548,6 +548,14 @@ async fn the_missed_run_check_fails_until_every_shard_of_the_month_has_run() {
     assert_eq!(run.finished()["success"], true);
     // It reads only: the fakes saw nothing from it.
     assert!(!run.stdout.contains("\"event\":\"invoice_created\""));
+
+    // A whole-month run, then a rerun of one shard of another count: the month stays
+    // billed (the rerun's count does not make the others missing).
+    run_create(&w, &[]).await;
+    let rerun = run_create(&w, &["--shard", "3/4"]).await;
+    assert!(rerun.code <= 1, "{}", rerun.stderr);
+    let run = check().await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
 }
 
 /// The mails the fake Graph holds whose subject starts with `prefix`.
