@@ -16,8 +16,9 @@ POLICY_VENV := .venv-policy
 PARLIAMENT_VERSION := 1.6.4
 PARLIAMENT_STAMP := $(POLICY_VENV)/.parliament-$(PARLIAMENT_VERSION)
 REGISTRY := /usr/bin/docker-registry
-# The OCI runtime the local Fargate (fakes/src/fargate.rs) runs tasks with.
-RUNC := /usr/sbin/runc
+# The OCI runtime the local Fargate (fakes/src/fargate.rs) runs tasks with: wherever the
+# system put it, else Debian's path, which apt-get fills.
+RUNC := $(shell command -v runc 2>/dev/null || echo /usr/sbin/runc)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test bench tools fmt lint unit reference
