@@ -153,8 +153,8 @@ pub enum Command {
     /// Each task with its state, start and stop times (in --tz), the job flags it runs,
     /// and for stopped ones the exit code, stop code and reason. ECS remembers stopped
     /// tasks for about an hour; `status` keeps the longer history. --stop ID asks ECS to
-    /// stop a task of this job (the job gets SIGTERM, finishes what is under way within
-    /// 30 s, and a rerun finishes the rest).
+    /// stop a task of this job (the job gets SIGTERM, gives what is under way 25 s, ECS
+    /// kills it at 30 s, and a rerun finishes the rest).
     Tasks(TasksArgs),
     /// Estimate the stack's monthly AWS cost, without touching AWS
     ///
@@ -531,7 +531,8 @@ pub enum Format {
 pub enum OnInterrupt {
     /// Ask on the terminal; with no terminal, leave them running (and say how to stop them)
     Ask,
-    /// Stop them (ECS StopTask: the job gets SIGTERM and 30 s to finish what is under way)
+    /// Stop them (ECS StopTask: the job gets SIGTERM and gives what is under way 25 s;
+    /// ECS kills it at 30 s)
     Stop,
     /// Leave them running
     Leave,

@@ -488,7 +488,7 @@ async fn interrupted(
         OnInterrupt::Stop => true,
         OnInterrupt::Ask if std::io::stdin().is_terminal() => {
             let question = format!(
-                "\nStop the task{} ({})? The job gets 30 s to finish what is under way",
+                "\nStop the task{} ({})? The job gives what is under way 25 s (ECS kills it at 30 s)",
                 if ids.len() > 1 { "s" } else { "" },
                 ids.join(", ")
             );

@@ -123,7 +123,7 @@ fn text(t: &Listing, tz: &jiff::tz::TimeZone) -> String {
     if let Some(id) = &t.stopping {
         let _ = writeln!(
             s,
-            "Asked ECS to stop {id}: the job gets SIGTERM and 30 s to finish what is under way.\n"
+            "Asked ECS to stop {id}: the job gets SIGTERM and gives what is under way 25 s (ECS kills it at 30 s).\n"
         );
     }
     let _ = writeln!(
