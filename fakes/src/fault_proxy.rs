@@ -289,6 +289,12 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         .unwrap_or("GET")
         .to_owned();
     let path = head[0].split_whitespace().nth(1).unwrap_or("/").to_owned();
+    // Every answer, a refusal too, leaves no sooner than the latency after the call
+    // arrived: a real refusal is a round trip as well.
+    let conn = Delayed {
+        conn,
+        until: Some(arrived + state.latency),
+    };
     let service = header("authorization")
         .and_then(|a| {
             let scope = a.split("Credential=").nth(1)?;
@@ -381,11 +387,6 @@ fn serve(state: &State, conn: TcpStream) -> std::io::Result<()> {
         out.write_all(&crate::service_model::refusal(&service, &violation))?;
         return out.flush();
     }
-    // From here every answer leaves no sooner than the latency after the call arrived.
-    let conn = Delayed {
-        conn,
-        until: Some(arrived + state.latency),
-    };
     let invocation = header("amz-sdk-invocation-id").unwrap_or_default();
 
     let mut fail = false;
@@ -587,7 +588,7 @@ impl Write for Delayed {
 }
 
 /// A `200` with `answer` as JSON: the test clock's endpoints.
-fn json_answer(mut out: TcpStream, answer: &serde_json::Value) -> std::io::Result<()> {
+fn json_answer(mut out: impl Write, answer: &serde_json::Value) -> std::io::Result<()> {
     let body = answer.to_string();
     write!(
         out,

@@ -70,7 +70,16 @@ impl Models {
     pub fn shared() -> Option<&'static Self> {
         static MODELS: OnceLock<Option<Models>> = OnceLock::new();
         MODELS
-            .get_or_init(|| data_dir().map(|dir| Self::at(&dir)))
+            .get_or_init(|| {
+                let found = data_dir().map(|dir| Self::at(&dir));
+                if found.is_none() {
+                    // Kinder than AWS without a word is what a stand-in must not be.
+                    eprintln!(
+                        "warning: no botocore service models found: the AWS proxy does not check requests against the services' published constraints; run `make tools` (moto's .venv/) or set FAKES_BOTOCORE_DATA to a botocore `data` directory"
+                    );
+                }
+                found
+            })
             .as_ref()
     }
 

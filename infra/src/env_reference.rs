@@ -138,59 +138,13 @@ fn walk(
             .as_array()
             .filter(|v| v.iter().any(|v| v["properties"].is_object()))
         {
-            // A tagged enum (the registry): its tag, then each variant's own keys.
-            let tag = variants
-                .iter()
-                .find_map(|v| {
-                    v["properties"]
-                        .as_object()?
-                        .iter()
-                        .find(|(_, p)| p.get("const").is_some())
-                        .map(|(k, _)| k.clone())
-                })
-                .unwrap_or_default();
-            let mut rows = Vec::new();
-            let mut kinds = Vec::new();
-            for variant in variants {
-                let kind = variant["properties"][&tag]["const"]
-                    .as_str()
-                    .unwrap_or_default();
-                let about = variant["description"].as_str().unwrap_or_default();
-                if about.is_empty() {
-                    missing.push(format!("{path}.{tag} = \"{kind}\""));
-                }
-                kinds.push(format!("`\"{kind}\"`: {}", about.trim_end_matches('.')));
-                for (field, schema) in variant["properties"].as_object().into_iter().flatten() {
-                    if field == &tag {
-                        continue;
-                    }
-                    let about = schema["description"].as_str().unwrap_or_default();
-                    if about.is_empty() {
-                        missing.push(format!("{path}.{field}"));
-                    }
-                    rows.push((
-                        field.clone(),
-                        String::new(),
-                        format!("with `{tag} = \"{kind}\"`: {about}"),
-                    ));
-                }
-            }
-            let default = property["default"][&tag]
-                .as_str()
-                .map_or(String::new(), |k| format!("`\"{k}\"`"));
-            rows.insert(
-                0,
-                (
-                    tag.clone(),
-                    default,
-                    format!("One of {}.", kinds.join("; ")),
-                ),
-            );
-            tables.push(Table {
-                header: format!("[{path}]"),
-                about: meaning,
-                rows,
-            });
+            tables.push(tagged_table(
+                &path,
+                meaning,
+                variants,
+                &property["default"],
+                missing,
+            ));
         } else {
             let default = if required.contains(&key.as_str()) {
                 "required".to_owned()
@@ -207,6 +161,62 @@ fn walk(
     tables.insert(at, table);
     for (header, about, schema) in below {
         walk(&schema, defs, &header, &about, tables, missing);
+    }
+}
+
+/// The table of a tagged enum (the registry): its tag, with each variant's meaning,
+/// then each variant's own keys.
+fn tagged_table(
+    path: &str,
+    about: String,
+    variants: &[Value],
+    default: &Value,
+    missing: &mut Vec<String>,
+) -> Table {
+    let tag = variants
+        .iter()
+        .find_map(|v| {
+            v["properties"]
+                .as_object()?
+                .iter()
+                .find(|(_, p)| p.get("const").is_some())
+                .map(|(k, _)| k.clone())
+        })
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    let mut kinds = Vec::new();
+    for variant in variants {
+        let kind = variant["properties"][&tag]["const"]
+            .as_str()
+            .unwrap_or_default();
+        let meaning = variant["description"].as_str().unwrap_or_default();
+        if meaning.is_empty() {
+            missing.push(format!("{path}.{tag} = \"{kind}\""));
+        }
+        kinds.push(format!("`\"{kind}\"`: {}", meaning.trim_end_matches('.')));
+        for (field, schema) in variant["properties"].as_object().into_iter().flatten() {
+            if field == &tag {
+                continue;
+            }
+            let meaning = schema["description"].as_str().unwrap_or_default();
+            if meaning.is_empty() {
+                missing.push(format!("{path}.{field}"));
+            }
+            rows.push((
+                field.clone(),
+                String::new(),
+                format!("with `{tag} = \"{kind}\"`: {meaning}"),
+            ));
+        }
+    }
+    let default = default[&tag]
+        .as_str()
+        .map_or(String::new(), |k| format!("`\"{k}\"`"));
+    rows.insert(0, (tag, default, format!("One of {}.", kinds.join("; "))));
+    Table {
+        header: format!("[{path}]"),
+        about,
+        rows,
     }
 }
 

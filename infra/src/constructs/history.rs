@@ -87,20 +87,14 @@ pub fn task_history(b: &mut Builder<'_>, cluster: &Made) -> ResourceId {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constructs::testing::prod;
+    use crate::constructs::testing::{made, prod};
     use crate::resources::Kind;
 
     #[test]
     fn the_rule_writes_only_where_the_policy_lets_events_write() {
         let (env, ctx) = prod();
         let mut b = Builder::new(&env, &ctx);
-        let cluster = Made {
-            id: ResourceId {
-                kind: Kind::EcsCluster,
-                name: "c".into(),
-            },
-            arn: "arn:c".into(),
-        };
+        let cluster = made(Kind::EcsCluster, "c");
         let rule = task_history(&mut b, &cluster);
         let kinds: Vec<Kind> = b.resources().iter().map(|r| r.id().kind).collect();
         assert_eq!(

@@ -113,8 +113,21 @@ impl<'a> Builder<'a> {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use super::Made;
     use crate::context::Context;
     use crate::env::Environment;
+    use crate::resources::{Kind, ResourceId};
+
+    /// What another construct made, as a stand-in: a `kind` named `name`, ARN `arn:NAME`.
+    pub fn made(kind: Kind, name: &str) -> Made {
+        Made {
+            id: ResourceId {
+                kind,
+                name: name.into(),
+            },
+            arn: format!("arn:{name}"),
+        }
+    }
 
     /// The shipped `prod` environment, and a context for it.
     pub fn prod() -> (Environment, Context) {

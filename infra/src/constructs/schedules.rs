@@ -189,20 +189,13 @@ fn describe(app: &str, env: &str, schedule: &ScheduleConfig) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constructs::testing::prod;
+    use crate::constructs::testing::{made, prod};
     use crate::resources::Kind;
 
     #[test]
     fn a_new_schedule_is_one_call_in_the_group_with_what_starts_the_task() {
         let (env, ctx) = prod();
         let mut b = Builder::new(&env, &ctx);
-        let made = |kind, name: &str| Made {
-            id: ResourceId {
-                kind,
-                name: name.into(),
-            },
-            arn: format!("arn:{name}"),
-        };
         let (role, cluster, group) = (
             made(Kind::IamRole, "r"),
             made(Kind::EcsCluster, "c"),

@@ -117,19 +117,14 @@ pub fn container_environment(env: &Environment) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::constructs::testing::prod;
+    use crate::constructs::testing::{made, prod};
+    use crate::resources::Kind;
 
     #[test]
     fn the_root_is_read_only_and_tmp_writable() {
         let (env, ctx) = prod();
         let mut b = Builder::new(&env, &ctx);
-        let made = |name: &str| Made {
-            id: ResourceId {
-                kind: crate::resources::Kind::IamRole,
-                name: name.into(),
-            },
-            arn: format!("arn:{name}"),
-        };
+        let made = |name: &str| made(Kind::IamRole, name);
         let (e, t, l, r, s) = (made("e"), made("t"), made("l"), made("r"), made("s"));
         task_definition(
             &mut b,
